@@ -1,0 +1,74 @@
+# msagg: make demo | make test | make prepare/pretrain/extract/classify | make bench | make clean
+# Variables choose what runs, e.g.  make pretrain PRESET=paper DATASET=mtat SOURCE=~/data/mtat RUN=runs/mtat
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+MSAGG    := $(BIN)/msagg
+
+PRESET   ?= demo
+DATASET  ?= synth-tags
+SOURCE   ?=
+TARGETS  ?= $(DATASET)
+RUN      ?= runs/$(PRESET)
+PREPARE_ARGS ?=
+PRETRAIN_ARGS ?=
+EXTRACT_ARGS ?=
+CLASSIFY_ARGS ?=
+# The prepare preset only sizes the synthetic datasets; real data ignores it.
+PREP_PRESET := $(if $(filter synth-%,$(DATASET)),--preset $(if $(filter paper,$(PRESET)),demo,$(PRESET)),)
+
+.PHONY: help venv demo prepare pretrain extract classify test bench eval-esc10 clean
+
+help:
+	@echo "make demo       venv + every stage on the embedded synthetic dataset, then the results tables"
+	@echo "make test       the test suite"
+	@echo "make prepare | pretrain | extract | classify   one stage (PRESET=$(PRESET) DATASET=$(DATASET) RUN=$(RUN))"
+	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
+	@echo "make eval-esc10 5-fold ESC-10 protocol with the demo preset (needs ../shared/datasets/esc10)"
+	@echo "make clean      remove runs/ and caches (keeps .venv)"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# prepare one dataset: make prepare DATASET=folder SOURCE="path/to/folders"
+prepare: venv
+	$(MSAGG) prepare --dataset $(DATASET) $(if $(SOURCE),--source "$(SOURCE)") $(PREP_PRESET) \
+		--out $(RUN)/prepare/$(DATASET) $(PREPARE_ARGS)
+
+pretrain: prepare
+	$(MSAGG) pretrain --cache $(RUN)/prepare/$(DATASET) --preset $(PRESET) --out $(RUN)/pretrain $(PRETRAIN_ARGS)
+
+# extract features of every dataset in TARGETS (each must be prepared in $(RUN)/prepare/)
+extract: pretrain
+	for t in $(TARGETS); do \
+		test -f $(RUN)/prepare/$$t/DONE || $(MAKE) --no-print-directory prepare DATASET=$$t SOURCE= RUN=$(RUN) PRESET=$(PRESET) || exit 1; \
+		$(MSAGG) extract --pretrain $(RUN)/pretrain --cache $(RUN)/prepare/$$t --out $(RUN)/extract/$$t $(EXTRACT_ARGS) || exit 1; \
+	done
+
+classify: extract
+	for t in $(TARGETS); do \
+		$(MSAGG) classify --features $(RUN)/extract/$$t --out $(RUN)/classify/$$t $(CLASSIFY_ARGS) || exit 1; \
+	done
+
+demo:
+	$(MAKE) --no-print-directory classify PRESET=demo DATASET=synth-tags TARGETS="synth-tags synth-genre" RUN=runs/demo
+	@echo; echo "Plots: runs/demo/classify/*/plots/   Tables: runs/demo/classify/*/results.md"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(MSAGG) bench --out runs/bench/bench.json
+
+eval-esc10: venv
+	$(BIN)/python -m stages.esc10 --preset demo --out runs/esc10
+
+clean:
+	rm -rf runs .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,396 @@
+"""The `msagg` command line: one subcommand per stage, plus predict and bench."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.config import ConfigError, resolve
+
+logger = logging.getLogger("msagg")
+
+EPILOG_CONFIG = (
+    "Config layers, later ones winning: the preset, then --config FILE (JSON or TOML), then the "
+    "options above, then each --set key=value (type-checked against the stage's Config)."
+)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _friendly_errors(func):
+    """Turns the project's ValueErrors (bad input, bad config) into one-line CLI errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, FileNotFoundError) as err:
+            logger.debug("error", exc_info=True)
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+def _config_options(func):
+    func = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one config key, e.g. --set seed=3 --set scales=3^8,3^9. Repeatable.",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="A JSON or TOML file of config keys (applied over the preset).",
+    )(func)
+    func = click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
+    )(func)
+    func = click.option(
+        "--out",
+        "out_dir",
+        required=True,
+        type=click.Path(file_okay=False),
+        help="Run folder to write (created; re-running a finished identical run is a no-op, an interrupted one resumes).",
+    )(func)
+    return func
+
+
+def _show_config(config) -> None:
+    from stages.runfolder import config_dict, config_hash
+
+    logger.info("config %s: %s", config_hash(config), json.dumps(config_dict(config), sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="How much to log on stderr.",
+)
+@click.version_option(package_name="msagg")
+def main(log_level: str) -> None:
+    """msagg: multi-level and multi-scale SampleCNN features for music classification.
+
+    The pipeline of Lee & Nam (2017) in four stages, each writing a run folder
+    (config.json, metadata.json, outputs, DONE):
+
+    \b
+      msagg prepare   decode a dataset once into an audio cache (HDF5)
+      msagg pretrain  train SampleCNNs at several scales (m^n) on a cache
+      msagg extract   pool the last three layers of every model over whole songs
+      msagg classify  song-level classifiers on those features; results tables and plots
+      msagg predict   tag or classify audio files with trained runs
+      msagg bench     training/inference throughput of the SampleCNN family
+
+    \b
+    Quick start (what `make demo` runs):
+      msagg prepare --dataset synth-tags --preset demo --out runs/demo/prepare/synth-tags
+      msagg pretrain --cache runs/demo/prepare/synth-tags --preset demo --out runs/demo/pretrain
+      msagg extract --pretrain runs/demo/pretrain --cache runs/demo/prepare/synth-tags --out runs/demo/extract/synth-tags
+      msagg classify --features runs/demo/extract/synth-tags --out runs/demo/classify/synth-tags
+    """
+    _setup_logging(log_level)
+
+
+@main.command(epilog=EPILOG_CONFIG)
+@click.option(
+    "--dataset",
+    help="Dataset adapter: synth-tags, synth-genre (embedded, generated), folder (one folder per "
+    "class), csv (path;labels list), mtat (MagnaTagATune), gtzan, fsdd. Example: --dataset folder.",
+)
+@click.option(
+    "--source",
+    type=click.Path(),
+    help="Where the dataset lives: a folder (folder, mtat, gtzan, fsdd) or a CSV file (csv). "
+    "Example: --source ~/data/GTZAN.",
+)
+@click.option("--preset", type=click.Choice(["demo", "tiny"]), help="Size preset for the synthetic datasets.")
+@click.option("--num-tracks", type=int, help="Synthetic datasets: how many tracks to generate. Example: 300.")
+@click.option("--sample-rate", type=int, help="Rate of the cache and the models, Hz (default 22050).")
+@click.option(
+    "--fold-from-name",
+    help=r"Regex whose first group is a file's fold, for official folds, e.g. '^(\d)-' for ESC-10.",
+)
+@click.option("--folds", type=int, help="k-fold cross-validation: number of folds (with --fold).")
+@click.option("--fold", type=int, help="Which fold is the test split (1-based where folds come from names).")
+@click.option("--top-k", type=int, help="csv/mtat: keep the K most frequent tags of the training split.")
+@click.option("--split", "split_kind", help="gtzan: 'official' (fault-filtered, default) or 'random'.")
+@click.option("--strict", is_flag=True, default=None, help="Fail on the first unreadable file instead of skipping it.")
+@click.option("--workers", type=int, help="Decoding processes (default: the number of cores). Does not change results.")
+@_config_options
+@_friendly_errors
+def prepare(dataset, source, preset, num_tracks, sample_rate, fold_from_name, folds, fold, top_k, split_kind,
+            strict, workers, out_dir, overwrite, config_file, sets):
+    """Decode a dataset once into an audio cache (cache.h5).
+
+    Every track is decoded, mixed to mono and resampled to the model rate, then stored as int16
+    in one HDF5 file with labels, label names, task kind and split. Unreadable or empty files are
+    listed with their reason in skipped.csv and left out (--strict makes them fatal).
+
+    \b
+    Examples:
+      msagg prepare --dataset synth-tags --preset demo --out runs/demo/prepare/synth-tags
+      msagg prepare --dataset folder --source ~/sounds --out runs/mine/prepare/mine
+      msagg prepare --dataset folder --source "../shared/datasets/esc10" \\
+          --fold-from-name '^(\\d)-' --fold 1 --out runs/esc10/prepare/fold1
+      msagg prepare --dataset csv --source tracks.csv --top-k 50 --out runs/msd/prepare/msd
+    """
+    from stages import prepare as stage
+
+    config = resolve(
+        stage.Config,
+        presets=stage.PRESETS,
+        preset=preset,
+        config_file=config_file,
+        options=dict(dataset=dataset, source=source, num_tracks=num_tracks, sample_rate=sample_rate,
+                     fold_from_name=fold_from_name, folds=folds, fold=fold, top_k=top_k, split=split_kind,
+                     strict=strict),
+        sets=sets,
+    )
+    _show_config(config)
+    path = stage.run(config, Path(out_dir), workers=workers, overwrite=overwrite)
+    click.echo(f"audio cache: {path}")
+
+
+@main.command(epilog=EPILOG_CONFIG)
+@click.option("--cache", type=click.Path(file_okay=False), help="A prepare run folder (holding cache.h5).")
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "demo", "tiny"]),
+    default="demo",
+    show_default=True,
+    help="paper: all eight scales at full width with the authors' recipe (for a GPU); demo: a few "
+    "reduced-width scales, minutes on 2 CPU cores; tiny: seconds, for tests.",
+)
+@click.option("--scales", help="Comma-separated scales to train, e.g. 3^8,3^9 (overrides the preset).")
+@click.option("--width", type=float, help="Multiplier on every layer's filters (1.0 = the paper).")
+@_config_options
+@_friendly_errors
+def pretrain(cache, preset, scales, width, out_dir, overwrite, config_file, sets):
+    """Train one SampleCNN per scale on an audio cache's train split.
+
+    Random segment crops of the train split, SGD with Nesterov momentum 0.9, batch 23, lr 0.01;
+    early stopping on validation loss (patience 3), then the best weights are reloaded and the
+    learning rate is multiplied by 0.2, five stages in all. Each epoch logs the song-level
+    validation ROC-AUC (tags) or accuracy (classes). Killed runs resume from their last epoch.
+
+    Writes per scale: model.keras (best), history.csv, metrics.json (song-level test metrics of the
+    end-to-end model), tensorboard/.
+
+    \b
+    Examples:
+      msagg pretrain --cache runs/demo/prepare/synth-tags --preset demo --out runs/demo/pretrain
+      msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --out runs/mtat/pretrain
+      msagg pretrain --cache runs/demo/prepare/synth-tags --scales 3^9 --set max_epochs_per_stage=2 \\
+          --out runs/try/pretrain
+    """
+    from stages import pretrain as stage
+
+    config = resolve(
+        stage.Config,
+        presets=stage.PRESETS,
+        preset=preset,
+        config_file=config_file,
+        options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width),
+        sets=sets,
+    )
+    _show_config(config)
+    path = stage.run(config, Path(out_dir), overwrite=overwrite)
+    click.echo(f"pretrained models: {path}")
+
+
+@main.command(epilog=EPILOG_CONFIG)
+@click.option("--pretrain", "pretrain_dir", type=click.Path(file_okay=False), help="A pretrain run folder.")
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    help="A prepare run folder of the target dataset (may differ from the pretraining dataset).",
+)
+@click.option(
+    "--song-pool",
+    type=click.Choice(["mean", "max", "meanmax"]),
+    help="How segment vectors become one song vector (default mean; meanmax concatenates both).",
+)
+@click.option("--scales", help="Comma-separated scales to use (default: every model of the pretrain run).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
+@_config_options
+@_friendly_errors
+def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwrite, config_file, sets):
+    """Song-level features from the last three layers of every pretrained model.
+
+    Each track is read once; for every model its non-overlapping segments go through one forward
+    pass that yields the three taps (-3, -2, -1), each max-pooled over time within a segment and
+    then averaged (or max-pooled) over the song. Writes features.h5 (layout: data/features.py);
+    a killed extraction resumes from the last track written.
+
+    \b
+    Examples:
+      msagg extract --pretrain runs/demo/pretrain --cache runs/demo/prepare/synth-genre \\
+          --out runs/demo/extract/synth-genre
+      msagg extract --pretrain runs/mtat/pretrain --cache runs/gtzan/prepare/gtzan --song-pool meanmax \\
+          --out runs/gtzan/extract/from-mtat
+    """
+    from stages import extract as stage
+
+    config = resolve(
+        stage.Config,
+        config_file=config_file,
+        options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool,
+                     scales=scales and tuple(s.strip() for s in scales.split(","))),
+        sets=sets,
+    )
+    _show_config(config)
+    path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
+    click.echo(f"features: {path}")
+
+
+@main.command(epilog=EPILOG_CONFIG)
+@click.option("--features", type=click.Path(file_okay=False), help="An extract run folder (holding features.h5).")
+@click.option(
+    "--combo",
+    "combos",
+    multiple=True,
+    help="A multi-scale combination of last-three-layer features, e.g. --combo 3^8+3^9. Repeatable; "
+    "default: the paper's Table 2 combinations present in the file, plus all scales.",
+)
+@click.option("--repeats", type=int, help="Train each classifier with this many seeds; report mean and std.")
+@click.option(
+    "--classifier",
+    "classifiers",
+    multiple=True,
+    type=click.Choice(["mlp", "logreg"]),
+    help="Which song-level classifiers (default both): the Keras MLP and a logistic-regression baseline.",
+)
+@click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
+@_config_options
+@_friendly_errors
+def classify(features, combos, repeats, classifiers, tsne_label, out_dir, overwrite, config_file, sets):
+    """Train song-level classifiers on aggregated features and report the results tables.
+
+    Feature sets: every scale's -3, -2, -1 layer and the three concatenated, then multi-scale
+    combinations of the last-three features. Features are standardized with train statistics;
+    metrics are computed on the test split (ROC-AUC and PR-AUC for tags, accuracy and macro F1
+    for classes). Writes metrics.json, results.csv, results.md (the paper's Tables 1 and 2) and
+    plots/ (per-tag ROC-AUC bars, t-SNE of -3 vs -1 layer features).
+
+    \b
+    Examples:
+      msagg classify --features runs/demo/extract/synth-tags --out runs/demo/classify/synth-tags
+      msagg classify --features runs/mtat/extract/mtat --combo 3^8+3^9 --repeats 10 --out runs/mtat/classify
+    """
+    from stages import classify as stage
+
+    config = resolve(
+        stage.Config,
+        config_file=config_file,
+        options=dict(features=features, combos=tuple(combos) or None, repeats=repeats,
+                     classifiers=tuple(classifiers) or None, tsne_label=tsne_label),
+        sets=sets,
+    )
+    _show_config(config)
+    path = stage.run(config, Path(out_dir), overwrite=overwrite)
+    results = path / "results.md" if path.is_dir() else path
+    if results.is_file():
+        click.echo(results.read_text())
+    click.echo(f"results: {results}")
+
+
+@main.command()
+@click.argument("audio", nargs=-1, required=True, type=click.Path())
+@click.option("--pretrain", "pretrain_dir", type=click.Path(file_okay=False),
+              help="A pretrain run folder: predict with its end-to-end models (mean over scales).")
+@click.option("--classify", "classify_dir", type=click.Path(file_okay=False),
+              help="A classify run folder: extract features with its models and apply its best classifier.")
+@click.option("--top", "top_k", type=int, default=5, show_default=True, help="How many labels to print per file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@_friendly_errors
+def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
+    """Tag or classify audio files with a trained run.
+
+    With --pretrain, each scale's end-to-end SampleCNN scores the file's segments and the song
+    score is their mean (averaged over scales). With --classify, features are extracted with the
+    models that classify run was built on and its best song-level classifier is applied.
+    Unreadable files are reported; the others are still predicted (exit status 1 if any failed).
+
+    \b
+    Examples:
+      msagg predict song.wav --pretrain runs/demo/pretrain
+      msagg predict a.mp3 b.flac --classify runs/demo/classify/synth-genre --json
+    """
+    from stages import predict as stage
+
+    if bool(pretrain_dir) == bool(classify_dir):
+        raise click.UsageError("give exactly one of --pretrain DIR or --classify DIR")
+    results = stage.predict_files(list(audio), pretrain=pretrain_dir, classify=classify_dir)
+    failed = [r for r in results if "error" in r]
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                click.echo(f"{r['path']}: error: {r['error']}", err=True)
+                continue
+            top = sorted(r["scores"].items(), key=lambda kv: -kv[1])[:top_k]
+            click.echo(f"{r['path']}: " + ", ".join(f"{name} {score:.3f}" for name, score in top))
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--scales", default=",".join(("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")),
+              show_default=True, help="Comma-separated scales to measure.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier (1.0 = the paper).")
+@click.option("--batch-size", type=int, default=23, show_default=True, help="Training batch (the paper's 23).")
+@click.option("--quick", is_flag=True, help="Very few steps: a smoke test, not a measurement.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/bench.json",
+              show_default=True, help="Where to write the JSON results.")
+@_friendly_errors
+def bench(scales, width, batch_size, quick, out_file):
+    """Measure training and inference throughput of the SampleCNN family.
+
+    Prints, per scale: training and inference segments/s, real-time factor at 22050 Hz, achieved
+    GFLOP/s (from counted multiply-adds) and peak resident memory; writes the same as JSON.
+
+    \b
+    Examples:
+      msagg bench
+      msagg bench --scales 3^9 --width 0.25
+      KERAS_BACKEND=jax msagg bench   # on a GPU machine with JAX
+    """
+    from data.atomic import write_json
+    from stages import bench as stage
+
+    kwargs = {"quick": True} if quick else {}
+    started = time.time()
+    rows = stage.run_benchmark([s.strip() for s in scales.split(",")], width=width, batch_size=batch_size, **kwargs)
+    click.echo(stage.format_table(rows))
+    write_json(out_file, {"rows": rows, "seconds": round(time.time() - started, 1)})
+    click.echo(f"written: {out_file}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
