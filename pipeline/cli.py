@@ -120,7 +120,8 @@ def main(log_level: str) -> None:
 @click.option(
     "--dataset",
     help="Dataset adapter: synth-tags, synth-genre (embedded, generated), folder (one folder per "
-    "class), csv (path;labels list), mtat (MagnaTagATune), gtzan, fsdd. Example: --dataset folder.",
+    "class), esc10, csv (columns path, labels 'a;b', optional split; csv-tags/csv-classes force the "
+    "task), mtat (MagnaTagATune), gtzan, fsdd. Example: --dataset folder.",
 )
 @click.option(
     "--source",
@@ -138,7 +139,8 @@ def main(log_level: str) -> None:
 @click.option("--folds", type=int, help="k-fold cross-validation: number of folds (with --fold).")
 @click.option("--fold", type=int, help="Which fold is the test split (1-based where folds come from names).")
 @click.option("--top-k", type=int, help="csv/mtat: keep the K most frequent tags of the training split.")
-@click.option("--split", "split_kind", help="gtzan: 'official' (fault-filtered, default) or 'random'.")
+@click.option("--split", "split_kind", help="'official' (the committed split of gtzan, mtat, fsdd, or a csv's split column; the default "
+              "where one exists) or 'random' (stratified with the recorded split_seed).")
 @click.option("--strict", is_flag=True, default=None, help="Fail on the first unreadable file instead of skipping it.")
 @click.option("--workers", type=int, help="Decoding processes (default: the number of cores). Does not change results.")
 @_config_options
