@@ -1,0 +1,484 @@
+"""The features file (features.h5): song-level vectors per track, per model scale, per tap.
+
+This docstring is the one place the layout is documented (docs/DESIGN.md mirrors it).
+
+Schema version 1::
+
+    attrs
+      schema_version   int 1; readers refuse any other version
+      config_hash      str, the extract run's config hash
+      song_pool        str, "mean" | "max" | "meanmax" (how segment vectors became one song vector)
+      dataset          str, the dataset of the audio cache the features come from
+      pretrain_dataset str, the dataset the models were trained on ("" when unknown)
+      task             str, "tags" (multi-label) | "classes" (single-label)
+      complete         bool, True once every row is written and the file is finalized
+      num_done         int, rows [0, num_done) are final (advanced after each flushed batch)
+    /track_ids         str (N,), same order as the audio cache
+    /labels            uint8 (N, L), multi-hot (one-hot for classes)
+    /label_names       str (L,)
+    /split             str (N,), "train" | "valid" | "test"
+    /features/<scale>/<tap>   float32 (N, dim): the tap's activations max-pooled over time within
+                       each segment, then pooled over the song's segments (mean, max, or both
+                       concatenated as [mean, max] for "meanmax", so dim = 2 x channels)
+    /features/<scale> attrs   input_length (samples), sample_rate (Hz), model_hash (sha256 of
+                       model.keras), num_params
+    /num_segments/<scale>     int32 (N,), segments per track at that scale
+
+Scale keys are "m^n" strings (e.g. "3^9"); tap keys are "-3", "-2", "-1" (the second-to-last pooled
+block, the last pooled block, the 1x1 convolution). Strings are stored as variable-length UTF-8.
+
+While extraction runs the file is ``features.h5.partial``; ``FeaturesWriter.finalize`` renames it
+to ``features.h5`` atomically. A row whose features are not finite marks a track extract could not
+process (it is listed in the run's skipped.csv); readers may drop such rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import h5py
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FILE_NAME = "features.h5"
+PARTIAL_SUFFIX = ".partial"
+SONG_POOLS = ("mean", "max", "meanmax")
+_STR = h5py.string_dtype("utf-8")
+
+
+class FeaturesError(ValueError):
+    """A features file that is missing, unreadable, of another schema version, or inconsistent."""
+
+
+# --- pooling (pure functions) ------------------------------------------------------------------
+
+
+def pool_time(tap: np.ndarray) -> np.ndarray:
+    """Max-pools one tap over time within each segment.
+
+    Args:
+        tap: (num_segments, time, channels) activations.
+
+    Returns:
+        float32 (num_segments, channels).
+    """
+    tap = np.asarray(tap)
+    if tap.ndim != 3:
+        raise ValueError(f"expected (num_segments, time, channels), got shape {tap.shape}")
+    return tap.max(axis=1).astype(np.float32, copy=False)
+
+
+def pool_song(vectors: np.ndarray, song_pool: str = "mean") -> np.ndarray:
+    """Pools a song's segment vectors into one vector.
+
+    Args:
+        vectors: (num_segments, channels) segment vectors (``pool_time`` output).
+        song_pool: "mean", "max", or "meanmax" (``[mean, max]`` concatenated).
+
+    Returns:
+        float32 (channels,), or (2 * channels,) for "meanmax".
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] < 1:
+        raise ValueError(f"expected (num_segments >= 1, channels), got shape {vectors.shape}")
+    if song_pool == "mean":
+        return vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if song_pool == "max":
+        return vectors.max(axis=0)
+    if song_pool == "meanmax":
+        return np.concatenate([vectors.mean(axis=0, dtype=np.float64).astype(np.float32), vectors.max(axis=0)])
+    raise ValueError(f"song_pool must be one of {SONG_POOLS}, got {song_pool!r}")
+
+
+def pooled_dim(channels: int, song_pool: str) -> int:
+    """Length of a song vector for a tap of ``channels`` channels."""
+    if song_pool not in SONG_POOLS:
+        raise ValueError(f"song_pool must be one of {SONG_POOLS}, got {song_pool!r}")
+    return 2 * channels if song_pool == "meanmax" else channels
+
+
+def scale_sort_key(scale: str) -> tuple:
+    """Orders "m^n" keys numerically by (m, n), as the paper's tables do."""
+    try:
+        m, n = scale.split("^")
+        return (int(m), int(n), scale)
+    except ValueError:
+        return (1 << 30, 0, scale)
+
+
+def _tap_sort_key(tap: str) -> tuple:
+    try:
+        return (int(tap), tap)
+    except ValueError:
+        return (1 << 30, tap)
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A features file path, or an extract run folder holding ``features.h5``."""
+    path = Path(path)
+    return path / FILE_NAME if path.is_dir() else path
+
+
+# --- writer ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleInfo:
+    """What the writer records for one model scale.
+
+    Attributes:
+        input_length: Samples per segment.
+        sample_rate: Hz.
+        model_hash: sha256 hex digest of the model file.
+        num_params: Parameters of the model.
+        dims: Tap key -> song-vector length (after song pooling).
+    """
+
+    input_length: int
+    sample_rate: int
+    model_hash: str
+    num_params: int
+    dims: Mapping[str, int]
+
+
+def _str_array(values: Sequence[str]) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=object)
+
+
+class FeaturesWriter:
+    """Writes ``features.h5.partial`` row block by row block, resumably; ``finalize`` publishes it.
+
+    Every dataset is created at its full size (N rows) up front. ``write`` stores rows
+    ``[num_done, num_done + k)``, flushes, and only then advances ``num_done``, so after a kill the
+    rows below ``num_done`` are final. Opening again with the same inputs resumes from ``num_done``;
+    a partial file made with other inputs (config hash, tracks, models, dims) or that cannot be
+    read is started afresh.
+
+    Args:
+        path: The final file, usually ``<run>/features.h5``; the partial file sits beside it.
+        track_ids: N track ids, in cache order.
+        labels: uint8 (N, L).
+        label_names: L names.
+        split: N split names.
+        task: "tags" or "classes".
+        dataset: Dataset of the audio cache.
+        pretrain_dataset: Dataset the models were trained on ("" when unknown).
+        song_pool: One of ``SONG_POOLS``.
+        config_hash: The extract run's config hash.
+        scales: Scale key -> ``ScaleInfo``.
+
+    Raises:
+        FeaturesError: For inconsistent inputs or zero tracks.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        track_ids: Sequence[str],
+        labels: np.ndarray,
+        label_names: Sequence[str],
+        split: Sequence[str],
+        task: str,
+        dataset: str,
+        pretrain_dataset: str,
+        song_pool: str,
+        config_hash: str,
+        scales: Mapping[str, ScaleInfo],
+    ):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.track_ids = [str(t) for t in track_ids]
+        self.num_tracks = len(self.track_ids)
+        labels = np.asarray(labels)
+        if self.num_tracks == 0:
+            raise FeaturesError(f"{self.path}: no tracks to write")
+        if labels.shape != (self.num_tracks, len(label_names)) or len(split) != self.num_tracks:
+            raise FeaturesError(
+                f"{self.path}: inconsistent inputs: {self.num_tracks} tracks, labels {labels.shape}, "
+                f"{len(label_names)} label names, {len(split)} split entries"
+            )
+        if song_pool not in SONG_POOLS:
+            raise FeaturesError(f"song_pool must be one of {SONG_POOLS}, got {song_pool!r}")
+        if not scales:
+            raise FeaturesError(f"{self.path}: no scales to write")
+        self.scales = dict(scales)
+        self._h5: h5py.File | None = None
+        if self.partial.exists() and self._try_resume(config_hash):
+            logger.info("%s: resuming after %d of %d tracks", self.partial, self.num_done, self.num_tracks)
+            return
+        self._create(labels, label_names, split, task, dataset, pretrain_dataset, song_pool, config_hash)
+
+    def _try_resume(self, config_hash: str) -> bool:
+        try:
+            h5 = h5py.File(self.partial, "r+")
+        except OSError as err:
+            logger.warning("%s: cannot reopen (%s); starting again", self.partial, err)
+            return False
+        try:
+            reason = self._incompatible(h5, config_hash)
+        except (KeyError, OSError, ValueError, TypeError) as err:
+            reason = f"unreadable ({err})"
+        if reason:
+            logger.warning("%s: %s; starting again", self.partial, reason)
+            h5.close()
+            return False
+        self._h5 = h5
+        return True
+
+    def _incompatible(self, h5: h5py.File, config_hash: str) -> str | None:
+        if h5.attrs.get("schema_version") != SCHEMA_VERSION:
+            return "another schema version"
+        if h5.attrs.get("config_hash") != config_hash:
+            return "another config"
+        if list(h5["track_ids"].asstr()[...]) != self.track_ids:
+            return "other tracks"
+        if set(h5["features"]) != set(self.scales):
+            return "other scales"
+        for scale, info in self.scales.items():
+            group = h5["features"][scale]
+            if group.attrs["model_hash"] != info.model_hash:
+                return f"another model at scale {scale}"
+            if {tap: group[tap].shape[1] for tap in group} != dict(info.dims):
+                return f"other feature sizes at scale {scale}"
+        return None
+
+    def _create(self, labels, label_names, split, task, dataset, pretrain_dataset, song_pool, config_hash) -> None:
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        h5 = h5py.File(self.partial, "w")
+        n = self.num_tracks
+        h5.attrs["schema_version"] = SCHEMA_VERSION
+        h5.attrs["config_hash"] = str(config_hash)
+        h5.attrs["song_pool"] = song_pool
+        h5.attrs["dataset"] = str(dataset)
+        h5.attrs["pretrain_dataset"] = str(pretrain_dataset or "")
+        h5.attrs["task"] = str(task)
+        h5.attrs["complete"] = False
+        h5.attrs["num_done"] = 0
+        h5.create_dataset("track_ids", data=_str_array(self.track_ids), dtype=_STR)
+        h5.create_dataset("labels", data=np.asarray(labels, dtype=np.uint8))
+        h5.create_dataset("label_names", data=_str_array(label_names), dtype=_STR)
+        h5.create_dataset("split", data=_str_array(split), dtype=_STR)
+        features = h5.create_group("features")
+        counts = h5.create_group("num_segments")
+        for scale in sorted(self.scales, key=scale_sort_key):
+            info = self.scales[scale]
+            group = features.create_group(scale)
+            group.attrs["input_length"] = int(info.input_length)
+            group.attrs["sample_rate"] = int(info.sample_rate)
+            group.attrs["model_hash"] = str(info.model_hash)
+            group.attrs["num_params"] = int(info.num_params)
+            for tap in sorted(info.dims, key=_tap_sort_key):
+                dim = int(info.dims[tap])
+                group.create_dataset(tap, shape=(n, dim), dtype=np.float32, chunks=(min(n, 64), dim))
+            counts.create_dataset(scale, shape=(n,), dtype=np.int32)
+        h5.flush()
+        self._h5 = h5
+
+    @property
+    def num_done(self) -> int:
+        """Rows already final."""
+        return int(self._h5.attrs["num_done"])
+
+    def write(self, features: Mapping[str, Mapping[str, np.ndarray]], num_segments: Mapping[str, np.ndarray]) -> None:
+        """Appends a block of rows at ``num_done`` and flushes it.
+
+        Args:
+            features: Scale -> tap -> float32 (k, dim) for the next k tracks.
+            num_segments: Scale -> (k,) segment counts.
+
+        Raises:
+            FeaturesError: For missing scales or taps, wrong shapes, or too many rows.
+        """
+        start = self.num_done
+        ks = {np.asarray(a).shape[0] for taps in features.values() for a in taps.values()}
+        if len(ks) != 1:
+            raise FeaturesError(f"{self.partial}: blocks of unequal lengths {sorted(ks)}")
+        (k,) = ks
+        if start + k > self.num_tracks:
+            raise FeaturesError(f"{self.partial}: {start} + {k} rows exceed {self.num_tracks} tracks")
+        if set(features) != set(self.scales) or set(num_segments) != set(self.scales):
+            raise FeaturesError(f"{self.partial}: expected scales {sorted(self.scales)}, got {sorted(features)}")
+        for scale, info in self.scales.items():
+            if set(features[scale]) != set(info.dims):
+                raise FeaturesError(f"{self.partial}: scale {scale}: expected taps {sorted(info.dims)}")
+            for tap, dim in info.dims.items():
+                block = np.asarray(features[scale][tap], dtype=np.float32)
+                if block.shape != (k, dim):
+                    raise FeaturesError(f"{self.partial}: {scale}/{tap}: expected ({k}, {dim}), got {block.shape}")
+                self._h5["features"][scale][tap][start : start + k] = block
+            self._h5["num_segments"][scale][start : start + k] = np.asarray(num_segments[scale], dtype=np.int32)
+        # Data first, then the counter: after a kill, rows below num_done are whole.
+        self._h5.flush()
+        self._h5.attrs["num_done"] = start + k
+        self._h5.flush()
+
+    def nonfinite_rows(self, chunk: int = 4096) -> np.ndarray:
+        """Rows (among those written) holding a NaN or infinity: int64 indices, sorted."""
+        bad = np.zeros(self.num_tracks, dtype=bool)
+        done = self.num_done
+        for scale in self._h5["features"]:
+            for tap in self._h5["features"][scale]:
+                data = self._h5["features"][scale][tap]
+                for lo in range(0, done, chunk):
+                    hi = min(done, lo + chunk)
+                    bad[lo:hi] |= ~np.isfinite(data[lo:hi]).all(axis=1)
+        return np.flatnonzero(bad)
+
+    def finalize(self) -> Path:
+        """Marks the file complete and renames it to its final name atomically.
+
+        Returns:
+            The final path.
+
+        Raises:
+            FeaturesError: If rows are missing.
+        """
+        if self.num_done != self.num_tracks:
+            raise FeaturesError(f"{self.partial}: only {self.num_done} of {self.num_tracks} tracks written")
+        self._h5.attrs["complete"] = True
+        self._h5.close()
+        self._h5 = None
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Closes the partial file without finalizing it (it can be resumed)."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __enter__(self) -> "FeaturesWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- reader ------------------------------------------------------------------------------------
+
+
+def _attr(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class FeaturesFile:
+    """Reads a features file (schema version 1).
+
+    Args:
+        path: ``features.h5``, or an extract run folder holding it.
+        allow_partial: Also open an unfinished (``complete`` False) file.
+
+    Attributes:
+        path: The file.
+        track_ids: str array (N,).
+        labels: uint8 (N, L).
+        label_names: list[str] (L).
+        split: str array (N,).
+        task, dataset, pretrain_dataset, song_pool, config_hash: root attributes (str).
+        scales: Scale keys, ordered by (m, n).
+
+    Raises:
+        FeaturesError: Naming the file, when it is missing, unreadable, of an unknown schema
+            version, or unfinished.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, allow_partial: bool = False):
+        self.path = resolve_path(path)
+        if not self.path.is_file():
+            raise FeaturesError(f"{self.path}: no features file (run `msagg extract` first)")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as err:
+            raise FeaturesError(f"{self.path}: not a readable HDF5 features file ({err})") from None
+        try:
+            self._check(allow_partial)
+            self.track_ids = np.array(self._h5["track_ids"].asstr()[...], dtype=str)
+            self.labels = np.asarray(self._h5["labels"][...], dtype=np.uint8)
+            self.label_names = [str(s) for s in self._h5["label_names"].asstr()[...]]
+            self.split = np.array(self._h5["split"].asstr()[...], dtype=str)
+            self.scales = sorted(self._h5["features"], key=scale_sort_key)
+        except KeyError as err:
+            self._h5.close()
+            raise FeaturesError(f"{self.path}: malformed features file (missing {err})") from None
+        except FeaturesError:
+            self._h5.close()
+            raise
+
+    def _check(self, allow_partial: bool) -> None:
+        version = _attr(self._h5.attrs.get("schema_version"))
+        if version is None:
+            raise FeaturesError(f"{self.path}: not a features file (no schema_version attribute)")
+        if version != SCHEMA_VERSION:
+            raise FeaturesError(
+                f"{self.path}: features schema version {version} is not supported "
+                f"(this msagg reads version {SCHEMA_VERSION}); extract the features again"
+            )
+        if not allow_partial and not bool(self._h5.attrs.get("complete", False)):
+            raise FeaturesError(f"{self.path}: unfinished features file; run `msagg extract` again to complete it")
+
+    @property
+    def attrs(self) -> dict:
+        """Root attributes as plain Python values."""
+        return {key: _attr(value) for key, value in self._h5.attrs.items()}
+
+    def _root(self, key: str) -> str:
+        return str(_attr(self._h5.attrs.get(key, "")))
+
+    task = property(lambda self: self._root("task"))
+    dataset = property(lambda self: self._root("dataset"))
+    pretrain_dataset = property(lambda self: self._root("pretrain_dataset"))
+    song_pool = property(lambda self: self._root("song_pool"))
+    config_hash = property(lambda self: self._root("config_hash"))
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self.track_ids)
+
+    def _group(self, scale: str) -> h5py.Group:
+        if scale not in self._h5["features"]:
+            raise FeaturesError(f"{self.path}: no scale {scale!r}; the file holds {', '.join(self.scales)}")
+        return self._h5["features"][scale]
+
+    def taps(self, scale: str) -> list[str]:
+        """Tap keys of ``scale``, ordered "-3", "-2", "-1"."""
+        return sorted(self._group(scale), key=_tap_sort_key)
+
+    def get(self, scale: str, tap: str) -> np.ndarray:
+        """float32 (N, dim) song vectors of one tap of one scale."""
+        group = self._group(scale)
+        if tap not in group:
+            raise FeaturesError(f"{self.path}: scale {scale} has no tap {tap!r}; it has {', '.join(self.taps(scale))}")
+        return np.asarray(group[tap][...], dtype=np.float32)
+
+    def scale_attrs(self, scale: str) -> dict:
+        """``input_length``, ``sample_rate``, ``model_hash``, ``num_params`` of one scale."""
+        return {key: _attr(value) for key, value in self._group(scale).attrs.items()}
+
+    def num_segments(self, scale: str) -> np.ndarray:
+        """int32 (N,) segments per track at ``scale``."""
+        self._group(scale)
+        return np.asarray(self._h5["num_segments"][scale][...], dtype=np.int32)
+
+    def indices(self, split: str) -> np.ndarray:
+        """int64 indices of the tracks in ``split``."""
+        return np.flatnonzero(self.split == split).astype(np.int64)
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "FeaturesFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

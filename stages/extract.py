@@ -1,0 +1,465 @@
+"""Extract stage: song-level features from the last three layers of every pretrained SampleCNN."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from data import features as features_lib
+from data.atomic import write_text
+from data.cache import AudioCache
+from data.segments import num_segments, segment
+from models import sample_cnn
+from stages.runfolder import RunFolder, read_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """What the extract stage computes.
+
+    Attributes:
+        pretrain: A finished pretrain run folder (``<scale>/model.keras`` + ``metrics.json``).
+        cache: A prepare run folder holding ``cache.h5`` (or the ``.h5`` file itself); it may be
+            another dataset than the models were trained on (transfer).
+        song_pool: How a song's segment vectors become one vector: "mean" (the paper), "max",
+            or "meanmax" ([mean, max] concatenated).
+        scales: Scales to use (empty: every scale of the pretrain run).
+    """
+
+    pretrain: str
+    cache: str
+    song_pool: str = "mean"
+    scales: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("pretrain", "cache"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a run folder, got {value!r}")
+        if self.song_pool not in features_lib.SONG_POOLS:
+            raise ValueError(f"song_pool must be one of {', '.join(features_lib.SONG_POOLS)}, got {self.song_pool!r}")
+        scales = (self.scales,) if isinstance(self.scales, str) else tuple(self.scales)
+        normalized = tuple(sample_cnn.parse_scale(str(s)) for s in scales)
+        duplicates = sorted({s for s in normalized if normalized.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"scales lists {', '.join(duplicates)} more than once")
+        object.__setattr__(self, "scales", normalized)
+
+
+class ExtractionStopped(RuntimeError):
+    """Raised by ``run(..., stop_after=N)`` (a test hook that simulates a kill)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclasses.dataclass
+class TapModel:
+    """A loaded SampleCNN of one scale, wrapped to return its three taps.
+
+    Attributes:
+        scale: Scale key.
+        input_length: Samples per segment.
+        sample_rate: Hz the model was trained at.
+        extractor: Model mapping (batch, input_length) to ``{"-3", "-2", "-1"}`` activations.
+        channels: Tap -> channels.
+        model_hash: sha256 of ``model.keras``.
+        num_params: Parameters of the full model.
+        test_metrics: The end-to-end model's song-level test metrics from ``metrics.json``.
+    """
+
+    scale: str
+    input_length: int
+    sample_rate: int
+    extractor: keras.Model
+    channels: dict[str, int]
+    model_hash: str
+    num_params: int
+    test_metrics: dict
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_file(folder: str | os.PathLike) -> Path:
+    """A prepare run folder's ``cache.h5`` (or the path itself if it is an ``.h5`` file)."""
+    path = Path(folder)
+    return path if path.suffix == ".h5" else path / "cache.h5"
+
+
+def pretrain_scales(pretrain_dir: str | os.PathLike, scales: Sequence[str] = ()) -> list[str]:
+    """The scales to use from a finished pretrain run.
+
+    Args:
+        pretrain_dir: The pretrain run folder.
+        scales: Wanted scales (empty: all the run trained).
+
+    Returns:
+        Scale keys, ordered by (m, n).
+
+    Raises:
+        ValueError: If the run is unfinished, or a wanted scale has no model in it.
+    """
+    pretrain_dir = Path(pretrain_dir)
+    config = read_config(pretrain_dir)
+    available = [s for s in config.get("scales", []) if (pretrain_dir / s / "model.keras").is_file()]
+    if not available:
+        available = [p.name for p in pretrain_dir.iterdir() if (p / "model.keras").is_file()]
+    if not available:
+        raise ValueError(f"{pretrain_dir}: no trained models (expected <scale>/model.keras)")
+    missing = [s for s in scales if s not in available]
+    if missing:
+        raise ValueError(f"{pretrain_dir}: no model for scale {', '.join(missing)}; "
+                         f"the run has {', '.join(available)}")
+    chosen = list(scales) or available
+    return sorted(chosen, key=features_lib.scale_sort_key)
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text())
+    except OSError:
+        raise ValueError(f"{path}: missing; the pretrain run looks incomplete") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    missing = [k for k in ("input_length", "sample_rate") if k not in info]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)}")
+    return info
+
+
+def check_sample_rates(pretrain_dir: str | os.PathLike, scales: Sequence[str], sample_rate: int,
+                       what: str = "the audio") -> dict[str, dict]:
+    """Reads each scale's ``metrics.json`` and refuses models trained at another rate.
+
+    Returns:
+        Scale -> its metrics.json content.
+
+    Raises:
+        ValueError: Naming the models' rate, ``what`` and its rate.
+    """
+    pretrain_dir = Path(pretrain_dir)
+    infos = {scale: _read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
+    rates = {scale: int(info["sample_rate"]) for scale, info in infos.items()}
+    wrong = {scale: rate for scale, rate in rates.items() if rate != sample_rate}
+    if wrong:
+        listed = ", ".join(f"{scale} at {rate} Hz" for scale, rate in wrong.items())
+        raise ValueError(
+            f"sample rate mismatch: models in {pretrain_dir} were trained at a different rate ({listed}) "
+            f"than {what} ({sample_rate} Hz); prepare the dataset again with "
+            f"--sample-rate {next(iter(wrong.values()))}"
+        )
+    return infos
+
+
+def load_tap_models(pretrain_dir: str | os.PathLike, scales: Sequence[str] = (),
+                    sample_rate: int | None = None, what: str = "the audio") -> dict[str, TapModel]:
+    """Loads each model of a pretrain run once and wraps it to return its taps.
+
+    Args:
+        pretrain_dir: A finished pretrain run folder.
+        scales: Scales to load (empty: all).
+        sample_rate: When given, models trained at another rate are refused.
+        what: How to name the audio in that error message.
+
+    Returns:
+        Scale -> ``TapModel``, ordered by (m, n).
+
+    Raises:
+        ValueError: For an unfinished run, a missing scale, or a sample-rate mismatch.
+    """
+    pretrain_dir = Path(pretrain_dir)
+    scales = pretrain_scales(pretrain_dir, scales)
+    if sample_rate is not None:
+        infos = check_sample_rates(pretrain_dir, scales, sample_rate, what)
+    else:
+        infos = {scale: _read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
+    out = {}
+    for scale in scales:
+        path = pretrain_dir / scale / "model.keras"
+        model = keras.saving.load_model(path, safe_mode=True)
+        input_length = int(model.inputs[0].shape[1])
+        if input_length != int(infos[scale]["input_length"]):
+            raise ValueError(f"{path}: input length {input_length} differs from metrics.json "
+                             f"({infos[scale]['input_length']})")
+        extractor = sample_cnn.build_tap_extractor(model, scale)
+        channels = {tap: int(t.shape[-1]) for tap, t in extractor.output.items()}
+        out[scale] = TapModel(
+            scale=scale,
+            input_length=input_length,
+            sample_rate=int(infos[scale]["sample_rate"]),
+            extractor=extractor,
+            channels={tap: channels[tap] for tap in sample_cnn.TAPS},
+            model_hash=file_sha256(path),
+            num_params=int(model.count_params()),
+            test_metrics=dict(infos[scale].get("test") or {}),
+        )
+        logger.info("loaded %s: input %d samples, %d parameters", path, input_length, out[scale].num_params)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature computation
+
+
+def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Per-segment vectors of every tap: one forward pass per batch, then max over time.
+
+    Batches always hold ``batch_size`` rows (the last zero-padded), so the compiled predict
+    function sees one shape and a segment's numbers do not depend on where a batch started.
+
+    Returns:
+        Tap -> float32 (num_segments, channels).
+    """
+    out: dict[str, list[np.ndarray]] = {tap: [] for tap in sample_cnn.TAPS}
+    buf = np.zeros((batch_size, model.input_length), dtype=np.float32)
+    for lo in range(0, segments.shape[0], batch_size):
+        part = segments[lo : lo + batch_size]
+        buf[: len(part)] = part
+        buf[len(part) :] = 0.0
+        taps = model.extractor.predict_on_batch(buf)
+        for tap in sample_cnn.TAPS:
+            out[tap].append(features_lib.pool_time(np.asarray(taps[tap])[: len(part)]))
+    return {tap: np.concatenate(parts) for tap, parts in out.items()}
+
+
+def features_of_waves(
+    waves: Sequence[np.ndarray], models: Mapping[str, TapModel], song_pool: str = "mean", batch_size: int = 64
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Song vectors of a few tracks, their segments batched together across tracks.
+
+    Args:
+        waves: float32 (num_samples,) waveforms at the models' sample rate.
+        models: Scale -> ``TapModel``.
+        song_pool: One of ``data.features.SONG_POOLS``.
+        batch_size: Segments per forward pass.
+
+    Returns:
+        ``(features, num_segments)``: scale -> tap -> float32 (len(waves), dim), and
+        scale -> int32 (len(waves),).
+    """
+    features: dict[str, dict[str, np.ndarray]] = {}
+    counts: dict[str, np.ndarray] = {}
+    for scale, model in models.items():
+        per_track = [segment(w, model.input_length) for w in waves]
+        counts[scale] = np.array([len(s) for s in per_track], dtype=np.int32)
+        vectors = _segment_vectors(model, np.concatenate(per_track), batch_size)
+        bounds = np.cumsum(counts[scale])[:-1]
+        features[scale] = {
+            tap: np.stack([features_lib.pool_song(v, song_pool) for v in np.split(vectors[tap], bounds)])
+            for tap in sample_cnn.TAPS
+        }
+    return features, counts
+
+
+def song_features(
+    waves: Sequence[np.ndarray],
+    pretrain_dir: str | os.PathLike,
+    scales: Sequence[str] = (),
+    *,
+    song_pool: str = "mean",
+    batch_size: int = 64,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Features of new audio, as extract computes them (for ``msagg predict``).
+
+    Args:
+        waves: float32 waveforms at the models' sample rate.
+        pretrain_dir: The pretrain run whose models to use.
+        scales: Scales to compute (empty: all of the run).
+        song_pool: Song pooling, as the classifier's features were made.
+        batch_size: Segments per forward pass.
+
+    Returns:
+        Scale -> tap -> float32 (len(waves), dim).
+    """
+    models = load_tap_models(pretrain_dir, scales)
+    features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in sample_cnn.TAPS} for s in models}
+    for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size):
+        block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size)
+        for scale, taps in block.items():
+            for tap, rows in taps.items():
+                features[scale][tap].append(rows)
+    return {s: {t: np.concatenate(rows) for t, rows in taps.items()} for s, taps in features.items()}
+
+
+def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], batch_size: int) -> Iterator[list[int]]:
+    """Groups consecutive tracks until every scale has at least ``batch_size`` segments.
+
+    The grouping depends only on the track lengths from the first index on, so a resumed run
+    (which restarts at a group boundary) forms the same groups as an uninterrupted one. Memory
+    is about ``batch_size`` segments of the largest scale plus one track.
+    """
+    chunk: list[int] = []
+    totals = {scale: 0 for scale in models}
+    for i in indices:
+        chunk.append(i)
+        n = int(length_of(i))
+        for scale, model in models.items():
+            totals[scale] += num_segments(n, model.input_length)
+        if min(totals.values()) >= batch_size:
+            yield chunk
+            chunk, totals = [], {scale: 0 for scale in models}
+    if chunk:
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def pretrain_dataset(pretrain_dir: str | os.PathLike) -> str:
+    """The dataset a pretrain run's models were trained on ("" when it cannot be told)."""
+    try:
+        config = read_config(pretrain_dir)
+    except ValueError:
+        return ""
+    cache = config.get("cache")
+    if not cache:
+        return ""
+    path = cache_file(cache)
+    if path.is_file():
+        try:
+            with AudioCache(path) as c:
+                return c.dataset
+        except ValueError:
+            pass
+    try:
+        return str(read_config(Path(cache) if Path(cache).is_dir() else Path(cache).parent).get("dataset") or "")
+    except ValueError:
+        return ""
+
+
+def _write_skipped(out_dir: Path, rows: list[tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["track_id", "reason"])
+    writer.writerows(rows)
+    write_text(out_dir / "skipped.csv", buf.getvalue())
+
+
+def run(
+    config: Config,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Path:
+    """Extracts song-level features of every track of a cache with every model of a pretrain run.
+
+    Each track is read once; for each model its segments (batched with those of neighbouring
+    tracks) go through one forward pass that yields the three taps, each max-pooled over time
+    within a segment and then pooled over the song. Rows are flushed group by group into
+    ``features.h5.partial``; a killed run resumes from the last group written.
+
+    Args:
+        config: The stage config.
+        out_dir: The run folder.
+        batch_size: Segments per forward pass (does not change the results' meaning; keep it
+            the same when resuming for bit-identical rows).
+        overwrite: Replace a folder holding another config (or redo a finished one).
+        progress: Show a progress bar.
+        stop_after: Test hook: raise ``ExtractionStopped`` once at least this many tracks are
+            written, as if the process had been killed.
+
+    Returns:
+        ``out_dir / "features.h5"``.
+
+    Raises:
+        RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
+        CacheError: For a missing or unreadable cache.
+        ValueError: For an unfinished pretrain run, an unknown scale, or models trained at
+            another sample rate than the cache's.
+    """
+    out_dir = Path(out_dir)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    folder = RunFolder(out_dir, "extract", config, upstream={"pretrain": config.pretrain, "cache": config.cache})
+    final = out_dir / features_lib.FILE_NAME
+    if folder.done and not overwrite:
+        logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
+        return final
+    with AudioCache(cache_file(config.cache)) as cache:
+        scales = pretrain_scales(config.pretrain, config.scales)
+        check_sample_rates(config.pretrain, scales, cache.sample_rate, what=f"the audio cache {cache.path}")
+        if cache.num_tracks == 0:
+            raise ValueError(f"{cache.path}: the cache holds no tracks")
+        if not folder.start(overwrite):
+            return final
+        models = load_tap_models(config.pretrain, scales)
+        infos = {
+            scale: features_lib.ScaleInfo(
+                input_length=m.input_length,
+                sample_rate=m.sample_rate,
+                model_hash=m.model_hash,
+                num_params=m.num_params,
+                dims={tap: features_lib.pooled_dim(c, config.song_pool) for tap, c in m.channels.items()},
+            )
+            for scale, m in models.items()
+        }
+        writer = features_lib.FeaturesWriter(
+            final,
+            track_ids=list(cache.track_ids),
+            labels=cache.labels,
+            label_names=cache.label_names,
+            split=list(cache.split),
+            task=cache.task,
+            dataset=cache.dataset,
+            pretrain_dataset=pretrain_dataset(config.pretrain),
+            song_pool=config.song_pool,
+            config_hash=folder.hash,
+            scales=infos,
+        )
+        num_tracks = cache.num_tracks
+        start = writer.num_done
+        logger.info("extract %d tracks of %s (%d Hz) with scales %s, song pooling %s%s", num_tracks, cache.dataset,
+                    cache.sample_rate, ", ".join(scales), config.song_pool,
+                    f"; resuming after {start}" if start else "")
+        began = time.monotonic()
+        with writer, tqdm(total=num_tracks, initial=start, unit="track", desc="extract", disable=not progress,
+                          dynamic_ncols=True) as bar:
+            for chunk in _chunks(range(start, num_tracks), lambda i: cache.lengths[i], models, batch_size):
+                block, counts = features_of_waves([cache.track(i) for i in chunk], models, config.song_pool,
+                                                  batch_size)
+                writer.write(block, counts)
+                bar.update(len(chunk))
+                done = writer.num_done
+                if stop_after is not None and stop_after <= done < num_tracks:
+                    raise ExtractionStopped(f"stopped after {done} of {num_tracks} tracks (stop_after={stop_after})")
+            bad = writer.nonfinite_rows()
+            path = writer.finalize()
+        seconds = time.monotonic() - began
+        skipped = [(str(cache.track_ids[i]), "non-finite features") for i in bad]
+        if skipped:
+            logger.warning("%d tracks gave non-finite features; listed in %s", len(skipped), out_dir / "skipped.csv")
+            _write_skipped(out_dir, skipped)
+        rate = (num_tracks - start) / seconds if seconds > 0 else float("nan")
+        logger.info("wrote %s: %d tracks x %d scales in %.1f s (%.1f tracks/s)", path, num_tracks, len(scales),
+                    seconds, rate)
+    folder.finish({"num_tracks": num_tracks, "scales": scales, "num_skipped": len(skipped),
+                   "seconds": round(seconds, 1)})
+    return path

@@ -1,0 +1,119 @@
+"""Figures of the classify stage: per-label score bars and t-SNE maps of song features (PNG)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from data.atomic import atomic_write  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def per_label_bars(
+    path: str | os.PathLike,
+    label_names: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    metric: str,
+    title: str,
+    chance: float | None = None,
+) -> Path:
+    """Grouped bars: one group per label, one bar per series (e.g. two feature sets).
+
+    Args:
+        path: PNG to write.
+        label_names: Labels, in the order of every series.
+        series: Legend name -> per-label scores (None: not scored; drawn as no bar).
+        metric: Axis title, e.g. "ROC-AUC".
+        title: Figure title.
+        chance: Draws a dashed line at this score.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    num = len(label_names)
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * num + 2), 4.0))
+    x = np.arange(num)
+    for k, (name, values) in enumerate(series.items()):
+        heights = np.array([np.nan if v is None else float(v) for v in values])
+        ax.bar(x - 0.4 + width * (k + 0.5), np.nan_to_num(heights, nan=0.0), width, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    ax.set_xticks(x)
+    ax.set_xticklabels(label_names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def tsne_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE of song vectors.
+
+    Args:
+        features: (num_songs, dim), num_songs >= 3.
+        seed: Random state (fixed for reproducible maps).
+
+    Returns:
+        float (num_songs, 2).
+    """
+    from sklearn.manifold import TSNE
+
+    n = features.shape[0]
+    tsne = TSNE(n_components=2, perplexity=float(min(30, n - 1)), init="pca", learning_rate="auto",
+                random_state=seed)
+    return tsne.fit_transform(np.asarray(features, dtype=np.float64))
+
+
+def tsne_maps(
+    path: str | os.PathLike,
+    maps: Mapping[str, np.ndarray],
+    colour: np.ndarray,
+    colour_names: Sequence[str],
+    title: str,
+) -> Path:
+    """Side-by-side scatter plots of 2-D embeddings of the same songs (the paper's Figure 2).
+
+    Args:
+        path: PNG to write.
+        maps: Panel title -> (num_songs, 2) coordinates.
+        colour: int (num_songs,) category of each song, indexing ``colour_names``.
+        colour_names: Legend names of the categories.
+        title: Figure title.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    colour = np.asarray(colour, dtype=int)
+    cmap = plt.get_cmap("tab10" if len(colour_names) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.0 * len(maps), 4.6), squeeze=False)
+    for ax, (panel, xy) in zip(axes[0], maps.items()):
+        for k, name in enumerate(colour_names):
+            mask = colour == k
+            if mask.any():
+                ax.scatter(xy[mask, 0], xy[mask, 1], s=14, color=cmap(k % cmap.N), label=name, alpha=0.8,
+                           edgecolors="none")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)

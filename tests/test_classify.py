@@ -1,0 +1,241 @@
+"""Classify stage: planted structure is found, noise scores at chance, reports and saved models."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from data.features import FeaturesWriter, ScaleInfo
+from models.classifier import build_classifier
+from stages import classify, extract
+from stages.runfolder import RunFolder
+
+DIMS = {"-3": 4, "-2": 5, "-1": 6}
+SCALES = ("3^2", "4^2")
+FAST = dict(hidden_units=32, epochs=60, patience=5, batch_size=16)
+
+
+def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="toy", pretrain_dataset="toy", seed=0,
+                   e2e=None):
+    """A finished extract run folder whose features.h5 is written directly.
+
+    Planted structure: for classes, the -1 tap of every scale is a Gaussian shifted by the class;
+    for tags, each tag is a linear threshold of the -1 tap of 3^2. The -3 and -2 taps are noise.
+    """
+    rng = np.random.default_rng(seed)
+    n = sum(counts)
+    split = np.repeat(["train", "valid", "test"], counts).tolist()
+    names = ["a", "b", "c"] if task == "classes" else ["t0", "t1", "t2", "t3"]
+    feats = {s: {t: rng.standard_normal((n, d)).astype(np.float32) for t, d in DIMS.items()} for s in SCALES}
+    if task == "classes":
+        y = rng.integers(0, 3, n)
+        labels = np.eye(3, dtype=np.uint8)[y]
+        if planted:
+            for s in SCALES:
+                feats[s]["-1"][:, :3] += 5.0 * np.eye(3, dtype=np.float32)[y]
+    else:
+        w = rng.standard_normal((DIMS["-1"], 4))
+        labels = (feats["3^2"]["-1"] @ w > 0).astype(np.uint8)
+        if not planted:
+            feats["3^2"]["-1"] = rng.standard_normal((n, DIMS["-1"])).astype(np.float32)
+    pretrain = root / "pretrain"
+    pretrain.mkdir(parents=True, exist_ok=True)
+    (pretrain / "config.json").write_text(json.dumps({"cache": "nowhere", "scales": list(SCALES)}))
+    (pretrain / "DONE").write_text("{}")
+    for s in SCALES:
+        (pretrain / s).mkdir(exist_ok=True)
+        (pretrain / s / "metrics.json").write_text(json.dumps({"scale": s, "input_length": 27, "sample_rate": 800,
+                                                               "test": e2e or {}}))
+    out = root / "extract"
+    config = extract.Config(pretrain=str(pretrain), cache=str(root / "prepare"))
+    run = RunFolder(out, "extract", config)
+    run.start()
+    info = {s: ScaleInfo(input_length=27 if s == "3^2" else 64, sample_rate=800, model_hash=s * 8, num_params=1,
+                         dims=DIMS) for s in SCALES}
+    with FeaturesWriter(out / "features.h5", track_ids=[f"t{i}" for i in range(n)], labels=labels, label_names=names,
+                        split=split, task=task, dataset=dataset, pretrain_dataset=pretrain_dataset, song_pool="mean",
+                        config_hash=run.hash, scales=info) as w:
+        w.write(feats, {s: np.ones(n, np.int32) for s in SCALES})
+        w.finalize()
+    run.finish()
+    return out, feats, labels
+
+
+@pytest.fixture(scope="module")
+def classes_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classes")
+    features, feats, labels = write_features(root, "classes", e2e={"accuracy": 0.71, "macro_f1": 0.70})
+    config = classify.Config(features=str(features), **FAST)
+    out = classify.run(config, root / "classify", progress=False)
+    return root, out, config, feats
+
+
+def test_planted_classes_found_and_noise_at_chance(classes_run):
+    _, out, _, _ = classes_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    sets = metrics["feature_sets"]
+    assert list(sets) == ["3^2@-3", "3^2@-2", "3^2@-1", "3^2@last3", "4^2@-3", "4^2@-2", "4^2@-1", "4^2@last3",
+                          "3^2+4^2"]
+    for name in ("3^2@-1", "4^2@-1", "3^2@last3", "3^2+4^2"):
+        for clf in ("mlp", "logreg"):
+            assert sets[name]["classifiers"][clf]["test"]["accuracy"]["mean"] > 0.9, (name, clf)
+    for name in ("3^2@-3", "4^2@-2"):  # pure noise
+        for clf in ("mlp", "logreg"):
+            assert sets[name]["classifiers"][clf]["test"]["accuracy"]["mean"] < 0.6, (name, clf)
+    assert sets["3^2+4^2"]["dim"] == 30 and sets["3^2@last3"]["dim"] == 15
+    assert metrics["num_tracks"] == {"train": 90, "valid": 30, "test": 30}
+    assert metrics["chance"]["accuracy_uniform"] == pytest.approx(1 / 3)
+    assert set(sets["3^2@-1"]["classifiers"]["mlp"]["per_label"]["f1"]) == {"a", "b", "c"}
+    assert metrics["best"]["feature_set"] in ("3^2@-1", "4^2@-1", "3^2@last3", "4^2@last3", "3^2+4^2")
+
+
+def test_reports_have_expected_rows(classes_run):
+    _, out, _, _ = classes_run
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9 * 2 + 2  # feature sets x classifiers + one end-to-end row per scale
+    assert {"feature_set", "scales", "layers", "classifier", "dim", "accuracy_mean", "accuracy_std",
+            "macro_f1_mean", "macro_f1_std"} <= set(rows[0])
+    assert [r["classifier"] for r in rows[-2:]] == ["sample_cnn", "sample_cnn"]
+    md = (out / "results.md").read_text()
+    assert "test tracks: **30**" in md and "Chance: accuracy 0.333" in md and "models pretrained on **toy**" in md
+    assert md.count("| Feature set | Layers | Dim | Accuracy | Macro F1 |") == 2  # MLP and logistic regression
+    assert "| 3^2 | -1 | 6 |" in md and "| 3^2 | last 3 | 15 |" in md
+    assert "| all 2 scales (3^2 + 4^2) | last 3 each | 30 |" in md
+    assert "| 4^2 | output | — | 0.710 | 0.700 |" in md  # end-to-end row from the pretrain run
+    assert {p.name for p in (out / "plots").iterdir()} == {"per_label_f1.png", "tsne.png"}
+    assert all((out / "plots" / p).stat().st_size > 1000 for p in ("per_label_f1.png", "tsne.png"))
+
+
+def test_rerun_is_noop(classes_run):
+    _, out, config, _ = classes_run
+    before = (out / "metrics.json").stat().st_mtime_ns
+    assert classify.run(config, out, progress=False) == out
+    assert (out / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_saved_classifier_predicts_like_training(classes_run):
+    _, out, _, feats = classes_run
+    index = json.loads((out / "models" / "index.json").read_text())
+    assert index["all_scales"] == "3^2+4^2" and "3^2+4^2" in index["saved"] and index["best"] in index["saved"]
+    for name in index["saved"]:
+        assert {f"{name}.keras", f"{name}.npz", f"{name}.json"} <= {p.name for p in (out / "models").iterdir()}
+    predictor = classify.load_predictor(out, "3^2+4^2", check=False)
+    assert predictor.scales == ["3^2", "4^2"] and predictor.song_pool == "mean" and predictor.sample_rate == 800
+    test = slice(120, 150)
+    probs = predictor.predict({s: {t: a[test] for t, a in taps.items()} for s, taps in feats.items()})
+    assert probs.shape == (30, 3)
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = metrics["feature_sets"]["3^2+4^2"]["classifiers"]["mlp"]["test"]["accuracy"]["values"][0]
+    assert json.loads((out / "models" / "3^2+4^2.json").read_text())["label_names"] == ["a", "b", "c"]
+    from data.features import FeaturesFile
+
+    with FeaturesFile(out.parent / "extract") as ff:
+        accuracy = (probs.argmax(1) == ff.labels[test].argmax(1)).mean()
+    assert accuracy == pytest.approx(expected)
+    with pytest.raises(ValueError, match="pretrain|changed"):
+        classify.load_predictor(out, "3^2+4^2")  # the fake pretrain run holds no model files
+
+
+def test_planted_tags_with_repeats_and_transfer_note(tmp_path):
+    features, _, _ = write_features(tmp_path, "tags", counts=(300, 60, 60), pretrain_dataset="other-set")
+    config = classify.Config(features=str(features), classifiers=("mlp",), include_single=False, repeats=2,
+                             tsne=False, **FAST)
+    out = classify.run(config, tmp_path / "classify", progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["feature_sets"]) == ["3^2+4^2"]
+    result = metrics["feature_sets"]["3^2+4^2"]["classifiers"]["mlp"]
+    assert result["num_runs"] == 2 and result["seeds"] == [0, 1]
+    assert result["test"]["roc_auc"]["mean"] > 0.9 and len(result["test"]["roc_auc"]["values"]) == 2
+    assert set(result["per_label"]["roc_auc"]) == {"t0", "t1", "t2", "t3"}
+    md = (out / "results.md").read_text()
+    assert "| Feature set | Layers | Dim | ROC-AUC | PR-AUC |" in md and " ± " in md
+    assert "n/a (models trained on other-set)" in md and "Chance: ROC-AUC 0.500" in md
+    assert {p.name for p in (out / "plots").iterdir()} == {"per_label_roc_auc.png"}
+
+
+def test_random_features_score_near_chance(tmp_path):
+    features, _, _ = write_features(tmp_path, "tags", counts=(200, 40, 300), planted=False, seed=3)
+    config = classify.Config(features=str(features), classifiers=("logreg",), combos=("3^2",), include_single=False,
+                             tsne=False)
+    out = classify.run(config, tmp_path / "classify", progress=False)
+    sets = json.loads((out / "metrics.json").read_text())["feature_sets"]
+    assert list(sets) == ["3^2@last3", "3^2+4^2"]
+    for name in sets:
+        assert abs(sets[name]["classifiers"]["logreg"]["test"]["roc_auc"]["mean"] - 0.5) < 0.08
+
+
+def test_invalid_combo_names_the_scale(classes_run, tmp_path):
+    root, _, _, _ = classes_run
+    config = classify.Config(features=str(root / "extract"), combos=("3^2+3^9",))
+    with pytest.raises(ValueError, match=r"scale 3\^9 is not in .*features\.h5"):
+        classify.run(config, tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match="unknown scale '7\\^7'"):
+        classify.Config(features="x", combos=("3^9+7^7",))
+    with pytest.raises(ValueError, match="tsne_label 'zzz'"):
+        classify.run(classify.Config(features=str(root / "extract"), tsne_label="zzz"), tmp_path / "d", progress=False)
+
+
+def test_feature_set_names_and_defaults():
+    paper = ("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")
+    names = [fs.name for fs in classify.feature_sets(paper, include_single=False)]
+    assert names == ["3^9@last3", "3^8+3^9", "2^13+2^14+3^8+3^9", "+".join(paper)]
+    names = [fs.name for fs in classify.feature_sets(("3^9", "3^8"), combos=("3x9+3^8",))]
+    assert names[:4] == ["3^8@-3", "3^8@-2", "3^8@-1", "3^8@last3"] and names[-1] == "3^8+3^9" and len(names) == 9
+    fs = classify.parse_feature_set("3^9@last3")
+    assert fs.parts == [("3^9", "-3"), ("3^9", "-2"), ("3^9", "-1")] and fs.group == "multi-level"
+    assert classify.Config(features="x", combos=("3^9 + 3^8",)).combos == ("3^8+3^9",)
+    with pytest.raises(ValueError, match="classifiers"):
+        classify.Config(features="x", classifiers=("svm",))
+
+
+def test_score_golden_values():
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.uint8)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.3], [0.1, 0.4]])
+    s = classify.score("tags", labels, probs, ["x", "y"])
+    assert s["per_label"]["roc_auc"] == {"x": 1.0, "y": 0.75}
+    assert s["roc_auc"] == pytest.approx(0.875) and s["left_out"] == []
+    s = classify.score("tags", np.array([[1, 0], [1, 1]], np.uint8), probs[:2], ["x", "y"])
+    assert s["left_out"] == ["x"] and s["per_label"]["roc_auc"]["x"] is None
+    onehot = np.eye(3, dtype=np.uint8)[[0, 0, 1, 1]]
+    s = classify.score("classes", onehot, np.eye(3)[[0, 1, 1, 1]], ["a", "b", "c"])
+    assert s["accuracy"] == 0.75 and s["left_out"] == ["c"]
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2) and s["per_label"]["f1"]["c"] is None
+
+
+@pytest.mark.parametrize("task", ["tags", "classes"])
+def test_logreg_as_keras_gives_sklearn_probabilities(task):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 5)).astype(np.float32)
+    if task == "tags":
+        y = (x[:, :3] > 0).astype(np.uint8)
+        y[:, 2] = 0  # a tag never present in training
+    else:
+        y = np.eye(4, dtype=np.uint8)[(x[:, 0] > 0).astype(int) * 2]  # classes 0 and 2 only (binary case)
+    trained = classify.train_classifier("logreg", task, x, y, x, y, classify.Config(features="x"), seed=0)
+    model = trained.to_keras(5)
+    np.testing.assert_allclose(model.predict(x, verbose=0), trained.predict(x), atol=1e-5)
+
+
+def test_build_classifier_layers():
+    model = build_classifier(10, 3, "classes", hidden_layers=2, hidden_units=8)
+    assert [layer.name for layer in model.layers[1:]] == [
+        "hidden1_dense", "hidden1_bn", "hidden1_relu", "hidden1_dropout",
+        "hidden2_dense", "hidden2_bn", "hidden2_relu", "hidden2_dropout", "output"]
+    assert model.output_shape == (None, 3) and model.get_layer("output").activation.__name__ == "softmax"
+    assert build_classifier(10, 2, "tags").get_layer("output").activation.__name__ == "sigmoid"
+    with pytest.raises(ValueError, match="task"):
+        build_classifier(10, 2, "regression")
+
+
+def test_no_valid_split_holds_out_train_tracks(tmp_path):
+    features, _, _ = write_features(tmp_path, "classes", counts=(60, 0, 30))
+    config = classify.Config(features=str(features), classifiers=("logreg",), include_single=False,
+                             tsne_label="b")
+    out = classify.run(config, tmp_path / "classify", progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_tracks"] == {"train": 54, "valid": 6, "test": 30}
+    assert "6 train tracks held out" in (out / "results.md").read_text()
+    assert (out / "plots" / "tsne.png").is_file()
