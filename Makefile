@@ -67,7 +67,7 @@ bench: venv
 	$(MSAGG) bench --out runs/bench/bench.json
 
 eval-esc10: venv
-	$(BIN)/python -m stages.esc10 --preset demo --out runs/esc10
+	$(MSAGG) crossval --dataset esc10 --source ../shared/datasets/esc10 --preset demo --out runs/esc10
 
 clean:
 	rm -rf runs .pytest_cache

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 
-COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench"]
+COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench", "crossval"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

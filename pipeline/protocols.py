@@ -1,0 +1,133 @@
+"""Multi-run protocols over the stages: k-fold cross-validation (e.g. ESC-10's five folds)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from data.atomic import write_json, write_text
+from pipeline.config import resolve
+
+logger = logging.getLogger(__name__)
+
+# Published figures quoted in reports (../shared/README.md), as fractions.
+REFERENCES: dict[str, list[tuple[str, float]]] = {
+    "esc10": [
+        ("Random forest on MFCC (Piczak 2015)", 0.727),
+        ("Piczak's CNN (Piczak 2015)", 0.805),
+        ("Human listeners (Piczak 2015)", 0.957),
+    ],
+}
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, Any]:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "values": []}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def run_fold(fold_dir: Path, *, prepare_options: Mapping[str, Any], preset: str, pretrain_sets: Sequence[str] = (),
+             classify_options: Mapping[str, Any] | None = None, workers: int | None = None) -> dict:
+    """Runs prepare, pretrain, extract and classify for one fold; returns classify's metrics.json."""
+    from stages import classify, extract, prepare, pretrain
+
+    prep_dir, pre_dir, ext_dir, cls_dir = (fold_dir / s for s in ("prepare", "pretrain", "extract", "classify"))
+    prepare.run(resolve(prepare.Config, options=dict(prepare_options)), prep_dir, workers=workers)
+    pretrain.run(
+        resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
+                sets=pretrain_sets),
+        pre_dir,
+    )
+    extract.run(extract.Config(pretrain=str(pre_dir), cache=str(prep_dir)), ext_dir)
+    classify.run(resolve(classify.Config, options={"features": str(ext_dir), **(classify_options or {})}), cls_dir)
+    return json.loads((cls_dir / "metrics.json").read_text())
+
+
+def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict:
+    """Means and standard deviations over folds of every feature set x classifier and end-to-end model."""
+    first = next(iter(fold_metrics.values()))
+    task = first["task"]
+    metric = "accuracy" if task == "classes" else "roc_auc"
+    rows: dict[str, dict[str, Any]] = {}
+    for fs_name, entry in first["feature_sets"].items():
+        for clf in entry["classifiers"]:
+            values = [m["feature_sets"][fs_name]["classifiers"][clf]["test"][metric]["mean"] for m in fold_metrics.values()]
+            rows[f"{fs_name} ({clf})"] = {"feature_set": fs_name, "classifier": clf, "group": entry["group"],
+                                          **_mean_std(values)}
+    for scale in first["end_to_end"].get("scales", {}):
+        values = [m["end_to_end"]["scales"].get(scale, {}).get(metric) for m in fold_metrics.values()]
+        rows[f"{scale} end-to-end"] = {"feature_set": scale, "classifier": "end-to-end SampleCNN",
+                                       "group": "end-to-end", **_mean_std(values)}
+    return {"task": task, "metric": metric, "folds": sorted(fold_metrics), "rows": rows}
+
+
+def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, references: Sequence[tuple[str, float]]) -> str:
+    """The cross-validation table, published references last."""
+    metric = summary["metric"]
+    title = "Accuracy" if metric == "accuracy" else "ROC-AUC"
+    folds = ", ".join(str(f) for f in summary["folds"])
+    lines = [
+        f"# {dataset}: {len(summary['folds'])}-fold cross-validation (folds {folds}), pretrain preset `{preset}`",
+        "",
+        f"Each fold: prepare with that fold as test split, pretrain SampleCNNs on the training folds, "
+        f"extract, classify. {title}: mean ± std over folds (one classifier seed per fold).",
+        "",
+        f"| Feature set | Classifier | {title} | per fold |",
+        "|---|---|---:|---|",
+    ]
+    ordered = sorted(summary["rows"].values(), key=lambda r: -(r["mean"] if r["mean"] is not None else -1))
+    for row in ordered:
+        mean = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['std']:.3f}"
+        per_fold = " ".join(f"{v:.3f}" for v in row["values"])
+        lines.append(f"| {row['feature_set']} | {row['classifier']} | {mean} | {per_fold} |")
+    if references:
+        lines += ["", "Published references (same protocol, from ../shared/README.md):", "",
+                  f"| Method | {title} |", "|---|---:|"]
+        lines += [f"| {name} | {value:.3f} |" for name, value in references]
+    return "\n".join(lines) + "\n"
+
+
+def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], folds: Sequence[int], preset: str,
+             pretrain_sets: Sequence[str] = (), classify_options: Mapping[str, Any] | None = None,
+             workers: int | None = None, references: Sequence[tuple[str, float]] = ()) -> Path:
+    """Runs every stage for each fold and writes ``crossval.md`` / ``crossval.json`` in ``out_dir``.
+
+    Every fold is its own set of run folders (``fold<i>/prepare`` ...), so an interrupted protocol
+    resumes where it stopped and a finished one is a no-op.
+
+    Args:
+        out_dir: Where the folds and the summary go.
+        prepare_options: prepare Config keys (dataset, source, fold_from_name or folds, ...);
+            ``fold`` is set per fold.
+        folds: Fold numbers (1-based).
+        preset: The pretrain preset.
+        pretrain_sets: Extra ``key=value`` overrides for pretrain.
+        classify_options: classify Config keys.
+        workers: Decoding processes for prepare.
+        references: (name, value) published figures printed under the table.
+
+    Returns:
+        The path of ``crossval.md``.
+    """
+    out_dir = Path(out_dir)
+    metrics = {}
+    for fold in folds:
+        logger.info("fold %d of %s", fold, list(folds))
+        metrics[fold] = run_fold(out_dir / f"fold{fold}", prepare_options={**prepare_options, "fold": fold},
+                                 preset=preset, pretrain_sets=pretrain_sets, classify_options=classify_options,
+                                 workers=workers)
+    summary = summarize(metrics)
+    dataset = next(iter(metrics.values()))["dataset"]
+    summary.update({"dataset": dataset, "preset": preset, "references": [list(r) for r in references]})
+    write_json(out_dir / "crossval.json", summary)
+    path = out_dir / "crossval.md"
+    write_text(path, summary_markdown(summary, dataset, preset, references))
+    return path
