@@ -1,0 +1,327 @@
+"""Pretrain stage: Config validation, CropSequence, end-to-end run on `tiny`, skip and resume."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from stages import pretrain
+from stages.runfolder import RunConflictError
+
+
+def write_tiny_cache(folder: Path, task: str = "tags", num_tracks: int = 24, seed: int = 0) -> Path:
+    """Writes ``folder/cache.h5`` directly with h5py, following docs/DESIGN.md's table.
+
+    Tracks are 40-400 samples (some shorter than the 64-sample input of 4^2): a sine whose
+    frequency and a noise level carry the labels, so the labels are learnable.
+    """
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = rng.integers(40, 400, size=num_tracks)
+    num_labels = 3
+    if task == "tags":
+        labels = (rng.random((num_tracks, num_labels)) < 0.5).astype(np.uint8)
+        labels[0], labels[1] = 1, 0  # every label has positives and negatives
+    else:
+        labels = np.eye(num_labels, dtype=np.uint8)[np.arange(num_tracks) % num_labels]
+    waves = []
+    for n, lab in zip(lengths, labels):
+        t = np.arange(n)
+        freq = 0.05 + 0.15 * lab[0] + 0.05 * lab[-1]
+        wave = 0.5 * np.sin(2 * np.pi * freq * t) + (0.3 if lab[1] else 0.02) * rng.standard_normal(n)
+        waves.append(np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16))
+    split = np.array((["train"] * 2 + ["valid", "test"]) * (num_tracks // 4))
+    string = h5py.string_dtype("utf-8")
+    path = folder / "cache.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["schema_version"] = 1
+        f.attrs["sample_rate"] = 22050
+        f.attrs["task"] = task
+        f.attrs["dataset"] = f"toy-{task}"
+        f.attrs["split_info"] = json.dumps({"kind": "fixed"})
+        f.attrs["config_hash"] = "0" * 12
+        f.create_dataset("audio", data=np.concatenate(waves))
+        f.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64))
+        f.create_dataset("lengths", data=lengths.astype(np.int64))
+        f.create_dataset("track_ids", data=[f"t{i:02d}" for i in range(num_tracks)], dtype=string)
+        f.create_dataset("sources", data=[f"toy:{i}" for i in range(num_tracks)], dtype=string)
+        f.create_dataset("labels", data=labels)
+        f.create_dataset("label_names", data=[f"label{j}" for j in range(num_labels)], dtype=string)
+        f.create_dataset("split", data=list(split), dtype=string)
+        f.create_dataset("skipped", shape=(0, 2), dtype=string)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tags_cache(tmp_path_factory) -> Path:
+    return write_tiny_cache(tmp_path_factory.mktemp("prepare") / "toy-tags")
+
+
+def tiny_config(cache: Path, **changes) -> pretrain.Config:
+    return pretrain.Config(cache=str(cache), **{**pretrain.PRESETS["tiny"], **changes})
+
+
+def read_history(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# --- Config ----------------------------------------------------------------------------------
+
+
+def test_config_defaults_are_the_paper_recipe():
+    config = pretrain.Config(cache="runs/x")
+    assert config.scales == ("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")
+    assert (config.batch_size, config.learning_rate, config.lr_decay, config.num_lr_stages, config.patience) == (
+        23, 0.01, 0.2, 5, 3)
+    assert pretrain.Config(cache="runs/x", **pretrain.PRESETS["paper"]) == config
+
+
+def test_config_normalizes_scales():
+    assert pretrain.Config(cache="x", scales=["3x9", "3**8"]).scales == ("3^9", "3^8")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"scales": ("7^7",)}, "unknown scale '7^7'"),
+        ({"scales": ()}, "at least one scale"),
+        ({"scales": ("3^9", "3x9")}, "3^9 more than once"),
+        ({"width": 0}, "width must be a number > 0.0, got 0"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+        ({"learning_rate": -0.1}, "learning_rate must be a number > 0.0, got -0.1"),
+        ({"lr_decay": 1.5}, "lr_decay must be a number > 0.0 and <= 1.0, got 1.5"),
+        ({"patience": 0}, "patience must be an integer >= 1, got 0"),
+        ({"max_epochs_per_stage": 0}, "max_epochs_per_stage must be an integer >= 1, got 0"),
+        ({"steps_per_epoch": -1}, "steps_per_epoch must be an integer >= 1, got -1"),
+        ({"val_max_tracks": 0}, "val_max_tracks must be an integer >= 1, got 0"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"cache": ""}, "cache must be a prepare run folder"),
+    ],
+)
+def test_config_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError) as err:
+        pretrain.Config(**{"cache": "runs/x", **changes})
+    assert message in str(err.value)
+
+
+def test_presets_are_valid_configs():
+    for name, preset in pretrain.PRESETS.items():
+        config = pretrain.Config(cache="x", **preset)
+        assert config.scales, name
+    assert len(pretrain.PRESETS["demo"]["scales"]) >= 2
+
+
+# --- CropSequence ----------------------------------------------------------------------------
+
+
+def test_crop_sequence_shapes_and_determinism(tags_cache):
+    from data.cache import AudioCache
+
+    with AudioCache(tags_cache / "cache.h5") as cache:
+        train = cache.indices("train")
+        seq = pretrain.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
+        assert len(seq) == 3
+        x, y = seq[0]
+        assert x.shape == (5, 64) and x.dtype == np.float32
+        assert y.shape == (5, 3) and y.dtype == np.float32
+        assert np.abs(x).max() <= 1.0 and np.abs(x).max() > 0
+        again = pretrain.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
+        np.testing.assert_array_equal(again[0][0], x)
+        np.testing.assert_array_equal(seq[0][0], x)  # reading twice gives the same batch
+        assert not np.array_equal(seq[1][0], x)
+        seq.on_epoch_end()
+        assert seq.epoch == 1
+        assert not np.array_equal(seq[0][0], x)
+        again.epoch = 1
+        np.testing.assert_array_equal(again[0][0], seq[0][0])
+        with pytest.raises(IndexError):
+            seq[3]
+        # Every crop is a contiguous piece of its track, zero-padded past the end of a short one.
+        long_seq = pretrain.CropSequence(cache, train, input_length=500, batch_size=4, steps=1, seed=0)
+        x, _ = long_seq[0]
+        assert np.all(x[:, 400:] == 0)  # no track is longer than 400 samples
+        # Labels follow the picked tracks.
+        one = pretrain.CropSequence(cache, train[:1], input_length=27, batch_size=3, steps=1)
+        np.testing.assert_array_equal(one[0][1], np.repeat(cache.labels[train[:1]], 3, axis=0))
+        full = cache.track(int(train[0]))
+        crop = one[0][0][0]
+        starts = [s for s in range(len(full) - 27 + 1) if np.array_equal(full[s : s + 27], crop)]
+        assert starts
+
+
+def test_crop_sequence_rejects_empty_track_list(tags_cache):
+    from data.cache import AudioCache
+
+    with AudioCache(tags_cache / "cache.h5") as cache, pytest.raises(ValueError, match="at least one track"):
+        pretrain.CropSequence(cache, [], input_length=27, batch_size=2, steps=1)
+
+
+# --- Metrics ---------------------------------------------------------------------------------
+
+
+def test_song_metrics_known_values():
+    labels = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=np.uint8)
+    preds = np.array([[0.9, 0.2, 0.5], [0.1, 0.8, 0.5], [0.7, 0.3, 0.5], [0.2, 0.1, 0.5]])
+    out = pretrain.song_metrics("tags", labels, preds)
+    # Label 0 is ranked perfectly (AUC 1); label 1: positives 0.8, 0.3 vs negatives 0.2, 0.1 (AUC 1);
+    # label 2 has no negatives and is left out.
+    assert out["roc_auc"] == 1.0 and out["pr_auc"] == 1.0 and out["num_labels_left_out"] == 1
+    classes = np.eye(3, dtype=np.uint8)[[0, 1, 2, 2]]
+    out = pretrain.song_metrics("classes", classes, np.eye(3)[[0, 1, 2, 0]])
+    assert out["accuracy"] == 0.75
+    # F1 per class: 2/3 (one false positive), 1, 2/3 (one miss).
+    assert out["macro_f1"] == pytest.approx(7 / 9)
+    # A diverged model (NaN predictions) gets no score instead of an error.
+    assert pretrain.song_metrics("tags", labels, np.full((4, 3), np.nan))["roc_auc"] is None
+    assert pretrain.song_metrics("classes", classes, np.full((4, 3), np.nan))["accuracy"] is None
+
+
+def test_segment_loss_matches_keras():
+    import keras
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((3, 4)) < 0.5).astype(np.uint8)
+    preds = [rng.random((n, 4)).astype(np.float32) for n in (1, 2, 3)]
+    y = np.concatenate([np.repeat(labels[i : i + 1], len(p), 0) for i, p in enumerate(preds)]).astype(np.float32)
+    expected = float(np.mean(keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(y, np.concatenate(preds)))))
+    assert pretrain.segment_loss("tags", labels, preds) == pytest.approx(expected, rel=1e-5)
+
+
+# --- End to end ------------------------------------------------------------------------------
+
+
+def test_pretrain_tiny_end_to_end(tags_cache, tmp_path):
+    config = tiny_config(tags_cache)
+    out = pretrain.run(config, tmp_path / "pretrain", progress=False)
+    assert (out / "DONE").is_file() and (out / "config.json").is_file() and (out / "metadata.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"3^2", "4^2"}
+    epochs = config.num_lr_stages * config.max_epochs_per_stage
+    for scale, input_length in (("3^2", 27), ("4^2", 64)):
+        folder = out / scale
+        for name in ("model.keras", "history.csv", "metrics.json", "DONE"):
+            assert (folder / name).is_file(), name
+        assert not (folder / "checkpoint").exists()
+        rows = read_history(folder / "history.csv")
+        assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+        assert [int(r["lr_stage"]) for r in rows] == [0, 1]
+        assert float(rows[1]["lr"]) == pytest.approx(0.01 * 0.2)
+        for row in rows:
+            assert all(math.isfinite(float(row[k])) for k in ("loss", "val_loss", "val_song_metric"))
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["scale"] == scale and metrics["input_length"] == input_length
+        assert metrics["task"] == "tags" and metrics["label_names"] == ["label0", "label1", "label2"]
+        assert metrics["sample_rate"] == 22050 and metrics["width"] == config.width
+        assert metrics["epochs"] == epochs and metrics["num_test_tracks"] == 6
+        assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0 and 0.0 <= metrics["test"]["pr_auc"] <= 1.0
+        assert summary[scale]["test"] == metrics["test"]
+        assert summary[scale]["num_params"] == metrics["num_params"] > 0
+        try:
+            import tensorflow  # noqa: F401 - TensorBoard logs are written only when it is importable
+        except ImportError:
+            pass
+        else:
+            assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+        model = pretrain.load_model(folder / "model.keras")
+        assert model.input_shape == (None, input_length) and model.output_shape == (None, 3)
+        assert float(rows[metrics["best_epoch"] - 1]["val_loss"]) == pytest.approx(metrics["best_val_loss"], rel=1e-5)
+    # The same config again is a no-op; another config in the same folder is refused.
+    stamp = (out / "3^2" / "model.keras").stat().st_mtime_ns
+    assert pretrain.run(config, out, progress=False) == out
+    assert (out / "3^2" / "model.keras").stat().st_mtime_ns == stamp
+    with pytest.raises(RunConflictError, match="another config"):
+        pretrain.run(tiny_config(tags_cache, seed=1), out, progress=False)
+
+
+def test_pretrain_classes_task(tmp_path):
+    cache = write_tiny_cache(tmp_path / "toy-classes", task="classes")
+    out = pretrain.run(tiny_config(cache, scales=("3^2",)), tmp_path / "pretrain", progress=False, tensorboard=False)
+    metrics = json.loads((out / "3^2" / "metrics.json").read_text())
+    assert metrics["task"] == "classes" and metrics["song_metric"] == "accuracy"
+    assert set(metrics["test"]) == {"accuracy", "macro_f1"}
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    model = pretrain.load_model(out / "3^2" / "model.keras")
+    probs = model.predict_on_batch(np.zeros((2, 27), np.float32))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
+    config = tiny_config(tags_cache, scales=("3^2",), num_lr_stages=2, max_epochs_per_stage=2, patience=5)
+    out = tmp_path / "pretrain"
+    seen = []
+
+    def stop_after_three(scale, row):
+        seen.append(row["epoch"])
+        if row["epoch"] == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=stop_after_three)
+    folder = out / "3^2"
+    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    # Epoch 2 ended the first lr stage; the checkpoint already holds the second one.
+    assert state["epoch"] == 3 and state["lr_stage"] == 1 and state["lr"] == pytest.approx(0.002)
+    assert (folder / "checkpoint" / "last.keras").is_file() and not (folder / "DONE").exists()
+    assert not (out / "DONE").exists()
+    first_rows = read_history(folder / "history.csv")
+    assert [r["epoch"] for r in first_rows] == ["1", "2", "3"]
+
+    from stages.pretrain import load_model
+
+    saved = load_model(folder / "checkpoint" / "last.keras")
+    # The optimizer state is kept: epoch 3 ran on the fresh optimizer of lr stage 2.
+    assert int(saved.optimizer.iterations.numpy()) == config.steps_per_epoch
+    assert float(saved.optimizer.learning_rate.numpy()) == pytest.approx(0.002)
+    assert any(np.abs(v.numpy()).sum() > 0 for v in saved.optimizer.variables if "momentum" in v.path)
+
+    resumed = []
+    pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=lambda s, r: resumed.append(r["epoch"]))
+    assert resumed == [4]  # continued with the next epoch, not from scratch
+    rows = read_history(folder / "history.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[:3] == first_rows
+    assert [r["lr_stage"] for r in rows] == ["0", "0", "1", "1"]
+    assert (folder / "DONE").is_file() and (out / "DONE").is_file() and not (folder / "checkpoint").exists()
+    assert json.loads((folder / "metrics.json").read_text())["epochs"] == 4
+
+
+def test_finished_scale_is_skipped_when_others_change(tags_cache, tmp_path):
+    """A scale with DONE is not retrained when an unfinished run resumes."""
+    config = tiny_config(tags_cache)
+    out = tmp_path / "pretrain"
+
+    def stop_in_second_scale(scale, row):
+        if scale == "4^2":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=stop_in_second_scale)
+    assert (out / "3^2" / "DONE").is_file() and not (out / "4^2" / "DONE").exists()
+    stamp = (out / "3^2" / "model.keras").stat().st_mtime_ns
+    scales_trained = []
+    pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=lambda s, r: scales_trained.append(s))
+    assert set(scales_trained) == {"4^2"}
+    assert (out / "3^2" / "model.keras").stat().st_mtime_ns == stamp
+    assert (out / "DONE").is_file()
+
+
+def test_load_model_names_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="model.keras: no such model file"):
+        pretrain.load_model(tmp_path / "model.keras")
+
+
+def test_missing_cache_is_named(tmp_path):
+    from data.cache import CacheError
+
+    with pytest.raises(CacheError, match="no such audio cache"):
+        pretrain.run(tiny_config(tmp_path / "nowhere"), tmp_path / "pretrain", progress=False)
