@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import ConfigError, resolve
+from pipeline.config import resolve
 
 logger = logging.getLogger("msagg")
 

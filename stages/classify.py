@@ -23,6 +23,7 @@ from data.features import FeaturesFile, scale_sort_key
 from models import sample_cnn
 from models.classifier import build_classifier
 from stages import plots
+from stages.metrics import METRICS, PRIMARY, _summary, chance_levels, score
 from stages.runfolder import RunFolder, read_config
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ LAST3 = "last3"
 LAYER_CHOICES = TAPS + (LAST3,)
 TABLE2_COMBOS = (("3^9",), ("3^8", "3^9"), ("2^13", "2^14", "3^8", "3^9"), sample_cnn.PAPER_SCALES)
 """The multi-scale sets of the paper's Table 2."""
-METRICS = {"tags": ("roc_auc", "pr_auc"), "classes": ("accuracy", "macro_f1")}
-PRIMARY = {"tags": "roc_auc", "classes": "accuracy"}
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
 PER_LABEL = {"tags": "roc_auc", "classes": "f1"}
 CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression"}
@@ -435,71 +434,6 @@ def train_classifier(
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
-
-
-def score(task: str, labels: np.ndarray, probs: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
-    """Song-level metrics with scikit-learn.
-
-    Args:
-        task: "tags" or "classes".
-        labels: uint8 (n, L) multi-hot / one-hot truth.
-        probs: float (n, L) predicted probabilities.
-        label_names: L names.
-
-    Returns:
-        tags: ``roc_auc``, ``pr_auc`` (average precision), macro over the tags with both positive
-        and negative songs, ``per_label`` {"roc_auc": {tag: score | None}, "pr_auc": {...}},
-        ``left_out`` (tags not scored). classes: ``accuracy``, ``macro_f1`` (over the classes
-        present in the truth), ``per_label`` {"f1": {class: score | None}}, ``left_out``.
-        A metric that cannot be computed is None.
-    """
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
-
-    labels = np.asarray(labels)
-    if task == "tags":
-        positives = labels.sum(axis=0)
-        keep = np.flatnonzero((positives > 0) & (positives < labels.shape[0]))
-        roc = {name: None for name in label_names}
-        pr = {name: None for name in label_names}
-        for j in keep:
-            roc[label_names[j]] = float(roc_auc_score(labels[:, j], probs[:, j]))
-            pr[label_names[j]] = float(average_precision_score(labels[:, j], probs[:, j]))
-        return {
-            "roc_auc": float(np.mean([roc[label_names[j]] for j in keep])) if keep.size else None,
-            "pr_auc": float(np.mean([pr[label_names[j]] for j in keep])) if keep.size else None,
-            "per_label": {"roc_auc": roc, "pr_auc": pr},
-            "left_out": [label_names[j] for j in range(len(label_names)) if j not in set(keep.tolist())],
-        }
-    truth, guess = labels.argmax(axis=1), np.asarray(probs).argmax(axis=1)
-    present = np.unique(truth)
-    f1 = f1_score(truth, guess, labels=np.arange(len(label_names)), average=None, zero_division=0)
-    per = {name: (float(f1[j]) if j in set(present.tolist()) else None) for j, name in enumerate(label_names)}
-    return {
-        "accuracy": float(accuracy_score(truth, guess)) if truth.size else None,
-        "macro_f1": float(np.mean(f1[present])) if present.size else None,
-        "per_label": {"f1": per},
-        "left_out": [name for j, name in enumerate(label_names) if j not in set(present.tolist())],
-    }
-
-
-def _summary(values: Sequence[float | None]) -> dict[str, Any]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "std": None, "values": list(values)}
-    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-    return {"mean": float(np.mean(vals)), "std": std, "values": [None if v is None else float(v) for v in values]}
-
-
-def chance_levels(task: str, labels_train: np.ndarray, labels_test: np.ndarray) -> dict[str, float | None]:
-    """Scores of uninformed guessing on the test split."""
-    if task == "tags":
-        positives = labels_test.sum(axis=0)
-        keep = (positives > 0) & (positives < labels_test.shape[0])
-        return {"roc_auc": 0.5, "pr_auc": float(labels_test.mean(axis=0)[keep].mean()) if keep.any() else None}
-    num_classes = labels_test.shape[1]
-    majority = int(np.bincount(labels_train.argmax(axis=1), minlength=num_classes).argmax())
-    return {"accuracy_uniform": 1.0 / num_classes,
-            "accuracy_majority": float((labels_test.argmax(axis=1) == majority).mean())}
 
 
 # ---------------------------------------------------------------------------------------------

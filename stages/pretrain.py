@@ -23,16 +23,15 @@ from data import segments as segments_lib
 from data.atomic import write_json, write_text
 from data.cache import AudioCache
 from models import sample_cnn
+from stages.metrics import METRICS, PRIMARY, score
 from stages.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ("epoch", "lr_stage", "lr", "loss", "val_loss", "val_song_metric", "seconds", "segments_per_sec")
 """Columns of ``<scale>/history.csv``, one row per epoch (epoch counts from 1, lr_stage from 0;
-loss is the epoch's mean training loss, segments_per_sec the training throughput)."""
-
-SONG_METRIC = {"tags": "roc_auc", "classes": "accuracy"}
-"""What ``val_song_metric`` measures for each task."""
+loss is the epoch's mean training loss, segments_per_sec the training throughput; val_song_metric
+is ``stages.metrics.PRIMARY[task]``: ROC-AUC for tags, accuracy for classes)."""
 
 _EPS = 1e-7  # Keras' probability clip in its cross-entropy losses.
 
@@ -358,47 +357,21 @@ def song_predictions(seg_preds: list[np.ndarray]) -> np.ndarray:
     return np.stack([p.mean(axis=0) for p in seg_preds])
 
 
-def _scorable_labels(labels: np.ndarray) -> np.ndarray:
-    positives = labels.sum(axis=0)
-    return np.flatnonzero((positives > 0) & (positives < labels.shape[0]))
-
-
 def song_metrics(task: str, labels: np.ndarray, song_preds: np.ndarray) -> dict[str, Any]:
-    """Song-level metrics.
-
-    Args:
-        task: "tags" or "classes".
-        labels: uint8 (num_tracks, num_labels) multi-hot / one-hot.
-        song_preds: float (num_tracks, num_labels).
+    """Song-level metrics of the end-to-end model (``stages.metrics.score`` without per-label detail).
 
     Returns:
-        tags: ``roc_auc`` and ``pr_auc`` (average precision), macro over the labels that have
-        both positive and negative tracks, and ``num_labels_left_out``; classes: ``accuracy``
-        and ``macro_f1``. Metrics that cannot be computed are None.
+        tags: ``roc_auc``, ``pr_auc`` and ``num_labels_left_out``; classes: ``accuracy`` and
+        ``macro_f1``. Metrics that cannot be computed are None; no tracks give ``{}``.
     """
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
-
     labels = np.asarray(labels)
     if labels.shape[0] == 0:
         return {}
-    finite = bool(np.isfinite(song_preds).all())  # a diverged model scores nothing
+    scores = score(task, labels, song_preds)
+    out = {m: scores[m] for m in METRICS[task]}
     if task == "tags":
-        keep = _scorable_labels(labels)
-        out: dict[str, Any] = {"roc_auc": None, "pr_auc": None,
-                               "num_labels_left_out": int(labels.shape[1] - keep.size)}
-        if keep.size and finite:
-            out["roc_auc"] = float(roc_auc_score(labels[:, keep], song_preds[:, keep], average="macro"))
-            out["pr_auc"] = float(average_precision_score(labels[:, keep], song_preds[:, keep], average="macro"))
-        return out
-    if not finite:
-        return {"accuracy": None, "macro_f1": None}
-    truth = labels.argmax(axis=1)
-    guess = song_preds.argmax(axis=1)
-    return {
-        "accuracy": float(accuracy_score(truth, guess)),
-        "macro_f1": float(f1_score(truth, guess, labels=np.arange(labels.shape[1]), average="macro",
-                                   zero_division=0)),
-    }
+        out["num_labels_left_out"] = len(scores["left_out"])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +470,7 @@ def _train_scale(
             loss = float(fitted.history["loss"][-1])
             seg_preds = predict_segments(model, cache, valid, input_length, eval_batch_size)
             val_loss = segment_loss(task, valid_labels, seg_preds)
-            val_metric = song_metrics(task, valid_labels, song_predictions(seg_preds))[SONG_METRIC[task]]
+            val_metric = song_metrics(task, valid_labels, song_predictions(seg_preds))[PRIMARY[task]]
             row = {
                 "epoch": epoch + 1,
                 "lr_stage": state["lr_stage"],
@@ -521,7 +494,7 @@ def _train_scale(
                                                          "segments_per_sec")})
             logger.info(
                 "%s epoch %d (lr stage %d, lr %.3g): loss %.4f, val_loss %.4f, val %s %s, %.1f s, %.1f segments/s%s",
-                scale, epoch + 1, state["lr_stage"] + 1, state["lr"], loss, val_loss, SONG_METRIC[task],
+                scale, epoch + 1, state["lr_stage"] + 1, state["lr"], loss, val_loss, PRIMARY[task],
                 "n/a" if val_metric is None else f"{val_metric:.4f}", row["seconds"], row["segments_per_sec"],
                 " (best)" if state["best_epoch"] == epoch + 1 else "",
             )
@@ -582,7 +555,7 @@ def _finish_scale(config: Config, scale: str, cache, folder: Path, state: dict, 
         "epochs": state["epoch"],
         "best_epoch": state["best_epoch"],
         "best_val_loss": state["best_val_loss"],
-        "song_metric": SONG_METRIC[cache.task],
+        "song_metric": PRIMARY[cache.task],
         "best_val_song_metric": best_row.get("val_song_metric"),
         "num_test_tracks": int(test.size),
         "test": test_metrics,
