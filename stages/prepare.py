@@ -129,7 +129,8 @@ class Config:
         if self.fold is not None:
             if not is_int(self.fold):
                 bad("fold", "must be an integer")
-            if self.folds is None and self.fold_from_name is None:
+            # esc10's adapter reads its official folds from the file names by default.
+            if self.folds is None and self.fold_from_name is None and self.dataset != "esc10":
                 bad("fold", "needs folds (k-fold cross-validation) or fold_from_name (folds in file names)")
             if self.folds is not None and not 1 <= self.fold <= self.folds:
                 bad("fold", f"must be between 1 and folds={self.folds} (folds are numbered from 1)")

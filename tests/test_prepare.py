@@ -222,3 +222,10 @@ def test_presets_and_defaults_are_valid():
 def test_config_validation_names_the_bad_value(changes, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         prepare.Config(**changes)
+
+
+def test_esc10_fold_alone_uses_the_official_folds():
+    # esc10's adapter reads the folds from the file names; other datasets need folds or a pattern.
+    assert prepare.Config(dataset="esc10", source="x", fold=3).fold == 3
+    with pytest.raises(ValueError, match="fold.*needs folds"):
+        prepare.Config(dataset="folder", source="x", fold=3)
