@@ -89,7 +89,8 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
         per_fold = " ".join(f"{v:.3f}" for v in row["values"])
         lines.append(f"| {row['feature_set']} | {row['classifier']} | {mean} | {per_fold} |")
     if references:
-        lines += ["", "Published references (same protocol, from ../shared/README.md):", "",
+        lines += ["", "Published references (from ../shared/README.md; they train on all four other folds, "
+                  "msagg on three, the fourth being the validation split for early stopping):", "",
                   f"| Method | {title} |", "|---|---:|"]
         lines += [f"| {name} | {value:.3f} |" for name, value in references]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ import math
 import numbers
 import os
 import shutil
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -465,7 +466,9 @@ def _train_scale(
             epoch = state["epoch"]
             sequence.epoch = epoch
             started = time.perf_counter()
-            fitted = model.fit(sequence, epochs=epoch + 1, initial_epoch=epoch, verbose=1 if progress else 0)
+            # A live bar on a terminal; in a log file one line per epoch rather than a redraw per step.
+            verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+            fitted = model.fit(sequence, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose)
             train_seconds = time.perf_counter() - started
             loss = float(fitted.history["loss"][-1])
             seg_preds = predict_segments(model, cache, valid, input_length, eval_batch_size)
