@@ -539,11 +539,13 @@ def train_and_save(
         std = Standardizer.fit(x[rows["train"]])
         trained = train_classifier(classifier, ff.task, std(x[rows["train"]]), ff.labels[rows["train"]],
                                    std(x[rows["valid"]]), ff.labels[rows["valid"]], config, seed)
-        return save_classifier(trained, std, fs, folder, _predictor_info(ff, config, seed))
+        return save_classifier(trained, std, fs, folder, _predictor_info(ff, config, seed, Path(folder)))
 
 
-def _predictor_info(ff: FeaturesFile, config: Config, seed: int) -> dict[str, Any]:
+def _predictor_info(ff: FeaturesFile, config: Config, seed: int, models_dir: Path) -> dict[str, Any]:
     pretrain_dir = _pretrain_dir(config.features)
+    # The relative path lets `msagg predict` find the models after the runs folder is moved whole.
+    relative = os.path.relpath(pretrain_dir.resolve(), models_dir.resolve()) if pretrain_dir else None
     return {
         "task": ff.task,
         "label_names": list(ff.label_names),
@@ -552,6 +554,7 @@ def _predictor_info(ff: FeaturesFile, config: Config, seed: int) -> dict[str, An
         "input_lengths": {s: int(ff.scale_attrs(s)["input_length"]) for s in ff.scales},
         "model_hashes": {s: str(ff.scale_attrs(s)["model_hash"]) for s in ff.scales},
         "pretrain_dir": str(pretrain_dir.resolve()) if pretrain_dir else None,
+        "pretrain_dir_relative": relative,
         "features": str(Path(config.features).resolve()),
         "features_config_hash": ff.config_hash,
         "dataset": ff.dataset,
@@ -588,6 +591,8 @@ class Predictor:
         self.sample_rate = int(d["sample_rate"])
         self.scales = list(d["scales"])
         self.pretrain_dir = Path(d["pretrain_dir"]) if d.get("pretrain_dir") else None
+        if (self.pretrain_dir is None or not self.pretrain_dir.is_dir()) and d.get("pretrain_dir_relative"):
+            self.pretrain_dir = (folder / d["pretrain_dir_relative"]).resolve()
         self.model = keras.saving.load_model(folder / d["model"], safe_mode=True)
         with np.load(folder / d["standardizer"]) as npz:
             self.standardizer = Standardizer(npz["mean"], npz["scale"])
@@ -974,7 +979,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             report["best"] = {"feature_set": keep["best"][1].name, "classifier": chosen,
                               "selected_on": f"valid {primary} (seed {config.seed})",
                               f"valid_{primary}": None if keep["best"][0] == -math.inf else keep["best"][0]}
-            info = _predictor_info(ff, config, config.seed)
+            info = _predictor_info(ff, config, config.seed, out_dir / "models")
             for key in ("best", "all"):
                 if key in keep and keep[key][1].name not in saved:
                     _, fs, trained, std = keep[key]

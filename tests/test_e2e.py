@@ -91,3 +91,24 @@ def test_predict_wav_and_broken_file(chain, tmp_path):
     assert result.exit_code == 0 and result.output.startswith(str(good))
     result = runner.invoke(main, ["predict", str(good)])
     assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_predict_after_moving_the_runs_folder(chain, tmp_path):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(chain, moved)
+    description = json.loads((moved / "cls-genre" / "models" / "index.json").read_text())
+    assert description["saved"]
+    t = np.arange(22050) / 22050
+    song = tmp_path / "song.wav"
+    sf.write(song, 0.3 * np.sin(2 * np.pi * 220 * t), 22050)
+    # The original chain folder is still there, so hide it: predict must use the moved copy.
+    hidden = chain.with_name(chain.name + "-hidden")
+    chain.rename(hidden)
+    try:
+        result = CliRunner().invoke(main, ["predict", str(song), "--classify", str(moved / "cls-genre"), "--json"])
+    finally:
+        hidden.rename(chain)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["scores"]
