@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import importlib.metadata
 import logging
 import math
@@ -119,21 +120,34 @@ def _peak_rss_mb() -> float:
     return peak / (2**20 if platform.system() == "Darwin" else 2**10)
 
 
-def benchmark_scale(
-    scale: str,
-    *,
-    width: float = 1.0,
-    batch_size: int = 23,
-    num_labels: int = 50,
-    train_steps: int = 4,
-    warmup_steps: int = 1,
-    infer_batches: int = 3,
-    infer_batch_size: int = 64,
-    sample_rate: int = 22050,
-    seed: int = 0,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What to build and how much to time (see ``run_benchmark``)."""
+
+    width: float = 1.0
+    batch_size: int = 23
+    num_labels: int = 50
+    train_steps: int = 4
+    warmup_steps: int = 1
+    infer_batches: int = 3
+    infer_batch_size: int = 64
+    sample_rate: int = 22050
+    seed: int = 0
+
+    def __post_init__(self):
+        for key in ("batch_size", "num_labels", "train_steps", "infer_batches", "infer_batch_size", "sample_rate"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.warmup_steps < 0 or not self.width > 0:
+            raise ValueError(f"warmup_steps must be >= 0 and width > 0, got {self.warmup_steps}, {self.width}")
+
+
+def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, Any]:
     """Measures one scale in this process (see ``run_benchmark`` for the fields)."""
     import keras
+
+    width, batch_size, num_labels = settings.width, settings.batch_size, settings.num_labels
+    infer_batch_size, sample_rate, seed = settings.infer_batch_size, settings.sample_rate, settings.seed
 
     spec = sample_cnn.get_spec(scale)
     length = spec.input_length
@@ -145,20 +159,20 @@ def benchmark_scale(
     # Synthetic input: quiet noise, random tags.
     x = (0.1 * rng.standard_normal((batch_size, length))).astype(np.float32)
     y = (rng.random((batch_size, num_labels)) < 0.1).astype(np.float32)
-    for _ in range(warmup_steps):  # the first step compiles
+    for _ in range(settings.warmup_steps):  # the first step compiles
         model.train_on_batch(x, y)
     started = time.perf_counter()
-    for _ in range(train_steps):
+    for _ in range(settings.train_steps):
         model.train_on_batch(x, y)  # returns the loss as numpy: waits for the step
-    train_rate = train_steps * batch_size / (time.perf_counter() - started)
+    train_rate = settings.train_steps * batch_size / (time.perf_counter() - started)
 
     xi = (0.1 * rng.standard_normal((infer_batch_size, length))).astype(np.float32)
-    for _ in range(max(1, warmup_steps)):
+    for _ in range(max(1, settings.warmup_steps)):
         model.predict_on_batch(xi)
     started = time.perf_counter()
-    for _ in range(infer_batches):
+    for _ in range(settings.infer_batches):
         np.asarray(model.predict_on_batch(xi))
-    infer_rate = infer_batches * infer_batch_size / (time.perf_counter() - started)
+    infer_rate = settings.infer_batches * infer_batch_size / (time.perf_counter() - started)
 
     macs = sample_cnn.count_multiply_adds(scale, width, num_labels)
     seconds = length / sample_rate
@@ -174,8 +188,8 @@ def benchmark_scale(
         "gmacs_per_segment": round(macs / 1e9, 4),
         "batch_size": batch_size,
         "infer_batch_size": infer_batch_size,
-        "train_steps": train_steps,
-        "infer_batches": infer_batches,
+        "train_steps": settings.train_steps,
+        "infer_batches": settings.infer_batches,
         "train_segments_per_sec": _sig(train_rate),
         "infer_segments_per_sec": _sig(infer_rate),
         "train_realtime_factor": _sig(train_rate * seconds),
@@ -188,27 +202,19 @@ def benchmark_scale(
     }
 
 
-def _isolated(scale: str, options: dict[str, Any]) -> dict[str, Any]:
+def _isolated(scale: str, settings: Settings) -> dict[str, Any]:
     # A fresh process per scale, so that peak resident memory belongs to that scale alone.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(benchmark_scale, scale, **options).result()
+        return pool.submit(benchmark_scale, scale, settings).result()
 
 
 def run_benchmark(
     scales: Sequence[str] = sample_cnn.PAPER_SCALES,
-    width: float = 1.0,
-    batch_size: int = 23,
-    num_labels: int = 50,
-    train_steps: int = 4,
-    warmup_steps: int = 1,
-    infer_batches: int = 3,
-    infer_batch_size: int = 64,
-    sample_rate: int = 22050,
     *,
     quick: bool = False,
     isolate: bool = True,
-    seed: int = 0,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """Measures training and inference throughput of each scale on synthetic input.
 
@@ -218,14 +224,11 @@ def run_benchmark(
 
     Args:
         scales: Scale keys ("3^9" ...).
-        width: Width multiplier (1.0 = the paper's models).
-        batch_size: Training batch (the paper's 23).
-        num_labels: Sigmoid outputs.
-        train_steps, warmup_steps, infer_batches, infer_batch_size: How much to time.
-        sample_rate: Hz, for the real-time factors.
         quick: Use ``QUICK``'s very small settings (a smoke test, not a measurement).
         isolate: Measure each scale in a fresh process, so the peak memory is its own.
-        seed: Seed of weights and inputs.
+        **options: ``Settings`` fields: width (1.0 = the paper's models), batch_size (the paper's
+            23), num_labels, train_steps, warmup_steps, infer_batches, infer_batch_size (how much
+            to time), sample_rate (Hz, for the real-time factors), seed.
 
     Returns:
         One dict per scale: ``scale, input_length, segment_sec, width, num_params,
@@ -240,20 +243,13 @@ def run_benchmark(
         ValueError: For an unknown scale or a non-positive setting.
     """
     scales = [sample_cnn.parse_scale(s) for s in scales]
-    options = dict(width=width, batch_size=batch_size, num_labels=num_labels, train_steps=train_steps,
-                   warmup_steps=warmup_steps, infer_batches=infer_batches, infer_batch_size=infer_batch_size,
-                   sample_rate=sample_rate, seed=seed)
+    settings = Settings(**options)
     if quick:
-        options.update(QUICK)
-    for key in ("batch_size", "num_labels", "train_steps", "infer_batches", "infer_batch_size", "sample_rate"):
-        if options[key] < 1:
-            raise ValueError(f"{key} must be >= 1, got {options[key]}")
-    if options["warmup_steps"] < 0 or not width > 0:
-        raise ValueError(f"warmup_steps must be >= 0 and width > 0, got {options['warmup_steps']}, {width}")
+        settings = dataclasses.replace(settings, **QUICK)
     rows = []
     for scale in scales:
-        logger.info("benchmarking %s (width %g)", scale, width)
-        row = _isolated(scale, options) if isolate else benchmark_scale(scale, **options)
+        logger.info("benchmarking %s (width %g)", scale, settings.width)
+        row = _isolated(scale, settings) if isolate else benchmark_scale(scale, settings)
         logger.info("%s: train %.1f segments/s, inference %.1f segments/s", scale,
                     row["train_segments_per_sec"], row["infer_segments_per_sec"])
         rows.append(row)
