@@ -23,6 +23,7 @@ from data.features import FeaturesFile, scale_sort_key
 from models import sample_cnn
 from models.classifier import build_classifier
 from stages import plots
+from stages.checks import check_int
 from stages.metrics import METRICS, PRIMARY, _summary, chance_levels, score
 from stages.runfolder import RunFolder, read_config
 
@@ -38,11 +39,6 @@ METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy
 PER_LABEL = {"tags": "roc_auc", "classes": "f1"}
 CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression"}
 MAX_TSNE_SONGS = 2000
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def normalize_combo(text: str) -> str:
@@ -109,10 +105,10 @@ class Config:
         if bad or not classifiers or len(set(classifiers)) != len(classifiers):
             raise ValueError(f"classifiers must be distinct names among {', '.join(CLASSIFIERS)}, got {classifiers!r}")
         object.__setattr__(self, "classifiers", classifiers)
-        _check_int("hidden_layers", self.hidden_layers, 0)
+        check_int("hidden_layers", self.hidden_layers, 0)
         for name in ("hidden_units", "batch_size", "epochs", "patience", "repeats"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:

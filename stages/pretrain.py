@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import math
-import numbers
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ from data import segments as segments_lib
 from data.atomic import write_json, write_text
 from data.cache import AudioCache
 from models import sample_cnn
+from stages.checks import check_int, check_number
 from stages.metrics import METRICS, PRIMARY, score
 from stages.runfolder import RunFolder
 
@@ -83,28 +83,15 @@ class Config:
         if duplicates:
             raise ValueError(f"scales lists {', '.join(duplicates)} more than once")
         object.__setattr__(self, "scales", normalized)
-        _check_number("width", self.width, low=0.0, low_open=True)
-        _check_number("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        _check_number("lr_decay", self.lr_decay, low=0.0, low_open=True, high=1.0)
+        check_number("width", self.width, low=0.0, low_open=True)
+        check_number("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_number("lr_decay", self.lr_decay, low=0.0, low_open=True, high=1.0)
         for name in ("batch_size", "num_lr_stages", "patience"):
-            _check_int(name, getattr(self, name), low=1)
+            check_int(name, getattr(self, name), low=1)
         for name in ("max_epochs_per_stage", "steps_per_epoch", "val_max_tracks"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), low=1)
-        _check_int("seed", self.seed, low=0)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_number(name: str, value: Any, low: float, low_open: bool, high: float | None = None) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        bound = f"> {low}" + (f" and <= {high}" if high is not None else "")
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+                check_int(name, getattr(self, name), low=1)
+        check_int("seed", self.seed, low=0)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
