@@ -226,36 +226,9 @@ def assemble(features: Mapping[str, Mapping[str, np.ndarray]], feature_set: Feat
     return np.concatenate([np.asarray(features[s][t], dtype=np.float32) for s, t in feature_set.parts], axis=1)
 
 
-class _LazyFeatures(Mapping):
-    """Scale -> tap -> array, read from the features file on first use and kept."""
-
-    def __init__(self, ff: FeaturesFile):
-        self._ff = ff
-        self._arrays: dict[tuple[str, str], np.ndarray] = {}
-
-    def __getitem__(self, scale):
-        outer = self
-
-        class _Taps(Mapping):
-            def __getitem__(self, tap):
-                key = (scale, tap)
-                if key not in outer._arrays:
-                    outer._arrays[key] = outer._ff.get(scale, tap)
-                return outer._arrays[key]
-
-            def __iter__(self):
-                return iter(outer._ff.taps(scale))
-
-            def __len__(self):
-                return len(outer._ff.taps(scale))
-
-        return _Taps()
-
-    def __iter__(self):
-        return iter(self._ff.scales)
-
-    def __len__(self):
-        return len(self._ff.scales)
+def read_features(ff: FeaturesFile, scales: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Scale -> tap -> float32 (num_tracks, dim) for ``scales`` (default: all of the file)."""
+    return {scale: {tap: ff.get(scale, tap) for tap in ff.taps(scale)} for scale in (scales or ff.scales)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,7 +502,7 @@ def train_and_save(
         missing = [s for s in fs.scales if s not in ff.scales]
         if missing:
             raise ValueError(f"{ff.path}: scale {', '.join(missing)} is not in the file ({', '.join(ff.scales)})")
-        x = assemble(_LazyFeatures(ff), fs)
+        x = assemble(read_features(ff, fs.scales), fs)
         usable = np.flatnonzero(np.isfinite(x).all(axis=1))
         rows, _ = _split_rows(ff, usable, seed)
         std = Standardizer.fit(x[rows["train"]])
@@ -821,7 +794,7 @@ def _tsne_colours(task: str, label_names: Sequence[str], labels: np.ndarray, tsn
     return labels[:, j].astype(int), [f"not {name}", name], name
 
 
-def _plots(out_dir: Path, report: dict, ff: FeaturesFile, feats: _LazyFeatures, rows: dict, config: Config,
+def _plots(out_dir: Path, report: dict, ff: FeaturesFile, feats: Mapping[str, Mapping[str, np.ndarray]], rows: dict, config: Config,
            chosen_clf: str) -> list[str]:
     task = ff.task
     folder = out_dir / "plots"
@@ -890,7 +863,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         if config.tsne_label is not None and config.tsne_label not in names:
             raise ValueError(f"tsne_label {config.tsne_label!r} is not a label of {ff.path}; "
                              f"labels: {', '.join(names)}")
-        feats = _LazyFeatures(ff)
+        feats = read_features(ff)
         usable = np.ones(ff.num_tracks, dtype=bool)
         for scale in ff.scales:
             for tap in ff.taps(scale):
