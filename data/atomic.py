@@ -17,18 +17,25 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         path: The final file name.
 
     Yields:
-        A temporary path in the same folder (so the rename is atomic on one filesystem).
-        It is removed if the body raises.
+        A temporary path in the same folder (so the rename is atomic on one filesystem), with
+        the same suffix (writers such as Keras' ``model.save`` choose the format by it). It is
+        removed if the body raises; one left by a killed process matches ``stale_temps(path)``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Temporary files that ``atomic_write(path)`` calls of killed processes left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.stem}.tmp-*{path.suffix}"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -430,13 +430,8 @@ def save_classifier(trained: Trained, standardizer: Standardizer, feature_set: F
     dim = int(standardizer.mean.shape[0])
     model = trained.to_keras(dim)
     path = folder / f"{feature_set.name}.keras"
-    tmp = folder / f".{feature_set.name}.tmp-{os.getpid()}.keras"  # Keras wants a .keras suffix
-    try:
+    with atomic_write(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     with atomic_write(folder / f"{feature_set.name}.npz") as t:
         with open(t, "wb") as f:
             np.savez(f, mean=standardizer.mean, scale=standardizer.scale)

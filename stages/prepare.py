@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from data.atomic import atomic_write, write_text
+from data.atomic import atomic_write, stale_temps, write_text
 from data.audio import AudioError
 from data.cache import to_int16, write_cache
 from data.tracklist import TrackList, load_source
@@ -240,7 +240,7 @@ def run(
         )
 
     kept = _subset(tracklist, keep, skipped)
-    for stale in out_dir.glob(f".{CACHE_NAME}.tmp-*"):
+    for stale in stale_temps(cache_path):
         stale.unlink()
     write_cache(cache_path, kept, _read_parts(parts, keep), sample_rate=config.sample_rate, config_hash=folder.hash)
     shutil.rmtree(parts)

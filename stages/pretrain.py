@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from data import segments as segments_lib
-from data.atomic import write_json, write_text
+from data.atomic import atomic_write, write_json, write_text
 from data.cache import AudioCache
 from models import sample_cnn
 from stages.checks import check_int, check_number
@@ -201,15 +201,9 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
-    """Saves atomically: Keras wants the name to end in .keras, so the temp name does too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
+    """Saves the whole model atomically."""
+    with atomic_write(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _compile(model: keras.Model, task: str, learning_rate: float) -> None:
