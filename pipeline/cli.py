@@ -77,12 +77,6 @@ def _config_options(func):
     return func
 
 
-def _show_config(config) -> None:
-    from stages.runfolder import config_dict, config_hash
-
-    logger.info("config %s: %s", config_hash(config), json.dumps(config_dict(config), sort_keys=True))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--log-level",
@@ -173,7 +167,6 @@ def prepare(dataset, source, preset, num_tracks, sample_rate, fold_from_name, fo
                      strict=strict),
         sets=sets,
     )
-    _show_config(config)
     path = stage.run(config, Path(out_dir), workers=workers, overwrite=overwrite)
     click.echo(f"audio cache: {path}")
 
@@ -220,7 +213,6 @@ def pretrain(cache, preset, scales, width, out_dir, overwrite, config_file, sets
         options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width),
         sets=sets,
     )
-    _show_config(config)
     path = stage.run(config, Path(out_dir), overwrite=overwrite)
     click.echo(f"pretrained models: {path}")
 
@@ -265,7 +257,6 @@ def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwri
                      scales=scales and tuple(s.strip() for s in scales.split(","))),
         sets=sets,
     )
-    _show_config(config)
     path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
     click.echo(f"features: {path}")
 
@@ -313,7 +304,6 @@ def classify(features, combos, repeats, classifiers, tsne_label, out_dir, overwr
                      classifiers=tuple(classifiers) or None, tsne_label=tsne_label),
         sets=sets,
     )
-    _show_config(config)
     path = stage.run(config, Path(out_dir), overwrite=overwrite)
     results = path / "results.md" if path.is_dir() else path
     if results.is_file():
