@@ -60,6 +60,8 @@ synth-tags (``seed``) are evaluated on songs they never heard."""
 GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 GTZAN_FOLDERS = ("genres", "genres_original", ".")  # "genres_original": the Kaggle re-distribution
 ESC10_FOLD_PATTERN = r"^(\d+)-"
+DEFAULT_FOLD_PATTERNS = {"esc10": ESC10_FOLD_PATTERN}
+"""Datasets whose official folds are read from file names unless told otherwise (fold 1 by default)."""
 FSDD_PATTERN = re.compile(r"^(\d)_([^_]+)_(\d+)$")
 FSDD_TEST = range(0, 5)  # official: recordings 0-4 of every digit and speaker are the test set
 FSDD_VALID = range(5, 10)  # ours: the official split has no validation set
@@ -774,8 +776,8 @@ def make_tracklist(
     if name not in ADAPTERS:
         problems.add("unknown dataset", f"{name!r}; known: {', '.join(ADAPTERS)}")
         problems.raise_if_any()
-    if name == "esc10" and folds is None and split is None:
-        fold_from_name = ESC10_FOLD_PATTERN if fold_from_name is None else fold_from_name
+    if name in DEFAULT_FOLD_PATTERNS and folds is None and split is None:
+        fold_from_name = DEFAULT_FOLD_PATTERNS[name] if fold_from_name is None else fold_from_name
         fold = 1 if fold is None else fold
     opts = _Options(
         num_tracks, seed, min_sec, max_sec, split_seed, folds, fold, fold_from_name, top_k, split, fold_valid

@@ -384,12 +384,13 @@ def crossval(dataset, source, num_folds, fold_from_name, preset, sample_rate, se
       msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --out runs/esc10   # make eval-esc10
       msagg crossval --dataset folder --source ~/sounds --num-folds 10 --preset tiny --out runs/mine-cv
     """
+    from data.adapters import DEFAULT_FOLD_PATTERNS
     from pipeline import protocols
 
     options = {"dataset": dataset, "source": source, "sample_rate": sample_rate}
     if fold_from_name:
         options["fold_from_name"] = fold_from_name
-    elif dataset != "esc10":
+    elif dataset not in DEFAULT_FOLD_PATTERNS:  # else the adapter reads the official folds from file names
         options["folds"] = num_folds
     options = {k: v for k, v in options.items() if v is not None}
     classify_options = {"classifiers": tuple(classifiers)} if classifiers else {}

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from data.atomic import atomic_write, stale_temps, write_text
 from data.audio import AudioError
+from data import adapters
 from data.cache import to_int16, write_cache
 from data.tracklist import TrackList, load_source
 from stages.runfolder import RunFolder
@@ -129,8 +130,8 @@ class Config:
         if self.fold is not None:
             if not is_int(self.fold):
                 bad("fold", "must be an integer")
-            # esc10's adapter reads its official folds from the file names by default.
-            if self.folds is None and self.fold_from_name is None and self.dataset != "esc10":
+            # Some datasets (esc10) name their official folds in the file names by default.
+            if self.folds is None and self.fold_from_name is None and self.dataset not in adapters.DEFAULT_FOLD_PATTERNS:
                 bad("fold", "needs folds (k-fold cross-validation) or fold_from_name (folds in file names)")
             if self.folds is not None and not 1 <= self.fold <= self.folds:
                 bad("fold", f"must be between 1 and folds={self.folds} (folds are numbered from 1)")
@@ -166,8 +167,6 @@ def list_tracks(config: Config) -> TrackList:
     Raises:
         data.adapters.DatasetError: Listing every problem found in the dataset.
     """
-    from data import adapters
-
     return adapters.make_tracklist(config.dataset, source=config.source, **adapter_options(config))
 
 
