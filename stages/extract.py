@@ -138,7 +138,8 @@ def pretrain_scales(pretrain_dir: str | os.PathLike, scales: Sequence[str] = ())
     return sorted(chosen, key=features_lib.scale_sort_key)
 
 
-def _read_metrics(path: Path) -> dict:
+def read_metrics(path: Path) -> dict:
+    """A pretrained scale's metrics.json; ValueError naming the file if missing or incomplete."""
     try:
         info = json.loads(path.read_text())
     except OSError:
@@ -162,7 +163,7 @@ def check_sample_rates(pretrain_dir: str | os.PathLike, scales: Sequence[str], s
         ValueError: Naming the models' rate, ``what`` and its rate.
     """
     pretrain_dir = Path(pretrain_dir)
-    infos = {scale: _read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
+    infos = {scale: read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
     rates = {scale: int(info["sample_rate"]) for scale, info in infos.items()}
     wrong = {scale: rate for scale, rate in rates.items() if rate != sample_rate}
     if wrong:
@@ -196,7 +197,7 @@ def load_tap_models(pretrain_dir: str | os.PathLike, scales: Sequence[str] = (),
     if sample_rate is not None:
         infos = check_sample_rates(pretrain_dir, scales, sample_rate, what)
     else:
-        infos = {scale: _read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
+        infos = {scale: read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
     out = {}
     for scale in scales:
         path = pretrain_dir / scale / "model.keras"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -11,16 +10,8 @@ import numpy as np
 
 from data.audio import AudioError, load
 from data.segments import segment
-from stages.runfolder import read_config
 
 logger = logging.getLogger(__name__)
-
-
-def _scale_dirs(pretrain_dir: Path) -> list[Path]:
-    dirs = sorted(p for p in pretrain_dir.iterdir() if (p / "model.keras").is_file() and (p / "metrics.json").is_file())
-    if not dirs:
-        raise ValueError(f"{pretrain_dir}: no trained models (expected <scale>/model.keras)")
-    return dirs
 
 
 def _segment_scores(model, wave: np.ndarray, input_length: int, batch_size: int = 64) -> np.ndarray:
@@ -52,25 +43,25 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
         One dict per file, in order: ``{"path", "scores": {label: float}, "task", "models"}`` or
         ``{"path", "error"}`` for a file that could not be read.
     """
+    from stages.extract import pretrain_scales, read_metrics
     from stages.pretrain import load_model
 
     pretrain_dir = Path(pretrain_dir)
-    read_config(pretrain_dir)
-    scale_dirs = _scale_dirs(pretrain_dir)
-    infos = [json.loads((d / "metrics.json").read_text()) for d in scale_dirs]
+    scales = pretrain_scales(pretrain_dir)
+    infos = [read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales]
     sample_rate, labels, task = infos[0]["sample_rate"], infos[0]["label_names"], infos[0]["task"]
     waves, errors = _load_all(paths, sample_rate)
     totals = {path: np.zeros(len(labels), np.float64) for path in waves}
-    for scale_dir, info in zip(scale_dirs, infos):
-        model = load_model(scale_dir / "model.keras")
+    for scale, info in zip(scales, infos):
+        model = load_model(pretrain_dir / scale / "model.keras")
         for path, wave in waves.items():
             totals[path] += _segment_scores(model, wave, info["input_length"])
     results = {
         path: {
             "path": path,
             "task": task,
-            "models": [d.name for d in scale_dirs],
-            "scores": {name: round(float(s / len(scale_dirs)), 6) for name, s in zip(labels, total)},
+            "models": scales,
+            "scores": {name: round(float(s / len(scales)), 6) for name, s in zip(labels, total)},
         }
         for path, total in totals.items()
     }
