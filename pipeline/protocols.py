@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from data.atomic import write_json, write_text
 from pipeline.config import resolve
+from stages.metrics import mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -21,17 +21,6 @@ REFERENCES: dict[str, list[tuple[str, float]]] = {
         ("Human listeners (Piczak 2015)", 0.957),
     ],
 }
-
-
-def _mean_std(values: Sequence[float]) -> dict[str, Any]:
-    values = [float(v) for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "values": []}
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "values": values,
-    }
 
 
 def run_fold(fold_dir: Path, *, prepare_options: Mapping[str, Any], preset: str, pretrain_sets: Sequence[str] = (),
@@ -61,11 +50,11 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict:
         for clf in entry["classifiers"]:
             values = [m["feature_sets"][fs_name]["classifiers"][clf]["test"][metric]["mean"] for m in fold_metrics.values()]
             rows[f"{fs_name} ({clf})"] = {"feature_set": fs_name, "classifier": clf, "group": entry["group"],
-                                          **_mean_std(values)}
+                                          **mean_std([v for v in values if v is not None])}
     for scale in first["end_to_end"].get("scales", {}):
         values = [m["end_to_end"]["scales"].get(scale, {}).get(metric) for m in fold_metrics.values()]
         rows[f"{scale} end-to-end"] = {"feature_set": scale, "classifier": "end-to-end SampleCNN",
-                                       "group": "end-to-end", **_mean_std(values)}
+                                       "group": "end-to-end", **mean_std([v for v in values if v is not None])}
     return {"task": task, "metric": metric, "folds": sorted(fold_metrics), "rows": rows}
 
 

@@ -24,7 +24,7 @@ from models import sample_cnn
 from models.classifier import build_classifier
 from stages import plots
 from stages.checks import check_int
-from stages.metrics import METRICS, PRIMARY, _summary, chance_levels, score
+from stages.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
 from stages.runfolder import RunFolder, read_config
 
 logger = logging.getLogger(__name__)
@@ -923,14 +923,14 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                         if fs.name == all_name:
                             keep["all"] = (v, fs, trained, std)
                 per_label = {
-                    key: {label: _summary([s["per_label"][key][label] for s in test_scores])["mean"] for label in names}
+                    key: {label: mean_std([s["per_label"][key][label] for s in test_scores])["mean"] for label in names}
                     for key in test_scores[0]["per_label"]
                 }
                 entry["classifiers"][clf] = {
                     "num_runs": len(seeds),
                     "seeds": seeds,
-                    "test": {m: _summary([s[m] for s in test_scores]) for m in METRICS[task]},
-                    "valid": {m: _summary([s[m] for s in valid_scores]) for m in METRICS[task]},
+                    "test": {m: mean_std([s[m] for s in test_scores]) for m in METRICS[task]},
+                    "valid": {m: mean_std([s[m] for s in valid_scores]) for m in METRICS[task]},
                     "per_label": per_label,
                     "epochs": epochs if clf == "mlp" else None,
                 }

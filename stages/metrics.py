@@ -58,7 +58,8 @@ def score(task: str, labels: np.ndarray, probs: np.ndarray, label_names: Sequenc
     }
 
 
-def _summary(values: Sequence[float | None]) -> dict[str, Any]:
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """``{"mean", "std" (sample std; 0 for one value), "values"}`` over the values that are not None."""
     vals = [v for v in values if v is not None]
     if not vals:
         return {"mean": None, "std": None, "values": list(values)}
