@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from data import splits as splits_mod
+from data.errors import MsaggError
 from data.tracklist import SPLITS, TrackList
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ SPLIT_ALIASES = {
 MAX_SHOWN_PER_KIND = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(MsaggError):
     """A dataset that cannot be listed; the message names every kind of problem found.
 
     Attributes:

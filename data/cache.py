@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from data.atomic import atomic_write
+from data.errors import MsaggError
 from data.tracklist import SPLITS, TrackList
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ FLUSH_SAMPLES = 1 << 22
 _STR = h5py.string_dtype("utf-8")
 
 
-class CacheError(ValueError):
+class CacheError(MsaggError):
     """An audio cache that cannot be read; the message names the file and the reason."""
 
 

@@ -43,6 +43,8 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
+from data.errors import MsaggError
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -52,7 +54,7 @@ SONG_POOLS = ("mean", "max", "meanmax")
 _STR = h5py.string_dtype("utf-8")
 
 
-class FeaturesError(ValueError):
+class FeaturesError(MsaggError):
     """A features file that is missing, unreadable, of another schema version, or inconsistent."""
 
 

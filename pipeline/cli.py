@@ -8,10 +8,13 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import click
 
+from data.errors import MsaggError
+from pipeline import quiet
 from pipeline.config import resolve
 
 logger = logging.getLogger("msagg")
@@ -22,6 +25,16 @@ EPILOG_CONFIG = (
 )
 
 
+DEBUG_ENV = "MSAGG_DEBUG"
+"""Set to 1 to see the traceback of every error (as ``--debug`` does)."""
+BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it with the traceback above "
+            "(user errors print one line; --debug or MSAGG_DEBUG=1 shows tracebacks for every error)")
+KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval")
+"""Subcommands that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
+
+_state = {"debug": False, "verbose": False}
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -29,23 +42,47 @@ def _setup_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if level.lower() != "debug":
+        # The backend's own Python loggers (tf.function retracing notes, absl) stay quiet unless asked.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        for name in ("tensorflow", "absl", "jax"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _friendly_errors(func):
-    """Turns the project's ValueErrors (bad input, bad config) into one-line CLI errors."""
+    """User errors (``MsaggError``, ``OSError``) become one-line CLI errors; anything else is a bug.
+
+    A bug shows its traceback and a hint to report it. ``--debug`` (or ``MSAGG_DEBUG=1``) shows the
+    traceback of every error.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if func.__name__ in KERAS_COMMANDS:
+            quiet.import_backend(verbose=_state["verbose"])
         try:
             return func(*args, **kwargs)
         except click.ClickException:
             raise
-        except (ValueError, FileNotFoundError) as err:
-            logger.debug("error", exc_info=True)
-            raise click.ClickException(str(err)) from None
+        except (MsaggError, OSError) as err:
+            if _state["debug"]:
+                raise
+            raise click.ClickException(_one_line(err)) from None
+        except Exception:
+            if _state["debug"]:
+                raise
+            traceback.print_exc()
+            click.echo(BUG_HINT, err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def _one_line(err: Exception) -> str:
+    if isinstance(err, OSError) and not isinstance(err, MsaggError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    return str(err)
 
 
 def _config_options(func):
@@ -85,8 +122,9 @@ def _config_options(func):
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="How much to log on stderr.",
 )
+@click.option("--debug", is_flag=True, help=f"Show the traceback of every error (also: {DEBUG_ENV}=1).")
 @click.version_option(package_name="msagg")
-def main(log_level: str) -> None:
+def main(log_level: str, debug: bool) -> None:
     """msagg: multi-level and multi-scale SampleCNN features for music classification.
 
     The pipeline of Lee & Nam (2017) in four stages, each writing a run folder
@@ -107,7 +145,9 @@ def main(log_level: str) -> None:
       msagg extract --pretrain runs/demo/pretrain --cache runs/demo/prepare/synth-tags --out runs/demo/extract/synth-tags
       msagg classify --features runs/demo/extract/synth-tags --out runs/demo/classify/synth-tags
     """
+    _state["debug"] = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     _setup_logging(log_level)
+    _state["verbose"] = log_level.lower() == "debug"
 
 
 @main.command(epilog=EPILOG_CONFIG)

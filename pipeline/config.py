@@ -10,9 +10,9 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from data.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config value or file that cannot be used; the message names it."""
+__all__ = ["ConfigError", "load_config_file", "parse_value", "resolve"]
 
 
 def _field_types(config_cls: type) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from data.atomic import atomic_write, stale_temps, write_text
 from data.audio import AudioError
+from data.errors import MsaggError
 from data import adapters
 from data.cache import to_int16, write_cache
 from data.tracklist import TrackList, load_source
@@ -49,7 +50,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class PrepareError(ValueError):
+class PrepareError(MsaggError):
     """The prepare stage cannot go on; the message names the file or dataset and the reason."""
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from data.atomic import write_json
+from data.errors import MsaggError
 
 logger = logging.getLogger(__name__)
 
 PACKAGES = ("msagg", "numpy", "h5py", "keras", "tensorflow", "jax", "scikit-learn", "soundfile", "soxr")
 
 
-class RunConflictError(ValueError):
+class RunConflictError(MsaggError):
     """The run folder holds a different config and overwriting was not asked for."""
 
 
