@@ -27,6 +27,7 @@ import numpy as np
 
 from data.atomic import atomic_write
 from data.errors import MsaggError
+from data.runs import run_file
 from data.tracklist import SPLITS, TrackList
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,9 @@ def write_cache(
     return path
 
 
+FILE_NAME = "cache.h5"
+"""The audio cache's name in a prepare run folder."""
+
 _DATASETS = ("audio", "offsets", "lengths", "track_ids", "sources", "labels", "label_names", "split", "skipped")
 _ATTRS = ("schema_version", "sample_rate", "task", "dataset", "split_info", "config_hash")
 
@@ -173,7 +177,7 @@ class AudioCache:
     copy opens the file again, so it can be handed to worker processes.
 
     Args:
-        path: A ``cache.h5`` written by ``write_cache``.
+        path: A prepare run folder, or a ``cache.h5`` written by ``write_cache``.
 
     Attributes:
         path: The file.
@@ -195,7 +199,7 @@ class AudioCache:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = run_file(path, FILE_NAME)
         self._file = None
         if not self.path.is_file():
             raise CacheError(f"{self.path}: no such audio cache (run `msagg prepare` first)")

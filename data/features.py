@@ -44,6 +44,7 @@ import h5py
 import numpy as np
 
 from data.errors import MsaggError
+from data.runs import run_file
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +120,6 @@ def _tap_sort_key(tap: str) -> tuple:
         return (int(tap), tap)
     except ValueError:
         return (1 << 30, tap)
-
-
-def resolve_path(path: str | os.PathLike) -> Path:
-    """A features file path, or an extract run folder holding ``features.h5``."""
-    path = Path(path)
-    return path / FILE_NAME if path.is_dir() else path
 
 
 # --- writer ------------------------------------------------------------------------------------
@@ -396,7 +391,7 @@ class FeaturesFile:
     """
 
     def __init__(self, path: str | os.PathLike, *, allow_partial: bool = False):
-        self.path = resolve_path(path)
+        self.path = run_file(path, FILE_NAME)
         if not self.path.is_file():
             raise FeaturesError(f"{self.path}: no features file (run `msagg extract` first)")
         try:

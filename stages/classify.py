@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from data.atomic import write_json, write_text
 from data.features import FeaturesFile, scale_sort_key
+from data.runs import run_folder
 from models import sample_cnn
 from models.classifier import build_classifier
 from stages import plots
@@ -618,10 +619,8 @@ def load_predictor(classify_dir: str | os.PathLike, feature_set: str | None = No
 
 
 def _pretrain_dir(features_dir: str | os.PathLike) -> Path | None:
-    folder = Path(features_dir)
-    folder = folder.parent if folder.suffix == ".h5" else folder
     try:
-        pretrain = read_config(folder).get("pretrain")
+        pretrain = read_config(run_folder(features_dir)).get("pretrain")
     except (ValueError, json.JSONDecodeError):
         return None
     return Path(pretrain) if pretrain else None

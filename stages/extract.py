@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from data import features as features_lib
 from data.atomic import write_text
 from data.cache import AudioCache
+from data.runs import run_folder
 from data.segments import num_segments, segment
 from models import sample_cnn
 from stages.runfolder import RunFolder, read_config
@@ -102,12 +103,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def cache_file(folder: str | os.PathLike) -> Path:
-    """A prepare run folder's ``cache.h5`` (or the path itself if it is an ``.h5`` file)."""
-    path = Path(folder)
-    return path if path.suffix == ".h5" else path / "cache.h5"
 
 
 def pretrain_scales(pretrain_dir: str | os.PathLike, scales: Sequence[str] = ()) -> list[str]:
@@ -340,15 +335,13 @@ def pretrain_dataset(pretrain_dir: str | os.PathLike) -> str:
     cache = config.get("cache")
     if not cache:
         return ""
-    path = cache_file(cache)
-    if path.is_file():
-        try:
-            with AudioCache(path) as c:
-                return c.dataset
-        except ValueError:
-            pass
     try:
-        return str(read_config(Path(cache) if Path(cache).is_dir() else Path(cache).parent).get("dataset") or "")
+        with AudioCache(cache) as c:
+            return c.dataset
+    except ValueError:
+        pass
+    try:
+        return str(read_config(run_folder(cache)).get("dataset") or "")
     except ValueError:
         return ""
 
@@ -404,7 +397,7 @@ def run(
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
-    with AudioCache(cache_file(config.cache)) as cache:
+    with AudioCache(config.cache) as cache:
         scales = pretrain_scales(config.pretrain, config.scales)
         check_sample_rates(config.pretrain, scales, cache.sample_rate, what=f"the audio cache {cache.path}")
         if cache.num_tracks == 0:

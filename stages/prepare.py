@@ -29,13 +29,14 @@ from data.atomic import atomic_write, stale_temps, write_text
 from data.audio import AudioError
 from data.errors import MsaggError
 from data import adapters
+from data import cache as cache_lib
 from data.cache import to_int16, write_cache
 from data.tracklist import TrackList, load_source
 from stages.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
-CACHE_NAME = "cache.h5"
+CACHE_NAME = cache_lib.FILE_NAME
 SKIPPED_NAME = "skipped.csv"
 PARTS_NAME = "parts"
 SPLIT_KINDS = ("official", "random")

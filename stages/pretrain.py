@@ -230,11 +230,6 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _cache_file(folder: str) -> Path:
-    path = Path(folder)
-    return path if path.suffix == ".h5" else path / "cache.h5"
-
-
 class _ScalarLog:
     """TensorBoard scalars through tf.summary, when TensorFlow is importable; otherwise nothing."""
 
@@ -586,7 +581,7 @@ def run(
     if not folder.start(overwrite):
         return out_dir
     summary: dict[str, Any] = {}
-    with AudioCache(_cache_file(config.cache)) as cache:
+    with AudioCache(config.cache) as cache:
         logger.info("pretrain on %s: %d tracks, task %s, %d labels, %d Hz", config.cache, cache.num_tracks,
                     cache.task, len(cache.label_names), cache.sample_rate)
         keras.utils.set_random_seed(config.seed)
