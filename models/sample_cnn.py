@@ -228,12 +228,14 @@ def _check_model(model: keras.Model, scale: str, block: str, multi: bool) -> Non
         f"block{n}_add": block in ("res", "rese"),
         f"block{n}_se_scale": block in ("se", "rese"),
     }
-    wrong = [name for name, expected in markers.items() if (name in names) != expected]
-    if wrong or tuple(model.input_shape) != (None, spec.input_length):
+    missing = [name for name, expected in markers.items() if expected and name not in names]
+    extra = [name for name, expected in markers.items() if not expected and name in names]
+    if missing or extra or tuple(model.input_shape) != (None, spec.input_length):
         raise ValueError(
             f"model {model.name!r} is not a {scale} SampleCNN of variant {variant_name(block, multi)!r} "
-            f"(input {tuple(model.input_shape)}; layers that should{'' if not wrong else ' or should not'} "
-            f"be there: {', '.join(wrong) or '-'}); pass the scale, block and multi it was built with")
+            f"(input {tuple(model.input_shape)}, expected {(None, spec.input_length)}; missing layers: "
+            f"{', '.join(missing) or '-'}; unexpected layers: {', '.join(extra) or '-'}); "
+            "pass the scale, block and multi it was built with")
 
 
 def build_tap_extractor(model: keras.Model, scale: str, *, block: str = "basic", multi: bool = False) -> keras.Model:
