@@ -444,30 +444,46 @@ def crossval(dataset, source, num_folds, fold_from_name, preset, sample_rate, se
 @main.command()
 @click.option("--scales", default=",".join(("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")),
               show_default=True, help="Comma-separated scales to measure.")
+@click.option("--block", "blocks", default="basic", show_default=True,
+              help="Comma-separated block types to measure at every scale: basic (Lee et al. 2017), se, res, "
+                   "rese (ReSE-2; Kim et al. 2018).")
+@click.option("--multi/--no-multi", default=False, show_default=True,
+              help="Kim et al.'s multi-level head (global max pooling of the last three blocks, concatenated) "
+                   "instead of each block type's own head.")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier (1.0 = the paper).")
 @click.option("--batch-size", type=int, default=23, show_default=True, help="Training batch (the paper's 23).")
 @click.option("--quick", is_flag=True, help="Very few steps: a smoke test, not a measurement.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/bench.json",
               show_default=True, help="Where to write the JSON results.")
 @_friendly_errors
-def bench(scales, width, batch_size, quick, out_file):
+def bench(scales, blocks, multi, width, batch_size, quick, out_file):
     """Measure training and inference throughput of the SampleCNN family.
 
-    Prints, per scale: training and inference segments/s, real-time factor at 22050 Hz, achieved
-    GFLOP/s (from counted multiply-adds) and peak resident memory; writes the same as JSON.
+    Prints, per scale and block type: training and inference segments/s, real-time factor at
+    22050 Hz, achieved GFLOP/s (from counted multiply-adds) and peak resident memory; writes the
+    same as JSON.
 
     \b
     Examples:
       msagg bench
       msagg bench --scales 3^9 --width 0.25
+      msagg bench --scales 3^9 --block basic,se,res,rese --multi
       KERAS_BACKEND=jax msagg bench   # on a GPU machine with JAX
     """
     from data.atomic import write_json
     from stages import bench as stage
 
-    kwargs = {"quick": True} if quick else {}
+    request = {
+        "scales": [s.strip() for s in scales.split(",") if s.strip()],
+        "blocks": [b.strip() for b in blocks.split(",") if b.strip()],
+        "multi": multi, "width": width, "batch_size": batch_size, "quick": quick,
+    }
+    try:  # bad names and settings are usage errors, caught before the first (slow) measurement
+        stage.plan(**request)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     started = time.time()
-    rows = stage.run_benchmark([s.strip() for s in scales.split(",")], width=width, batch_size=batch_size, **kwargs)
+    rows = stage.run_benchmark(**request)
     click.echo(stage.format_table(rows))
     write_json(out_file, {"rows": rows, "seconds": round(time.time() - started, 1)})
     click.echo(f"written: {out_file}")

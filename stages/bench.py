@@ -1,4 +1,4 @@
-"""Throughput and memory of the SampleCNN family: training and inference segments/s per scale."""
+"""Throughput and memory of the SampleCNN family: training and inference segments/s per scale and variant."""
 
 from __future__ import annotations
 
@@ -124,6 +124,8 @@ def _peak_rss_mb() -> float:
 class Settings:
     """What to build and how much to time (see ``run_benchmark``)."""
 
+    block: str = "basic"
+    multi: bool = False
     width: float = 1.0
     batch_size: int = 23
     num_labels: int = 50
@@ -140,10 +142,16 @@ class Settings:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.warmup_steps < 0 or not self.width > 0:
             raise ValueError(f"warmup_steps must be >= 0 and width > 0, got {self.warmup_steps}, {self.width}")
+        sample_cnn.variant_name(self.block, self.multi)  # raises ValueError naming a bad block or multi
+
+    @property
+    def variant(self) -> str:
+        """"basic", "se", "rese+multi" ..."""
+        return sample_cnn.variant_name(self.block, self.multi)
 
 
 def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, Any]:
-    """Measures one scale in this process (see ``run_benchmark`` for the fields)."""
+    """Measures one scale of ``settings``' variant in this process (see ``run_benchmark`` for the fields)."""
     import keras
 
     width, batch_size, num_labels = settings.width, settings.batch_size, settings.num_labels
@@ -153,7 +161,8 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
     length = spec.input_length
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width)
+    variant = {"block": settings.block, "multi": settings.multi}
+    model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width, **variant)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="binary_crossentropy")
     num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     # Synthetic input: quiet noise, random tags.
@@ -174,11 +183,14 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
         np.asarray(model.predict_on_batch(xi))
     infer_rate = settings.infer_batches * infer_batch_size / (time.perf_counter() - started)
 
-    macs = sample_cnn.count_multiply_adds(scale, width, num_labels)
+    macs = sample_cnn.count_multiply_adds(scale, width, num_labels, **variant)
     seconds = length / sample_rate
     backend = keras.backend.backend()
     return {
         "scale": scale,
+        "variant": settings.variant,
+        "block": settings.block,
+        "multi": settings.multi,
         "input_length": length,
         "segment_sec": round(seconds, 4),
         "sample_rate": sample_rate,
@@ -209,14 +221,41 @@ def _isolated(scale: str, settings: Settings) -> dict[str, Any]:
         return pool.submit(benchmark_scale, scale, settings).result()
 
 
+def plan(
+    scales: Sequence[str] = sample_cnn.PAPER_SCALES,
+    *,
+    blocks: Sequence[str] | None = None,
+    quick: bool = False,
+    **options: Any,
+) -> list[tuple[str, Settings]]:
+    """Checks a request and lists what ``run_benchmark`` measures, in order: (scale key, settings).
+
+    Raises:
+        ValueError: As ``run_benchmark``, before anything is built.
+    """
+    scales = [sample_cnn.parse_scale(s) for s in scales]
+    if not scales:
+        raise ValueError("no scales to measure")
+    if blocks is not None and "block" in options:
+        raise ValueError(f"give blocks or block, not both (got blocks={list(blocks)!r}, block={options['block']!r})")
+    settings = Settings(**options)
+    if quick:
+        settings = dataclasses.replace(settings, **QUICK)
+    variants = [dataclasses.replace(settings, block=b) for b in blocks] if blocks is not None else [settings]
+    if not variants:
+        raise ValueError("no blocks to measure: give at least one of " + ", ".join(sample_cnn.BLOCKS))
+    return [(scale, each) for scale in scales for each in variants]
+
+
 def run_benchmark(
     scales: Sequence[str] = sample_cnn.PAPER_SCALES,
     *,
+    blocks: Sequence[str] | None = None,
     quick: bool = False,
     isolate: bool = True,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """Measures training and inference throughput of each scale on synthetic input.
+    """Measures training and inference throughput of each scale (and block type) on synthetic input.
 
     Training runs ``train_steps`` SGD steps (Nesterov, batch ``batch_size``) after
     ``warmup_steps`` untimed ones; inference runs ``infer_batches`` batches of
@@ -224,14 +263,18 @@ def run_benchmark(
 
     Args:
         scales: Scale keys ("3^9" ...).
+        blocks: Block types to measure at every scale, from ``sample_cnn.BLOCKS`` (default: the
+            ``block`` option, "basic"); each with the ``multi`` option's head.
         quick: Use ``QUICK``'s very small settings (a smoke test, not a measurement).
-        isolate: Measure each scale in a fresh process, so the peak memory is its own.
-        **options: ``Settings`` fields: width (1.0 = the paper's models), batch_size (the paper's
+        isolate: Measure each model in a fresh process, so the peak memory is its own.
+        **options: ``Settings`` fields: block ("basic", "se", "res", "rese"; or use ``blocks``),
+            multi (Kim et al.'s multi-level head), width (1.0 = the paper's models), batch_size (the paper's
             23), num_labels, train_steps, warmup_steps, infer_batches, infer_batch_size (how much
             to time), sample_rate (Hz, for the real-time factors), seed.
 
     Returns:
-        One dict per scale: ``scale, input_length, segment_sec, width, num_params,
+        One dict per scale and block, scale-major: ``scale, variant`` ("basic", "rese+multi" ...),
+        ``block, multi, input_length, segment_sec, width, num_params,
         multiply_adds_per_segment, gmacs_per_segment`` (one forward pass), ``train_segments_per_sec,
         infer_segments_per_sec, train_realtime_factor, infer_realtime_factor`` (audio seconds per
         wall second), ``train_gflops, infer_gflops`` (achieved, 2 FLOPs per multiply-add, training
@@ -240,17 +283,14 @@ def run_benchmark(
         python, versions``.
 
     Raises:
-        ValueError: For an unknown scale or a non-positive setting.
+        ValueError: For an unknown scale or block, no scales or blocks, both ``blocks`` and a
+            ``block`` option, or a non-positive setting.
     """
-    scales = [sample_cnn.parse_scale(s) for s in scales]
-    settings = Settings(**options)
-    if quick:
-        settings = dataclasses.replace(settings, **QUICK)
     rows = []
-    for scale in scales:
-        logger.info("benchmarking %s (width %g)", scale, settings.width)
-        row = _isolated(scale, settings) if isolate else benchmark_scale(scale, settings)
-        logger.info("%s: train %.1f segments/s, inference %.1f segments/s", scale,
+    for scale, each in plan(scales, blocks=blocks, quick=quick, **options):  # all checked before the first
+        logger.info("benchmarking %s %s (width %g)", scale, each.variant, each.width)
+        row = _isolated(scale, each) if isolate else benchmark_scale(scale, each)
+        logger.info("%s %s: train %.1f segments/s, inference %.1f segments/s", scale, each.variant,
                     row["train_segments_per_sec"], row["infer_segments_per_sec"])
         rows.append(row)
     return rows
@@ -258,6 +298,7 @@ def run_benchmark(
 
 _COLUMNS = (
     ("scale", "scale", "{}"),
+    ("variant", "variant", "{}"),
     ("input", "input_length", "{:d}"),
     ("sec", "segment_sec", "{:.2f}"),
     ("params", "num_params", "{:,d}"),
@@ -287,7 +328,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             for value, (_, _, fmt) in zip(values, columns)
         ])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    text = [fmt == "{}" for _, _, fmt in columns]  # labels left, numbers right
+    lines = ["  ".join(c.ljust(w) if t else c.rjust(w) for c, w, t in zip(r, widths, text)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     first = rows[0]
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
