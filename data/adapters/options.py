@@ -93,7 +93,7 @@ class AdapterOptions:
             value = getattr(o, key)
             if value is not None and not (_is_int(value) and value >= 1):
                 found.append(f"{key} must be a positive integer, got {key}={value!r}")
-        for key in ("seed", "split_seed"):
+        for key in ("seed", "split_seed"):  # split_seed has no None: every drawn split records its seed
             value = getattr(o, key)
             if (value is not None or key == "split_seed") and not (_is_int(value) and value >= 0):
                 found.append(f"{key} must be an integer >= 0, got {key}={value!r}")
