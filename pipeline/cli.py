@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import sys
 import time
 import traceback
+import typing
 from pathlib import Path
 
 import click
@@ -16,6 +18,7 @@ import click
 from data.errors import MsaggError
 from pipeline import quiet
 from pipeline.config import resolve
+from stages import prepare as prepare_stage
 
 logger = logging.getLogger("msagg")
 
@@ -114,6 +117,40 @@ def _config_options(func):
     return func
 
 
+CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split")
+"""prepare keys that crossval sets for each fold (from --num-folds), so it offers no option for them."""
+
+
+def _field_options(config_cls, *, skip=(), required=()):
+    """One click option per field of a stage Config, its help text from the field's metadata.
+
+    ``--num-tracks`` for ``num_tracks``; the type from the annotation (``X | None`` gives X), a
+    bool is a flag, metadata ``path`` gives a path. An option left out is None, so the config's
+    own layers (preset, file, default) decide. The fields the class declares itself come first,
+    then the inherited ones (prepare: dataset and source before the adapter options).
+    """
+    hints = typing.get_type_hints(config_cls)
+    own = vars(config_cls).get("__annotations__", {})
+    fields = [f for f in dataclasses.fields(config_cls) if f.name not in skip and "help" in f.metadata]
+    fields.sort(key=lambda f: f.name not in own)
+
+    def decorate(func):
+        for field in reversed(fields):  # click lists options in the reverse order of decoration
+            args = [a for a in typing.get_args(hints[field.name]) if a is not type(None)]
+            kind = args[0] if len(args) == 1 else hints[field.name]
+            if kind is bool:
+                extra = {"is_flag": True, "default": None}
+            elif field.metadata.get("path"):
+                extra = {"type": click.Path()}
+            else:
+                extra = {"type": {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)}
+            func = click.option(f"--{field.name.replace('_', '-')}", field.name, help=field.metadata["help"],
+                                required=field.name in required, **extra)(func)
+        return func
+
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--log-level",
@@ -151,36 +188,12 @@ def main(log_level: str, debug: bool) -> None:
 
 
 @main.command(epilog=EPILOG_CONFIG)
-@click.option(
-    "--dataset",
-    help="Dataset adapter: synth-tags, synth-genre (embedded, generated), folder (one folder per "
-    "class), esc10, csv (columns path, labels 'a;b', optional split; csv-tags/csv-classes force the "
-    "task), mtat (MagnaTagATune), gtzan, fsdd. Example: --dataset folder.",
-)
-@click.option(
-    "--source",
-    type=click.Path(),
-    help="Where the dataset lives: a folder (folder, mtat, gtzan, fsdd) or a CSV file (csv). "
-    "Example: --source ~/data/GTZAN.",
-)
-@click.option("--preset", type=click.Choice(["demo", "tiny"]), help="Size preset for the synthetic datasets.")
-@click.option("--num-tracks", type=int, help="Synthetic datasets: how many tracks to generate. Example: 300.")
-@click.option("--sample-rate", type=int, help="Rate of the cache and the models, Hz (default 22050).")
-@click.option(
-    "--fold-from-name",
-    help=r"Regex whose first group is a file's fold, for official folds, e.g. '^(\d)-' for ESC-10.",
-)
-@click.option("--folds", type=int, help="k-fold cross-validation: number of folds (with --fold).")
-@click.option("--fold", type=int, help="Which fold is the test split (1-based where folds come from names).")
-@click.option("--top-k", type=int, help="csv/mtat: keep the K most frequent tags of the training split.")
-@click.option("--split", "split_kind", help="'official' (the committed split of gtzan, mtat, fsdd, or a csv's split column; the default "
-              "where one exists) or 'random' (stratified with the recorded split_seed).")
-@click.option("--strict", is_flag=True, default=None, help="Fail on the first unreadable file instead of skipping it.")
+@_field_options(prepare_stage.Config)
+@click.option("--preset", type=click.Choice(list(prepare_stage.PRESETS)), help="Size preset for the synthetic datasets.")
 @click.option("--workers", type=int, help="Decoding processes (default: the number of cores). Does not change results.")
 @_config_options
 @_friendly_errors
-def prepare(dataset, source, preset, num_tracks, sample_rate, fold_from_name, folds, fold, top_k, split_kind,
-            strict, workers, out_dir, overwrite, config_file, sets):
+def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     """Decode a dataset once into an audio cache (cache.h5).
 
     Every track is decoded, mixed to mono and resampled to the model rate, then stored as int16
@@ -195,19 +208,9 @@ def prepare(dataset, source, preset, num_tracks, sample_rate, fold_from_name, fo
           --fold-from-name '^(\\d)-' --fold 1 --out runs/esc10/prepare/fold1
       msagg prepare --dataset csv --source tracks.csv --top-k 50 --out runs/msd/prepare/msd
     """
-    from stages import prepare as stage
-
-    config = resolve(
-        stage.Config,
-        presets=stage.PRESETS,
-        preset=preset,
-        config_file=config_file,
-        options=dict(dataset=dataset, source=source, num_tracks=num_tracks, sample_rate=sample_rate,
-                     fold_from_name=fold_from_name, folds=folds, fold=fold, top_k=top_k, split=split_kind,
-                     strict=strict),
-        sets=sets,
-    )
-    path = stage.run(config, Path(out_dir), workers=workers, overwrite=overwrite)
+    config = resolve(prepare_stage.Config, presets=prepare_stage.PRESETS, preset=preset, config_file=config_file,
+                     options=options, sets=sets)
+    path = prepare_stage.run(config, Path(out_dir), workers=workers, overwrite=overwrite)
     click.echo(f"audio cache: {path}")
 
 
@@ -393,17 +396,12 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 
 
 @main.command()
-@click.option("--dataset", required=True, help="Dataset adapter, as for prepare (e.g. esc10, folder, csv).")
-@click.option("--source", type=click.Path(), help="Where the dataset lives, as for prepare.")
-@click.option("--num-folds", type=int, default=5, show_default=True, help="How many folds (numbered from 1).")
-@click.option(
-    "--fold-from-name",
-    help=r"Regex whose first group is a file's official fold (ESC-10: '^(\d)-', the default of the esc10 "
-    "adapter). Without it (and for datasets other than esc10) folds are drawn, stratified, with split_seed.",
-)
+@_field_options(prepare_stage.Config, skip=CROSSVAL_SETS_PER_FOLD, required=("dataset",))
+@click.option("--num-folds", type=int, default=5, show_default=True,
+              help="How many folds, each the test split once: the dataset's official folds in its file names "
+              "(esc10, or --fold-from-name), else stratified k-fold drawn with --split-seed.")
 @click.option("--preset", type=click.Choice(["paper", "demo", "tiny"]), default="demo", show_default=True,
               help="The pretrain preset used in every fold.")
-@click.option("--sample-rate", type=int, help="Rate of the caches and models, Hz (default 22050).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a pretrain config key. Repeatable.")
 @click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg"]),
               help="Song-level classifiers (default both).")
@@ -411,32 +409,27 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the folds' run folders and the summary (crossval.md, crossval.json).")
 @_friendly_errors
-def crossval(dataset, source, num_folds, fold_from_name, preset, sample_rate, sets, classifiers, workers, out_dir):
+def crossval(num_folds, preset, sets, classifiers, workers, out_dir, **prepare_options):
     """Run every stage once per fold and report the mean score over folds.
 
     For each fold i: prepare with fold i as the test split, pretrain SampleCNNs on the other
     folds only, extract, classify. The summary table (crossval.md) lists every feature set's mean
     and standard deviation over folds, and the published references for known datasets.
-    Interrupted protocols resume; finished folds are not run again.
+    Every fold's prepare config is checked before the first fold runs. Interrupted protocols
+    resume; finished folds are not run again.
 
-    
+    \b
     Examples:
       msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --out runs/esc10   # make eval-esc10
       msagg crossval --dataset folder --source ~/sounds --num-folds 10 --preset tiny --out runs/mine-cv
     """
-    from data.adapters import DEFAULT_FOLD_PATTERNS
     from pipeline import protocols
 
-    options = {"dataset": dataset, "source": source, "sample_rate": sample_rate}
-    if fold_from_name:
-        options["fold_from_name"] = fold_from_name
-    elif dataset not in DEFAULT_FOLD_PATTERNS:  # else the adapter reads the official folds from file names
-        options["folds"] = num_folds
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in prepare_options.items() if v is not None}
     classify_options = {"classifiers": tuple(classifiers)} if classifiers else {}
-    path = protocols.crossval(out_dir, prepare_options=options, folds=range(1, num_folds + 1), preset=preset,
+    path = protocols.crossval(out_dir, prepare_options=options, num_folds=num_folds, preset=preset,
                               pretrain_sets=sets, classify_options=classify_options, workers=workers,
-                              references=protocols.REFERENCES.get(dataset, []))
+                              references=protocols.REFERENCES.get(options["dataset"], []))
     click.echo(path.read_text())
     click.echo(f"summary: {path}")
 

@@ -85,7 +85,28 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
     return "\n".join(lines) + "\n"
 
 
-def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], folds: Sequence[int], preset: str,
+def fold_options(prepare_options: Mapping[str, Any], num_folds: int) -> list[dict[str, Any]]:
+    """The prepare options of every fold, each checked by prepare's Config before any fold runs.
+
+    Fold i is the test split of fold i: the dataset's official folds in its file names
+    (``fold_from_name``, or the adapter's own pattern, e.g. esc10's), else stratified k-fold.
+
+    Raises:
+        data.adapters.DatasetError: For an unknown dataset.
+        pipeline.config.ConfigError: For options that no fold can use, naming the bad value.
+    """
+    from data import adapters
+    from stages import prepare
+
+    adapter = adapters.get_adapter(prepare_options.get("dataset", prepare.Config.dataset))
+    pattern = prepare_options.get("fold_from_name")
+    per_fold = [{**prepare_options, **adapter.crossval_fold(fold, num_folds, pattern)} for fold in range(1, num_folds + 1)]
+    for options in per_fold:
+        resolve(prepare.Config, options=options)
+    return per_fold
+
+
+def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_folds: int, preset: str,
              pretrain_sets: Sequence[str] = (), classify_options: Mapping[str, Any] | None = None,
              workers: int | None = None, references: Sequence[tuple[str, float]] = ()) -> Path:
     """Runs every stage for each fold and writes ``crossval.md`` / ``crossval.json`` in ``out_dir``.
@@ -95,9 +116,9 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], folds: 
 
     Args:
         out_dir: Where the folds and the summary go.
-        prepare_options: prepare Config keys (dataset, source, fold_from_name or folds, ...);
-            ``fold`` is set per fold.
-        folds: Fold numbers (1-based).
+        prepare_options: prepare Config keys (dataset, source, fold_from_name, split_seed, ...);
+            ``fold`` (and ``folds`` for k-fold) are set per fold by ``fold_options``.
+        num_folds: How many folds (numbered from 1), each the test split once.
         preset: The pretrain preset.
         pretrain_sets: Extra ``key=value`` overrides for pretrain.
         classify_options: classify Config keys.
@@ -108,12 +129,12 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], folds: 
         The path of ``crossval.md``.
     """
     out_dir = Path(out_dir)
+    folds = fold_options(prepare_options, num_folds)
     metrics = {}
-    for fold in folds:
-        logger.info("fold %d of %s", fold, list(folds))
-        metrics[fold] = run_fold(out_dir / f"fold{fold}", prepare_options={**prepare_options, "fold": fold},
-                                 preset=preset, pretrain_sets=pretrain_sets, classify_options=classify_options,
-                                 workers=workers)
+    for fold, options in enumerate(folds, start=1):
+        logger.info("fold %d of %d", fold, num_folds)
+        metrics[fold] = run_fold(out_dir / f"fold{fold}", prepare_options=options, preset=preset,
+                                 pretrain_sets=pretrain_sets, classify_options=classify_options, workers=workers)
     summary = summarize(metrics)
     dataset = next(iter(metrics.values()))["dataset"]
     summary.update({"dataset": dataset, "preset": preset, "references": [list(r) for r in references]})

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import multiprocessing
+import numbers
 import os
 import re
 import shutil
@@ -27,8 +28,9 @@ from tqdm import tqdm
 
 from data.atomic import atomic_write, stale_temps, write_text
 from data.audio import AudioError
-from data.errors import MsaggError
 from data import adapters
+from data.adapters import AdapterOptions
+from data.errors import ConfigError, MsaggError
 from data import cache as cache_lib
 from data.cache import to_int16, write_cache
 from data.tracklist import TrackList, load_source
@@ -39,7 +41,6 @@ logger = logging.getLogger(__name__)
 CACHE_NAME = cache_lib.FILE_NAME
 SKIPPED_NAME = "skipped.csv"
 PARTS_NAME = "parts"
-SPLIT_KINDS = ("official", "random")
 IN_FLIGHT_PER_WORKER = 4
 """Futures queued per worker: enough to keep workers busy, few enough that memory stays flat."""
 
@@ -55,112 +56,52 @@ class PrepareError(MsaggError):
     """The prepare stage cannot go on; the message names the file or dataset and the reason."""
 
 
+def _field(default, help: str, **metadata):
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
-    """What goes into an audio cache.
+class Config(AdapterOptions):
+    """What goes into an audio cache: the dataset, the adapter's options, and the rate.
+
+    Every field of ``data.adapters.AdapterOptions`` (the generated corpus's size; split_seed,
+    folds, fold, fold_from_name, fold_valid, top_k, split) is a field of this config too; each
+    field's help text is in its metadata.
 
     Attributes:
-        dataset: Adapter name: synth-tags, synth-genre, folder, csv, mtat, gtzan, ...
+        dataset: Adapter name, a key of ``data.adapters.ADAPTERS``.
         source: Where the dataset lives (a folder, a CSV file, a dataset root); None for the
             embedded synthetic datasets.
-        num_tracks: Synthetic datasets only: how many tracks to generate.
-        seed: Synthetic datasets only: generator seed.
-        min_sec: Synthetic datasets only: shortest track, seconds.
-        max_sec: Synthetic datasets only: longest track, seconds.
         sample_rate: Rate of the cache (and of the models), Hz.
-        split_seed: Seed of the stratified split or of the k folds, when one is drawn.
-        folds: k-fold cross-validation: number of folds (with ``fold``, 1-based).
-        fold: The test fold: 1..folds, or the fold as written in the names with
-            ``fold_from_name``.
-        fold_from_name: A regex whose first group is a file's fold (``^(\\d)-`` for ESC-10).
-        top_k: Keep the K most frequent tags of the training split (csv, mtat).
-        split: "official" or "random" where the adapter offers both (gtzan).
         strict: Fail on the first file that cannot be decoded instead of skipping it.
     """
 
-    dataset: str = "synth-tags"
-    source: str | None = None
-    num_tracks: int = 300
-    seed: int = 0
-    min_sec: float = 10.0
-    max_sec: float = 30.0
-    sample_rate: int = 22050
-    split_seed: int = 0
-    folds: int | None = None
-    fold: int | None = None
-    fold_from_name: str | None = None
-    top_k: int | None = None
-    split: str | None = None
-    strict: bool = False
+    dataset: str = _field("synth-tags", "Dataset adapter: " + "; ".join(
+        f"{a.name} ({a.summary})" for a in adapters.ADAPTERS.values()) + ". Example: --dataset folder.")
+    source: str | None = _field(
+        None, "Where the dataset lives: a folder (folder, esc10, mtat, gtzan, fsdd) or a CSV file (csv). "
+        "Example: --source ~/data/GTZAN.", path=True)
+    sample_rate: int = _field(22050, "Rate of the cache and the models, Hz (default 22050).")
+    strict: bool = _field(False, "Fail on the first unreadable file instead of skipping it.")
 
     def __post_init__(self):
         def bad(name: str, why: str):
-            raise ValueError(f"prepare: {name}={getattr(self, name)!r}: {why}")
-
-        def is_int(value) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        def is_number(value) -> bool:
-            return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            raise ConfigError(f"prepare: {name}={getattr(self, name)!r}: {why}")
 
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             bad("dataset", "must be a dataset name, e.g. 'synth-tags' or 'folder'")
         if self.source is not None and (not isinstance(self.source, str) or not self.source.strip()):
             bad("source", "must be a path (a folder or a CSV file) or None")
-        if not is_int(self.num_tracks) or self.num_tracks < 1:
-            bad("num_tracks", "must be an integer >= 1")
-        for name in ("seed", "split_seed"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
-                bad(name, "must be an integer >= 0")
-        if not is_number(self.min_sec) or not self.min_sec > 0:
-            bad("min_sec", "must be a number of seconds > 0")
-        if not is_number(self.max_sec) or not self.max_sec >= self.min_sec:
-            bad("max_sec", f"must be a number of seconds >= min_sec ({self.min_sec})")
-        if not is_int(self.sample_rate) or self.sample_rate < 1000:
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, numbers.Integral) \
+                or self.sample_rate < 1000:
             bad("sample_rate", "must be an integer rate in Hz, at least 1000")
-        if self.folds is not None and (not is_int(self.folds) or self.folds < 2):
-            bad("folds", "must be an integer >= 2 (or None for no cross-validation)")
-        if self.folds is not None and self.fold_from_name is not None:
-            bad("folds", "give folds (k-fold cross-validation) or fold_from_name (folds in file names), not both")
-        if self.fold_from_name is not None:
-            try:
-                groups = re.compile(self.fold_from_name).groups
-            except (re.error, TypeError) as err:
-                bad("fold_from_name", f"not a valid regular expression ({err})")
-            if groups < 1:
-                bad("fold_from_name", "needs a group that captures the fold, e.g. '^(\\d)-'")
-        if self.fold is not None:
-            if not is_int(self.fold):
-                bad("fold", "must be an integer")
-            # Some datasets (esc10) name their official folds in the file names by default.
-            if self.folds is None and self.fold_from_name is None and self.dataset not in adapters.DEFAULT_FOLD_PATTERNS:
-                bad("fold", "needs folds (k-fold cross-validation) or fold_from_name (folds in file names)")
-            if self.folds is not None and not 1 <= self.fold <= self.folds:
-                bad("fold", f"must be between 1 and folds={self.folds} (folds are numbered from 1)")
-        elif self.folds is not None or self.fold_from_name is not None:
-            bad("fold", "must say which fold is the test split when folds or fold_from_name is given")
-        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
-            bad("top_k", "must be an integer >= 1 (or None to keep every tag)")
-        if self.split is not None and self.split not in SPLIT_KINDS:
-            bad("split", f"must be one of {SPLIT_KINDS} (or None for the adapter's default)")
         if not isinstance(self.strict, bool):
             bad("strict", "must be true or false")
-
-
-def adapter_options(config: Config) -> dict:
-    """The keyword arguments ``data.adapters.make_tracklist`` takes from a prepare config."""
-    return {
-        "num_tracks": config.num_tracks,
-        "seed": config.seed,
-        "min_sec": config.min_sec,
-        "max_sec": config.max_sec,
-        "split_seed": config.split_seed,
-        "folds": config.folds,
-        "fold": config.fold,
-        "fold_from_name": config.fold_from_name,
-        "top_k": config.top_k,
-        "split": config.split,
-    }
+        # A dataset the registry does not know is refused when listed (prepare.run can be given
+        # a track list of its own); its options are checked by the rules that hold for all.
+        problems = self.problems(adapters.ADAPTERS.get(self.dataset))
+        if problems:
+            raise ConfigError("prepare: " + "; ".join(problems))
 
 
 def list_tracks(config: Config) -> TrackList:
@@ -169,7 +110,7 @@ def list_tracks(config: Config) -> TrackList:
     Raises:
         data.adapters.DatasetError: Listing every problem found in the dataset.
     """
-    return adapters.make_tracklist(config.dataset, source=config.source, **adapter_options(config))
+    return adapters.make_tracklist(config.dataset, config.source, config.adapter_options())
 
 
 def run(
@@ -207,7 +148,7 @@ def run(
     started = time.perf_counter()
     workers = _num_workers(workers)
     if tracklist is not None and tracklist.name != config.dataset:
-        raise ValueError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
+        raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir, "prepare", config)
     cache_path = out_dir / CACHE_NAME
@@ -284,7 +225,7 @@ def _num_workers(workers: int | None) -> int:
         except AttributeError:
             return max(1, os.cpu_count() or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        raise PrepareError(f"workers must be an integer >= 1, got {workers!r}")
     return workers
 
 

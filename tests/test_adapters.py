@@ -1,4 +1,4 @@
-"""Tests for data/adapters.py: every adapter on a small fake tree, and the errors that list all problems."""
+"""Tests for data/adapters/: every adapter on a small fake tree, and the errors that list all problems."""
 
 import csv
 import importlib.util
@@ -12,7 +12,9 @@ import pytest
 import soundfile as sf
 
 from data import splits
-from data.adapters import GENRE_SEED_OFFSET, GTZAN_GENRES, DatasetError, make_tracklist
+from data.adapters import (
+    ADAPTERS, GENRE_SEED_OFFSET, GTZAN_GENRES, AdapterOptions, DatasetError, make_tracklist,
+)  # fmt: skip
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ESC10 = SHARED / "datasets" / "esc10"
@@ -66,14 +68,14 @@ def test_folder_lists_classes_with_spaces(folder_tree):
 
 
 def test_folder_split_is_deterministic(folder_tree):
-    a = make_tracklist("folder", folder_tree, split_seed=5)
-    b = make_tracklist("folder", folder_tree, split_seed=5)
-    c = make_tracklist("folder", folder_tree, split_seed=6)
+    a = make_tracklist("folder", folder_tree, AdapterOptions(split_seed=5))
+    b = make_tracklist("folder", folder_tree, AdapterOptions(split_seed=5))
+    c = make_tracklist("folder", folder_tree, AdapterOptions(split_seed=6))
     assert a.split == b.split and a.split != c.split and a.split_info["seed"] == 5
 
 
 def test_folder_fold_from_name(folder_tree):
-    tl = make_tracklist("folder", folder_tree, fold_from_name=r"^(\d)-", fold=4)
+    tl = make_tracklist("folder", folder_tree, AdapterOptions(fold_from_name=r"^(\d)-", fold=4))
     for tid, s in zip(tl.track_ids, tl.split):
         fold = int(tid.split("/")[1][0])
         assert s == {4: "test", 5: "valid"}.get(fold, "train"), tid
@@ -84,7 +86,7 @@ def test_folder_fold_from_name(folder_tree):
 def test_folder_kfold(folder_tree):
     tested = []
     for fold in (1, 2, 3, 4, 5):
-        tl = make_tracklist("folder", folder_tree, folds=5, fold=fold, split_seed=1)
+        tl = make_tracklist("folder", folder_tree, AdapterOptions(folds=5, fold=fold, split_seed=1))
         assert tl.split_info["kind"] == "kfold" and tl.split_info["fold"] == fold
         assert json.loads(json.dumps(tl.split_info)) == tl.split_info
         tested += [t for t, s in zip(tl.track_ids, tl.split) if s == "test"]
@@ -152,7 +154,8 @@ def test_csv_single_labels_are_classes_and_split_column(tmp_path):
     assert tl.track_ids[0] == "s0.wav" and tl.split[:4] == ["train", "train", "valid", "test"]
     assert tl.split_info["kind"] == "csv column" and tl.split_info["counts"] == {"train": 6, "valid": 3, "test": 3}
     # the column is ignored when a random split is asked for
-    assert make_tracklist("csv", tmp_path / "genres.tsv", split="random").split_info["kind"] == "stratified"
+    random = make_tracklist("csv", tmp_path / "genres.tsv", AdapterOptions(split="random"))
+    assert random.split_info["kind"] == "stratified"
 
 
 def test_csv_labels_column_task_detection_and_override(tmp_path):
@@ -166,7 +169,7 @@ def test_csv_split_column_without_valid_gets_a_valid_slice(tmp_path):
     rows = [["path", "labels", "split"]]
     for i in range(40):
         rows.append([_wav(tmp_path / f"{i}.wav").name, "ab"[i % 2], "test" if i < 8 else "train"])
-    tl = make_tracklist("csv", _write_csv(tmp_path / "l.csv", rows), split_seed=2)
+    tl = make_tracklist("csv", _write_csv(tmp_path / "l.csv", rows), AdapterOptions(split_seed=2))
     assert tl.split_info["counts"] == {"train": 28, "valid": 4, "test": 8}
     assert tl.split_info["valid"] == {"kind": "stratified slice of train", "fraction": 0.125, "seed": 2}
     assert tl.split[:8] == ["test"] * 8
@@ -188,7 +191,7 @@ def test_csv_01_columns_and_top_k(tmp_path):
     full = make_tracklist("csv", path)
     assert full.task == "tags" and full.label_names == ["Guitar", "no vocals", "drums", "flute"]
     assert full.labels.tolist()[0] == [1, 1, 1, 0]
-    top = make_tracklist("csv", path, top_k=3)
+    top = make_tracklist("csv", path, AdapterOptions(top_k=3))
     # most frequent in train first, the tie between 'drums' and 'no vocals' broken by name
     assert top.label_names == ["Guitar", "drums", "no vocals"]
     assert top.labels[0].tolist() == [1, 1, 1] and top.labels[2].tolist() == [1, 0, 1]
@@ -201,7 +204,7 @@ def test_csv_top_k_on_classes_skips_other_classes(tmp_path):
     rows = [["path", "genre"]]
     for i, g in enumerate(["a"] * 10 + ["b"] * 8 + ["c"] * 3):
         rows.append([_wav(tmp_path / f"{i}.wav").name, g])
-    tl = make_tracklist("csv", _write_csv(tmp_path / "g.csv", rows), top_k=2)
+    tl = make_tracklist("csv", _write_csv(tmp_path / "g.csv", rows), AdapterOptions(top_k=2))
     assert tl.label_names == ["a", "b"] and len(tl) == 18
     assert len(tl.skipped) == 3 and tl.skipped[0][1] == "class 'c' not among the top 2"
     assert sum(tl.split_info["counts"].values()) == 18
@@ -272,7 +275,7 @@ def test_csv_lists_tens_of_thousands_of_rows_quickly(tmp_path):
         rows.append([f"TR{i:06d}", f"{p.parent.name}/{p.name}", f"tag{i % 7};tag{i % 11}"])
     path = _write_csv(tmp_path / "big.csv", rows)
     start = time.perf_counter()
-    tl = make_tracklist("csv", path, top_k=10)
+    tl = make_tracklist("csv", path, AdapterOptions(top_k=10))
     assert time.perf_counter() - start < 10.0
     assert len(tl) == num and len(tl.label_names) == 10
 
@@ -350,7 +353,7 @@ def test_mtat_clip_on_disk_but_not_annotated(mtat_tree):
 
 
 def test_mtat_top_k_keeps_frequent_tags(mtat_tree):
-    tl = make_tracklist("mtat", mtat_tree[0], top_k=2)
+    tl = make_tracklist("mtat", mtat_tree[0], AdapterOptions(top_k=2))
     assert tl.label_names == ["guitar", "noVocals"]
 
 
@@ -432,10 +435,10 @@ def test_gtzan_accepts_the_genres_folder_and_wav(gtzan_tree, tmp_path):
 
 def test_gtzan_random_split(gtzan_tree):
     root, listed, _ = gtzan_tree
-    tl = make_tracklist("gtzan", root, split="random", split_seed=7)
+    tl = make_tracklist("gtzan", root, AdapterOptions(split="random", split_seed=7))
     assert len(tl) == len(listed) and "jazz.00033" in tl.track_ids
     assert tl.split_info["kind"] == "stratified" and tl.split_info["seed"] == 7 and tl.skipped == []
-    assert tl.split == make_tracklist("gtzan", root, split="random", split_seed=7).split
+    assert tl.split == make_tracklist("gtzan", root, AdapterOptions(split="random", split_seed=7)).split
 
 
 def test_gtzan_no_train_track_is_an_error(tmp_path):
@@ -452,21 +455,23 @@ def test_gtzan_no_train_track_is_an_error(tmp_path):
 def test_synth_tags():
     from data import synth
 
-    tl = make_tracklist("synth-tags", num_tracks=40, seed=3, min_sec=1.0, max_sec=2.0)
+    tl = make_tracklist("synth-tags", None, AdapterOptions(num_tracks=40, seed=3, min_sec=1.0, max_sec=2.0))
     assert tl.name == "synth-tags" and tl.task == "tags" and tl.label_names == list(synth.SYNTH_TAGS)
     assert len(tl) == 40 and len(set(tl.track_ids)) == 40
     assert tl.sources[5] == synth.source_string(3, 5, 1.0, 2.0)
     described = synth.describe(40, 3, 1.0, 2.0)
     assert [tl.label_names[j] for j in np.flatnonzero(tl.labels[5])] == list(described[5].tags)
     assert tl.split_info["kind"] == "stratified" and tl.split_info["corpus"]["seed"] == 3
-    assert make_tracklist("synth-tags", num_tracks=40, seed=3, min_sec=1.0, max_sec=2.0).split == tl.split
+    again = make_tracklist("synth-tags", None, AdapterOptions(num_tracks=40, seed=3, min_sec=1.0, max_sec=2.0))
+    assert again.split == tl.split
 
 
 @pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
 def test_synth_genre_uses_another_corpus():
     from data import synth
 
-    tl = make_tracklist("synth-genre", num_tracks=30, seed=3, min_sec=1.0, max_sec=2.0, folds=3, fold=2)
+    options = AdapterOptions(num_tracks=30, seed=3, min_sec=1.0, max_sec=2.0, folds=3, fold=2)
+    tl = make_tracklist("synth-genre", None, options)
     assert tl.task == "classes" and tl.label_names == list(synth.SYNTH_GENRES)
     assert np.all(tl.labels.sum(axis=1) == 1)
     assert tl.split_info["corpus"]["seed"] == 3 + GENRE_SEED_OFFSET and tl.split_info["kind"] == "kfold"
@@ -476,7 +481,7 @@ def test_synth_genre_uses_another_corpus():
 @pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
 def test_synth_bad_options():
     with pytest.raises(DatasetError, match=r"(?s)num_tracks must be a positive integer.*min_sec <= max_sec"):
-        make_tracklist("synth-tags", num_tracks=0, min_sec=5.0, max_sec=1.0)
+        make_tracklist("synth-tags", None, AdapterOptions(num_tracks=0, min_sec=5.0, max_sec=1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,14 +495,69 @@ def test_unknown_dataset_lists_the_known_ones():
 
 def test_conflicting_options_are_all_listed(folder_tree):
     with pytest.raises(DatasetError) as err:
-        make_tracklist("folder", folder_tree, folds=5, fold_from_name=r"^(\d)", split="sideways", top_k=0)
+        options = AdapterOptions(folds=5, fold_from_name=r"^(\d)", split="sideways", top_k=0)
+        make_tracklist("folder", folder_tree, options)
     message = str(err.value)
     assert "split must be 'official' or 'random'" in message
     assert "give either fold_from_name" in message and "top_k must be a positive integer" in message
     with pytest.raises(DatasetError, match=r"fold=2 needs folds"):
-        make_tracklist("folder", folder_tree, fold=2)
+        make_tracklist("folder", folder_tree, AdapterOptions(fold=2))
     with pytest.raises(DatasetError, match=r"split='official': folder has no official split"):
-        make_tracklist("folder", folder_tree, split="official")
+        make_tracklist("folder", folder_tree, AdapterOptions(split="official"))
+
+
+def test_registry_describes_every_adapter():
+    assert list(ADAPTERS) == ["synth-tags", "synth-genre", "folder", "esc10", "csv", "csv-tags", "csv-classes", "mtat",
+                              "gtzan", "fsdd"]
+    assert all(name == adapter.name and adapter.summary for name, adapter in ADAPTERS.items())
+    assert {n for n, a in ADAPTERS.items() if a.generated} == {"synth-tags", "synth-genre"}
+    assert {n for n, a in ADAPTERS.items() if a.official} == {"csv", "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd"}
+    assert {n: a.fold_pattern for n, a in ADAPTERS.items() if a.fold_pattern} == {"esc10": r"^(\d+)-"}
+    esc10 = ADAPTERS["esc10"]
+    assert (esc10.with_defaults(AdapterOptions()).fold_from_name, esc10.with_defaults(AdapterOptions()).fold) == (
+        r"^(\d+)-", 1)
+    assert esc10.with_defaults(AdapterOptions(fold=3)).fold == 3
+    # k-fold or a split instead of the official folds
+    assert esc10.with_defaults(AdapterOptions(folds=5, fold=2)).fold_from_name is None
+    assert esc10.with_defaults(AdapterOptions(split="random")).fold is None
+
+
+def test_esc10_reads_its_folds_from_the_names(folder_tree):
+    tl = make_tracklist("esc10", folder_tree)
+    assert tl.name == "esc10" and tl.split_info["adapter"] == "esc10"
+    assert tl.split_info["kind"] == "folds_from_names" and tl.split_info["fold"] == 1
+    assert tl.split == make_tracklist("folder", folder_tree, AdapterOptions(fold_from_name=r"^(\d+)-", fold=1)).split
+    assert make_tracklist("esc10", folder_tree, AdapterOptions(split="random")).split_info["kind"] == "stratified"
+
+
+def test_options_problems_name_the_option_and_value():
+    assert AdapterOptions().problems(ADAPTERS["folder"]) == []
+    assert AdapterOptions(fold=2).problems(ADAPTERS["esc10"]) == []  # the official folds are in the names
+    assert AdapterOptions(fold=2).problems(ADAPTERS["folder"]) == [
+        "fold=2 needs folds (k-fold cross-validation) or fold_from_name (folds in file names)"]
+    assert AdapterOptions(split="official").problems(ADAPTERS["gtzan"]) == []
+    assert AdapterOptions(fold_from_name="(", fold=1).problems(ADAPTERS["folder"])[0].startswith(
+        "fold_from_name='(': not a valid regular expression")
+    # A dataset the registry does not know: the rules that hold for every dataset.
+    assert AdapterOptions(folds=3).problems() == [
+        "fold=None: must say which fold is the test split when folds or fold_from_name is given"]
+    assert AdapterOptions(split="official", fold=1).problems() == [
+        "fold=1 needs folds (k-fold cross-validation) or fold_from_name (folds in file names)"]
+
+
+def test_corpus_size_is_ignored_by_datasets_of_files(folder_tree, caplog):
+    tl = make_tracklist("folder", folder_tree, AdapterOptions(num_tracks=5, min_sec=1.0))
+    assert len(tl) == 30 and "num_tracks, min_sec only size generated datasets: ignored" in caplog.text
+
+
+@pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
+def test_synth_defaults_are_the_demo_corpus():
+    default = make_tracklist("synth-genre", None, AdapterOptions(num_tracks=30))
+    explicit = make_tracklist("synth-genre", None, AdapterOptions(num_tracks=30, seed=0, min_sec=10.0, max_sec=30.0))
+    assert default.sources == explicit.sources and default.split == explicit.split
+    assert default.split_info == explicit.split_info
+    assert default.split_info["corpus"] == {"seed": GENRE_SEED_OFFSET, "num_tracks": 30, "min_sec": 10.0,
+                                            "max_sec": 30.0}
 
 
 def test_dataset_error_is_a_value_error_and_pickles():
@@ -518,7 +578,7 @@ def test_dataset_error_is_a_value_error_and_pickles():
 def test_esc10_official_folds():
     tested = set()
     for fold in range(1, 6):
-        tl = make_tracklist("folder", ESC10, fold_from_name=r"^(\d)-", fold=fold)
+        tl = make_tracklist("folder", ESC10, AdapterOptions(fold_from_name=r"^(\d)-", fold=fold))
         assert len(tl) == 400 and len(tl.label_names) == 10 and tl.label_names[0] == "001 - Dog bark"
         assert tl.split_info["counts"] == {"train": 240, "valid": 80, "test": 80}
         assert np.all(tl.labels[np.array(tl.split) == "test"].sum(axis=0) == 8)
@@ -526,7 +586,7 @@ def test_esc10_official_folds():
     assert len(tested) == 400
     esc = make_tracklist("esc10", ESC10)
     assert esc.name == "esc10" and esc.split_info["fold"] == 1
-    sliced = make_tracklist("esc10", ESC10, fold=3, fold_valid="slice")
+    sliced = make_tracklist("esc10", ESC10, AdapterOptions(fold=3, fold_valid="slice"))
     assert sliced.split_info["counts"] == {"train": 280, "valid": 40, "test": 80}
 
 

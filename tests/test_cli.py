@@ -89,3 +89,29 @@ def test_python_dash_m_pipeline():
 
     res = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "msagg" in res.stdout
+
+
+def test_prepare_and_crossval_options_are_the_config_fields():
+    import dataclasses
+
+    from stages.prepare import Config
+
+    for command, skip in (("prepare", ()), ("crossval", ("folds", "fold", "split"))):
+        options = {p.name: p for p in main.commands[command].params if p.param_type_name == "option"}
+        for field in dataclasses.fields(Config):
+            if field.name in skip:
+                assert field.name not in options, f"{command} sets {field.name} per fold"
+                continue
+            option = options[field.name]
+            assert option.opts == ["--" + field.name.replace("_", "-")] and option.help == field.metadata["help"]
+
+
+def test_prepare_bad_option_combination_is_refused_before_the_run_folder(tmp_path):
+    src = _folder_dataset(tmp_path / "src", bad=False)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["prepare", "--dataset", "folder", "--source", str(src), "--split", "official",
+                                       "--out", str(out)])
+    assert result.exit_code == 1 and "split='official': folder has no official split" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    result = CliRunner().invoke(main, ["prepare", "--dataset", "synth-tags", "--fold", "2", "--out", str(out)])
+    assert result.exit_code == 1 and "fold=2: needs folds" in result.output and not out.exists()

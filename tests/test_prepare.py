@@ -1,15 +1,19 @@
 """stages.prepare: decode a track list into cache.h5, skip or refuse bad files, no-op re-runs, resume."""
 
 import csv
+import dataclasses
 import json
 import re
 
 import numpy as np
 import pytest
 
-from data import audio
+from data import adapters, audio
+from data.adapters import AdapterOptions
 from data.cache import AudioCache
+from data.errors import ConfigError
 from data.tracklist import TrackList
+from pipeline.config import resolve
 from stages import prepare
 from stages.runfolder import RunConflictError
 
@@ -195,9 +199,32 @@ def test_presets_and_defaults_are_valid():
     for values in prepare.PRESETS.values():
         prepare.Config(**values)
     assert prepare.Config(**prepare.PRESETS["tiny"]).num_tracks == 24
-    options = prepare.adapter_options(prepare.Config(fold_from_name=r"^(\d)-", fold=1, top_k=50))
-    assert options == {"num_tracks": 300, "seed": 0, "min_sec": 10.0, "max_sec": 30.0, "split_seed": 0,
+    # The options an adapter gets from a config; generated datasets fill the corpus size left None.
+    config = prepare.Config(dataset="folder", source="x", fold_from_name=r"^(\d)-", fold=1, top_k=50)
+    options = dataclasses.asdict(config.adapter_options())
+    assert options.pop("fold_valid") == "next"
+    assert options == {"num_tracks": None, "seed": None, "min_sec": None, "max_sec": None, "split_seed": 0,
                        "folds": None, "fold": 1, "fold_from_name": r"^(\d)-", "top_k": 50, "split": None}
+    synth = adapters.get_adapter("synth-tags").with_defaults(prepare.Config().adapter_options())
+    assert (synth.num_tracks, synth.seed, synth.min_sec, synth.max_sec) == (300, 0, 10.0, 30.0)
+
+
+def test_config_is_the_adapter_options_plus_its_own_keys():
+    adapter_fields = {f.name: f for f in dataclasses.fields(AdapterOptions)}
+    config_fields = {f.name: f for f in dataclasses.fields(prepare.Config)}
+    assert set(config_fields) == set(adapter_fields) | {"dataset", "source", "sample_rate", "strict"}
+    for name, field in adapter_fields.items():
+        assert config_fields[name].default == field.default and field.metadata["help"], name
+    # The corpus size is no setting of a folder dataset's config; the synth adapter has the defaults.
+    folder = prepare.Config(dataset="folder", source="x")
+    assert (folder.num_tracks, folder.seed, folder.min_sec, folder.max_sec) == (None, None, None, None)
+    # --set and config files take every adapter option, type-checked.
+    sets = ["dataset=folder", "source=x", "split_seed=3", "folds=4", "fold=2", "top_k=5", "fold_valid=slice",
+            "num_tracks=9"]
+    config = resolve(prepare.Config, sets=sets)
+    assert (config.split_seed, config.folds, config.fold, config.top_k, config.fold_valid) == (3, 4, 2, 5, "slice")
+    with pytest.raises(ConfigError, match="folds='x': expected int"):
+        resolve(prepare.Config, sets=["folds=x"])
 
 
 @pytest.mark.parametrize(

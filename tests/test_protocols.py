@@ -9,8 +9,10 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from data.adapters import DatasetError
+from data.errors import ConfigError
 from pipeline.cli import main
-from pipeline.protocols import summarize, summary_markdown
+from pipeline.protocols import fold_options, summarize, summary_markdown
 
 
 def _fold(acc_a, acc_b, e2e):
@@ -64,3 +66,25 @@ def test_crossval_cli_two_folds(tmp_path):
     before = (out / "fold1" / "pretrain" / "DONE").stat().st_mtime_ns
     assert CliRunner().invoke(main, args).exit_code == 0
     assert (out / "fold1" / "pretrain" / "DONE").stat().st_mtime_ns == before
+
+
+def test_fold_options_follow_the_dataset():
+    # esc10's folds are in its file names (the adapter's pattern); a folder's are drawn (k-fold).
+    assert fold_options({"dataset": "esc10", "source": "x"}, 5) == [
+        {"dataset": "esc10", "source": "x", "fold": f} for f in range(1, 6)]
+    assert fold_options({"dataset": "folder", "source": "x"}, 3)[2] == {
+        "dataset": "folder", "source": "x", "folds": 3, "fold": 3}
+    named = fold_options({"dataset": "folder", "source": "x", "fold_from_name": r"^(\d)-"}, 2)
+    assert [o["fold"] for o in named] == [1, 2] and all("folds" not in o for o in named)
+
+
+def test_crossval_checks_every_fold_before_running(tmp_path):
+    with pytest.raises(DatasetError, match="unknown dataset: 'nope'"):
+        fold_options({"dataset": "nope"}, 5)
+    with pytest.raises(ConfigError, match=r"folds must be an integer >= 2 .*got folds=1"):
+        fold_options({"dataset": "folder", "source": "x"}, 1)
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(main, ["crossval", "--dataset", "synth-tags", "--fold-from-name", r"^(\d)-",
+                                       "--out", str(out)])
+    assert result.exit_code == 1 and "synth-tags is generated, it has no file names" in result.output
+    assert not out.exists()
