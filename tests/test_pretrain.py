@@ -1,4 +1,4 @@
-"""Pretrain stage: Config validation, CropSequence, end-to-end run on `tiny`, skip and resume."""
+"""Pretrain stage: Config validation, presets, end-to-end run on `tiny`, skip and resume."""
 
 import csv
 import json
@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from data.errors import ConfigError, MsaggError
 from stages import pretrain
 from stages.runfolder import RunConflictError
 
@@ -105,7 +106,7 @@ def test_config_normalizes_scales():
     ],
 )
 def test_config_rejects_bad_values(changes, message):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ConfigError) as err:
         pretrain.Config(**{"cache": "runs/x", **changes})
     assert message in str(err.value)
 
@@ -115,82 +116,6 @@ def test_presets_are_valid_configs():
         config = pretrain.Config(cache="x", **preset)
         assert config.scales, name
     assert len(pretrain.PRESETS["demo"]["scales"]) >= 2
-
-
-# --- CropSequence ----------------------------------------------------------------------------
-
-
-def test_crop_sequence_shapes_and_determinism(tags_cache):
-    from data.cache import AudioCache
-
-    with AudioCache(tags_cache / "cache.h5") as cache:
-        train = cache.indices("train")
-        seq = pretrain.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
-        assert len(seq) == 3
-        x, y = seq[0]
-        assert x.shape == (5, 64) and x.dtype == np.float32
-        assert y.shape == (5, 3) and y.dtype == np.float32
-        assert np.abs(x).max() <= 1.0 and np.abs(x).max() > 0
-        again = pretrain.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
-        np.testing.assert_array_equal(again[0][0], x)
-        np.testing.assert_array_equal(seq[0][0], x)  # reading twice gives the same batch
-        assert not np.array_equal(seq[1][0], x)
-        seq.on_epoch_end()
-        assert seq.epoch == 1
-        assert not np.array_equal(seq[0][0], x)
-        again.epoch = 1
-        np.testing.assert_array_equal(again[0][0], seq[0][0])
-        with pytest.raises(IndexError):
-            seq[3]
-        # Every crop is a contiguous piece of its track, zero-padded past the end of a short one.
-        long_seq = pretrain.CropSequence(cache, train, input_length=500, batch_size=4, steps=1, seed=0)
-        x, _ = long_seq[0]
-        assert np.all(x[:, 400:] == 0)  # no track is longer than 400 samples
-        # Labels follow the picked tracks.
-        one = pretrain.CropSequence(cache, train[:1], input_length=27, batch_size=3, steps=1)
-        np.testing.assert_array_equal(one[0][1], np.repeat(cache.labels[train[:1]], 3, axis=0))
-        full = cache.track(int(train[0]))
-        crop = one[0][0][0]
-        starts = [s for s in range(len(full) - 27 + 1) if np.array_equal(full[s : s + 27], crop)]
-        assert starts
-
-
-def test_crop_sequence_rejects_empty_track_list(tags_cache):
-    from data.cache import AudioCache
-
-    with AudioCache(tags_cache / "cache.h5") as cache, pytest.raises(ValueError, match="at least one track"):
-        pretrain.CropSequence(cache, [], input_length=27, batch_size=2, steps=1)
-
-
-# --- Metrics ---------------------------------------------------------------------------------
-
-
-def test_song_metrics_known_values():
-    labels = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=np.uint8)
-    preds = np.array([[0.9, 0.2, 0.5], [0.1, 0.8, 0.5], [0.7, 0.3, 0.5], [0.2, 0.1, 0.5]])
-    out = pretrain.song_metrics("tags", labels, preds)
-    # Label 0 is ranked perfectly (AUC 1); label 1: positives 0.8, 0.3 vs negatives 0.2, 0.1 (AUC 1);
-    # label 2 has no negatives and is left out.
-    assert out["roc_auc"] == 1.0 and out["pr_auc"] == 1.0 and out["num_labels_left_out"] == 1
-    classes = np.eye(3, dtype=np.uint8)[[0, 1, 2, 2]]
-    out = pretrain.song_metrics("classes", classes, np.eye(3)[[0, 1, 2, 0]])
-    assert out["accuracy"] == 0.75
-    # F1 per class: 2/3 (one false positive), 1, 2/3 (one miss).
-    assert out["macro_f1"] == pytest.approx(7 / 9)
-    # A diverged model (NaN predictions) gets no score instead of an error.
-    assert pretrain.song_metrics("tags", labels, np.full((4, 3), np.nan))["roc_auc"] is None
-    assert pretrain.song_metrics("classes", classes, np.full((4, 3), np.nan))["accuracy"] is None
-
-
-def test_segment_loss_matches_keras():
-    import keras
-
-    rng = np.random.default_rng(0)
-    labels = (rng.random((3, 4)) < 0.5).astype(np.uint8)
-    preds = [rng.random((n, 4)).astype(np.float32) for n in (1, 2, 3)]
-    y = np.concatenate([np.repeat(labels[i : i + 1], len(p), 0) for i, p in enumerate(preds)]).astype(np.float32)
-    expected = float(np.mean(keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(y, np.concatenate(preds)))))
-    assert pretrain.segment_loss("tags", labels, preds) == pytest.approx(expected, rel=1e-5)
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -316,8 +241,19 @@ def test_finished_scale_is_skipped_when_others_change(tags_cache, tmp_path):
 
 
 def test_load_model_names_a_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="model.keras: no such model file"):
+    with pytest.raises(pretrain.PretrainError, match="model.keras: no such model file"):
         pretrain.load_model(tmp_path / "model.keras")
+
+
+def test_a_cache_without_valid_tracks_is_refused_as_a_user_error(tmp_path):
+    cache = write_tiny_cache(tmp_path / "no-valid")
+    with h5py.File(cache / "cache.h5", "a") as f:
+        split = [s.decode() if isinstance(s, bytes) else s for s in f["split"][()]]
+        del f["split"]
+        f.create_dataset("split", data=[("train" if s == "valid" else s) for s in split],
+                         dtype=h5py.string_dtype("utf-8"))
+    with pytest.raises(MsaggError, match="needs train and valid tracks; the cache has 18 train and 0 valid"):
+        pretrain.run(tiny_config(cache), tmp_path / "pretrain", progress=False, tensorboard=False)
 
 
 def test_missing_cache_is_named(tmp_path):
@@ -325,3 +261,4 @@ def test_missing_cache_is_named(tmp_path):
 
     with pytest.raises(CacheError, match="no such audio cache"):
         pretrain.run(tiny_config(tmp_path / "nowhere"), tmp_path / "pretrain", progress=False)
+
