@@ -233,8 +233,9 @@ def pretrain(cache, preset, scales, width, out_dir, overwrite, config_file, sets
     learning rate is multiplied by 0.2, five stages in all. Each epoch logs the song-level
     validation ROC-AUC (tags) or accuracy (classes). Killed runs resume from their last epoch.
 
-    Writes per scale: model.keras (best), history.csv, metrics.json (song-level test metrics of the
-    end-to-end model), tensorboard/.
+    Writes per scale: model.keras (best), history.csv, curves.png (losses and validation metric per
+    epoch, redrawn after every epoch), metrics.json (song-level test metrics of the end-to-end
+    model), tensorboard/.
 
     \b
     Examples:

@@ -1,7 +1,7 @@
 """Pretrain stage: one SampleCNN per m^n scale, trained on random crops of an audio cache.
 
 The training loop and the run folder are here; the input is ``stages.crops``, validation and test
-scoring ``stages.evaluation``, the per-epoch records (history.csv, TensorBoard scalars)
+scoring ``stages.evaluation``, the per-epoch records (history.csv, TensorBoard scalars, curves.png)
 ``stages.training_log``.
 """
 
@@ -255,6 +255,7 @@ def _train_scale(
 
     sequence = CropSequence(cache, train, input_length, config.batch_size, steps, seed=seed)
     scalars = training_log.ScalarLog(folder / "tensorboard", enabled=tensorboard)
+    curves_title = f"{scale} on {cache.dataset}: width {config.width:g}"
     try:
         while state["lr_stage"] < config.num_lr_stages:
             epoch = state["epoch"]
@@ -287,6 +288,7 @@ def _train_scale(
                 state["wait"] += 1
             state["history"].append(row)
             training_log.write_history(folder / "history.csv", state["history"])
+            training_log.draw_curves(folder / "curves.png", state["history"], PRIMARY[task], curves_title)
             scalars.write(epoch + 1, {k: row[k] for k in ("loss", "val_loss", "val_song_metric", "lr",
                                                          "segments_per_sec")})
             logger.info(
@@ -379,7 +381,7 @@ def run(
     Args:
         config: The stage config.
         out_dir: The run folder (``summary.json``; per scale ``<scale>/`` with model.keras,
-            history.csv, metrics.json, tensorboard/).
+            history.csv, curves.png (redrawn after every epoch), metrics.json, tensorboard/).
         overwrite: Replace a folder that holds another config (or redo a finished one).
         progress: Keras progress bars per epoch.
         eval_batch_size: Segments per forward pass in validation and test.

@@ -1,4 +1,4 @@
-"""Per-epoch records of the pretrain stage: history.csv and TensorBoard scalars."""
+"""Per-epoch records of the pretrain stage: history.csv, TensorBoard scalars, the curves figure."""
 
 from __future__ import annotations
 
@@ -28,6 +28,19 @@ def write_history(path: Path, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow({k: row[k] for k in HISTORY_FIELDS})
     write_text(path, buf.getvalue())
+
+
+def draw_curves(path: Path, rows: list[dict], metric_name: str, title: str) -> None:
+    """Redraws ``curves.png`` from the history rows with ``stages.plots.training_curves``.
+
+    A figure is something to watch, not a result: failing to draw it is logged, and training goes on.
+    """
+    from stages import plots  # matplotlib only when a figure is drawn
+
+    try:
+        plots.training_curves(path, rows, title, metric_name)
+    except Exception as err:  # noqa: BLE001 - a figure must not end a run of hours
+        logger.warning("could not draw %s: %s", path, err)
 
 
 class ScalarLog:

@@ -1,4 +1,4 @@
-"""Pretrain stage: Config validation, presets, end-to-end run on `tiny`, skip and resume."""
+"""Pretrain stage: Config validation, presets, end-to-end run on `tiny`, curves, skip and resume."""
 
 import csv
 import json
@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import h5py
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -143,6 +144,12 @@ def test_pretrain_tiny_end_to_end(tags_cache, tmp_path):
         assert metrics["scale"] == scale and metrics["input_length"] == input_length
         assert metrics["task"] == "tags" and metrics["label_names"] == ["label0", "label1", "label2"]
         assert metrics["sample_rate"] == 22050 and metrics["width"] == config.width
+        png = (folder / "curves.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        image = plt.imread(folder / "curves.png")
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+        assert image.std() > 0.05  # drawn, not blank
+        assert not list(folder.glob(".*.tmp-*"))  # written atomically, no temporary file left
         assert metrics["epochs"] == epochs and metrics["num_test_tracks"] == 6
         assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0 and 0.0 <= metrics["test"]["pr_auc"] <= 1.0
         assert summary[scale]["test"] == metrics["test"]
@@ -183,10 +190,12 @@ class Interrupt(Exception):
 def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     config = tiny_config(tags_cache, scales=("3^2",), num_lr_stages=2, max_epochs_per_stage=2, patience=5)
     out = tmp_path / "pretrain"
-    seen = []
+    seen, curves = [], []
 
     def stop_after_three(scale, row):
         seen.append(row["epoch"])
+        # The figure is redrawn after every epoch, so it can be watched during training.
+        curves.append((out / scale / "curves.png").stat().st_mtime_ns)
         if row["epoch"] == 3:
             raise Interrupt
 
@@ -200,6 +209,7 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     assert not (out / "DONE").exists()
     first_rows = read_history(folder / "history.csv")
     assert [r["epoch"] for r in first_rows] == ["1", "2", "3"]
+    assert len(curves) == 3 and curves == sorted(curves) and len(set(curves)) == 3
 
     from stages.pretrain import load_model
 
