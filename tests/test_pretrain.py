@@ -1,6 +1,7 @@
-"""Pretrain stage: Config validation, presets, end-to-end run on `tiny`, curves, skip and resume."""
+"""Pretrain stage: Config validation, presets, variants, end-to-end run on `tiny`, curves, skip and resume."""
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -104,6 +105,10 @@ def test_config_normalizes_scales():
         ({"val_max_tracks": 0}, "val_max_tracks must be an integer >= 1, got 0"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
         ({"cache": ""}, "cache must be a prepare run folder"),
+        ({"block": "dense"}, "block must be one of basic, se, res, rese, got 'dense'"),
+        ({"block": "ReSE"}, "block must be one of basic, se, res, rese, got 'ReSE'"),
+        ({"multi": "yes"}, "multi must be true or false, got 'yes'"),
+        ({"multi": 1}, "multi must be true or false, got 1"),
     ],
 )
 def test_config_rejects_bad_values(changes, message):
@@ -117,6 +122,33 @@ def test_presets_are_valid_configs():
         config = pretrain.Config(cache="x", **preset)
         assert config.scales, name
     assert len(pretrain.PRESETS["demo"]["scales"]) >= 2
+
+
+def test_variant_presets():
+    paper = pretrain.Config(cache="x", **pretrain.PRESETS["paper"])
+    assert (paper.block, paper.multi) == ("basic", False)
+    for name, block in (("paper-se", "se"), ("paper-rese", "rese")):
+        config = pretrain.Config(cache="x", **pretrain.PRESETS[name])
+        # Kim et al. (2018): the 3^9 model at full width, the authors' recipe, the -multi head.
+        assert config == dataclasses.replace(paper, scales=("3^9",), block=block, multi=True), name
+    demo = pretrain.Config(cache="x", **pretrain.PRESETS["demo"])
+    rese = pretrain.Config(cache="x", **pretrain.PRESETS["demo-rese"])
+    assert rese == dataclasses.replace(demo, block="rese", multi=True)
+    assert set(pretrain.BLOCKS) == {"basic", "se", "res", "rese"}
+
+
+def test_block_and_multi_reach_the_builder_only_when_they_differ_from_the_defaults(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pretrain.sample_cnn, "build_sample_cnn", lambda *args, **kwargs: calls.append((args, kwargs)))
+    for block, multi in (("basic", False), ("rese", True), ("se", False), ("basic", True)):
+        pretrain._build(pretrain.Config(cache="x", width=0.5, block=block, multi=multi), "3^9", 7, "tags")
+    # The defaults are not passed, so a builder without the keywords still works.
+    assert calls == [
+        (("3^9", 7, "tags"), {"width": 0.5}),
+        (("3^9", 7, "tags"), {"width": 0.5, "block": "rese", "multi": True}),
+        (("3^9", 7, "tags"), {"width": 0.5, "block": "se", "multi": False}),
+        (("3^9", 7, "tags"), {"width": 0.5, "block": "basic", "multi": True}),
+    ]
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -144,6 +176,7 @@ def test_pretrain_tiny_end_to_end(tags_cache, tmp_path):
         assert metrics["scale"] == scale and metrics["input_length"] == input_length
         assert metrics["task"] == "tags" and metrics["label_names"] == ["label0", "label1", "label2"]
         assert metrics["sample_rate"] == 22050 and metrics["width"] == config.width
+        assert metrics["block"] == "basic" and metrics["multi"] is False
         png = (folder / "curves.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         image = plt.imread(folder / "curves.png")
@@ -272,3 +305,39 @@ def test_missing_cache_is_named(tmp_path):
     with pytest.raises(CacheError, match="no such audio cache"):
         pretrain.run(tiny_config(tmp_path / "nowhere"), tmp_path / "pretrain", progress=False)
 
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--preset", "tiny"], ("basic", False)),
+        (["--preset", "demo-rese"], ("rese", True)),
+        (["--preset", "demo-rese", "--no-multi"], ("rese", False)),
+        (["--preset", "tiny", "--block", "se"], ("se", False)),
+        (["--preset", "tiny", "--block", "rese", "--multi"], ("rese", True)),
+        (["--preset", "paper-se", "--set", "block=res"], ("res", True)),
+    ],
+)
+def test_cli_block_and_multi_options_override_the_preset(monkeypatch, tmp_path, args, expected):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    configs = []
+    monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)
+    result = CliRunner().invoke(main, ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 0, result.output
+    assert (configs[0].block, configs[0].multi) == expected
+
+
+def test_cli_refuses_an_unknown_block(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "o"),
+                                       "--set", "block=dense"])
+    assert result.exit_code != 0
+    assert "block must be one of basic, se, res, rese, got 'dense'" in result.output
