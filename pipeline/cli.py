@@ -218,17 +218,31 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 @click.option("--cache", type=click.Path(file_okay=False), help="A prepare run folder (holding cache.h5).")
 @click.option(
     "--preset",
-    type=click.Choice(["paper", "demo", "tiny"]),
+    type=click.Choice(["paper", "paper-se", "paper-rese", "demo", "demo-rese", "tiny"]),
     default="demo",
     show_default=True,
-    help="paper: all eight scales at full width with the authors' recipe (for a GPU); demo: a few "
-    "reduced-width scales, minutes on 2 CPU cores; tiny: seconds, for tests.",
+    help="paper: all eight scales at full width with the authors' recipe (for a GPU); paper-se, "
+    "paper-rese: Kim et al. (2018)'s SE-multi and ReSE-2-multi 3^9 models with that recipe; demo: a "
+    "few reduced-width scales, minutes on 2 CPU cores; demo-rese: demo with ReSE-2-multi models; "
+    "tiny: seconds, for tests.",
 )
 @click.option("--scales", help="Comma-separated scales to train, e.g. 3^8,3^9 (overrides the preset).")
 @click.option("--width", type=float, help="Multiplier on every layer's filters (1.0 = the paper).")
+@click.option(
+    "--block",
+    type=click.Choice(["basic", "se", "res", "rese"]),
+    help="Building block (default: the preset's): basic (Lee et al. 2017), se (squeeze-and-excitation), "
+    "res (residual) or rese (residual + SE, Kim et al. 2018's ReSE-2).",
+)
+@click.option(
+    "--multi/--no-multi",
+    default=None,
+    help="Classify from the last three blocks concatenated (Kim et al.'s -multi models) or from the last "
+    "block only (default: the preset's).",
+)
 @_config_options
 @_friendly_errors
-def pretrain(cache, preset, scales, width, out_dir, overwrite, config_file, sets):
+def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, config_file, sets):
     """Train one SampleCNN per scale on an audio cache's train split.
 
     Random segment crops of the train split, SGD with Nesterov momentum 0.9, batch 23, lr 0.01;
@@ -236,13 +250,15 @@ def pretrain(cache, preset, scales, width, out_dir, overwrite, config_file, sets
     learning rate is multiplied by 0.2, five stages in all. Each epoch logs the song-level
     validation ROC-AUC (tags) or accuracy (classes). Killed runs resume from their last epoch.
 
-    Writes per scale: model.keras (best), history.csv, metrics.json (song-level test metrics of the
-    end-to-end model), tensorboard/.
+    Writes per scale: model.keras (best), history.csv, curves.png (losses and validation metric per
+    epoch, redrawn after every epoch), metrics.json (song-level test metrics of the end-to-end
+    model), tensorboard/.
 
     \b
     Examples:
       msagg pretrain --cache runs/demo/prepare/synth-tags --preset demo --out runs/demo/pretrain
       msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --out runs/mtat/pretrain
+      msagg pretrain --cache runs/demo/prepare/synth-tags --block rese --multi --out runs/demo/pretrain-rese
       msagg pretrain --cache runs/demo/prepare/synth-tags --scales 3^9 --set max_epochs_per_stage=2 \\
           --out runs/try/pretrain
     """
@@ -253,7 +269,8 @@ def pretrain(cache, preset, scales, width, out_dir, overwrite, config_file, sets
         presets=stage.PRESETS,
         preset=preset,
         config_file=config_file,
-        options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width),
+        options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width,
+                     block=block, multi=multi),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), overwrite=overwrite)

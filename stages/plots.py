@@ -1,4 +1,4 @@
-"""Figures of the classify stage: per-label score bars and t-SNE maps of song features (PNG)."""
+"""Figures (PNG): per-label score bars and t-SNE maps of song features (classify), training curves (pretrain)."""
 
 from __future__ import annotations
 
@@ -116,4 +116,71 @@ def tsne_maps(
         ax.set_yticks([])
     axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def training_curves(
+    path: str | os.PathLike,
+    history_rows: Sequence[Mapping[str, object]],
+    title: str,
+    metric_name: str,
+) -> Path:
+    """Training curves of one model: losses and the validation metric per epoch, lr stages marked.
+
+    Two panels sharing the epoch axis: the training loss and the validation loss (the lowest
+    validation loss circled), and the song-level validation metric. A dotted vertical line marks
+    where each learning-rate stage begins, labelled with its learning rate.
+
+    Args:
+        path: PNG to write (atomically, so a viewer that reloads it never sees half a file).
+        history_rows: One mapping per epoch with ``epoch``, ``lr_stage``, ``lr``, ``loss``,
+            ``val_loss`` and ``val_song_metric`` (the rows of pretrain's ``history.csv``, as dicts
+            of numbers, or of strings as read back from the CSV); None, "" or a non-finite value
+            is a missing point. A single epoch gives single points.
+        title: Figure title, e.g. "3^9 on synth-tags".
+        metric_name: Name of the validation metric, e.g. "roc_auc".
+
+    Returns:
+        ``path`` as a Path.
+    """
+
+    def column(key: str) -> np.ndarray:
+        values = []
+        for row in history_rows:
+            value = row.get(key)
+            try:
+                values.append(float(value) if value not in (None, "") else np.nan)
+            except (TypeError, ValueError):
+                values.append(np.nan)
+        return np.array(values, dtype=float)
+
+    epochs, stages, lrs = column("epoch"), column("lr_stage"), column("lr")
+    loss, val_loss, metric = column("loss"), column("val_loss"), column("val_song_metric")
+    fig, (ax_loss, ax_metric) = plt.subplots(2, 1, figsize=(7.0, 5.6), sharex=True,
+                                             gridspec_kw={"height_ratios": [3, 2]})
+    ax_loss.plot(epochs, loss, marker="o", markersize=3, label="loss (train)")
+    ax_loss.plot(epochs, val_loss, marker="o", markersize=3, label="val_loss")
+    if np.isfinite(val_loss).any():
+        best = int(np.nanargmin(val_loss))
+        ax_loss.plot(epochs[best], val_loss[best], marker="o", markersize=10, fillstyle="none", color="black",
+                     linestyle="none", label=f"best val_loss (epoch {epochs[best]:g})")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=8, loc="best")
+    ax_metric.plot(epochs, metric, marker="o", markersize=3, color="tab:green")
+    ax_metric.set_ylabel(f"val {metric_name} (song)")
+    ax_metric.set_xlabel("epoch")
+    # A stage begins at its first epoch; the line sits half an epoch before it.
+    for i in range(len(epochs)):
+        if i == 0 or stages[i] != stages[i - 1]:
+            x = epochs[i] - 0.5
+            for ax in (ax_loss, ax_metric):
+                ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+            ax_loss.text(x, 1.0, f" lr {lrs[i]:.3g}", transform=ax_loss.get_xaxis_transform(), fontsize=7,
+                         va="bottom", ha="left", color="dimgrey")
+    if len(epochs):
+        ax_metric.set_xlim(np.nanmin(epochs) - 0.6, np.nanmax(epochs) + 0.6)
+    ax_metric.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -1,14 +1,17 @@
-"""Pretrain stage: Config validation, CropSequence, end-to-end run on `tiny`, skip and resume."""
+"""Pretrain stage: Config validation, presets, variants, end-to-end run on `tiny`, curves, skip and resume."""
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import h5py
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from data.errors import ConfigError, MsaggError
 from stages import pretrain
 from stages.runfolder import RunConflictError
 
@@ -102,10 +105,14 @@ def test_config_normalizes_scales():
         ({"val_max_tracks": 0}, "val_max_tracks must be an integer >= 1, got 0"),
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
         ({"cache": ""}, "cache must be a prepare run folder"),
+        ({"block": "dense"}, "block must be one of basic, se, res, rese, got 'dense'"),
+        ({"block": "ReSE"}, "block must be one of basic, se, res, rese, got 'ReSE'"),
+        ({"multi": "yes"}, "multi must be true or false, got 'yes'"),
+        ({"multi": 1}, "multi must be true or false, got 1"),
     ],
 )
 def test_config_rejects_bad_values(changes, message):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ConfigError) as err:
         pretrain.Config(**{"cache": "runs/x", **changes})
     assert message in str(err.value)
 
@@ -117,80 +124,31 @@ def test_presets_are_valid_configs():
     assert len(pretrain.PRESETS["demo"]["scales"]) >= 2
 
 
-# --- CropSequence ----------------------------------------------------------------------------
+def test_variant_presets():
+    paper = pretrain.Config(cache="x", **pretrain.PRESETS["paper"])
+    assert (paper.block, paper.multi) == ("basic", False)
+    for name, block in (("paper-se", "se"), ("paper-rese", "rese")):
+        config = pretrain.Config(cache="x", **pretrain.PRESETS[name])
+        # Kim et al. (2018): the 3^9 model at full width, the authors' recipe, the -multi head.
+        assert config == dataclasses.replace(paper, scales=("3^9",), block=block, multi=True), name
+    demo = pretrain.Config(cache="x", **pretrain.PRESETS["demo"])
+    rese = pretrain.Config(cache="x", **pretrain.PRESETS["demo-rese"])
+    assert rese == dataclasses.replace(demo, block="rese", multi=True)
+    assert set(pretrain.BLOCKS) == {"basic", "se", "res", "rese"}
 
 
-def test_crop_sequence_shapes_and_determinism(tags_cache):
-    from data.cache import AudioCache
-
-    with AudioCache(tags_cache / "cache.h5") as cache:
-        train = cache.indices("train")
-        seq = pretrain.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
-        assert len(seq) == 3
-        x, y = seq[0]
-        assert x.shape == (5, 64) and x.dtype == np.float32
-        assert y.shape == (5, 3) and y.dtype == np.float32
-        assert np.abs(x).max() <= 1.0 and np.abs(x).max() > 0
-        again = pretrain.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
-        np.testing.assert_array_equal(again[0][0], x)
-        np.testing.assert_array_equal(seq[0][0], x)  # reading twice gives the same batch
-        assert not np.array_equal(seq[1][0], x)
-        seq.on_epoch_end()
-        assert seq.epoch == 1
-        assert not np.array_equal(seq[0][0], x)
-        again.epoch = 1
-        np.testing.assert_array_equal(again[0][0], seq[0][0])
-        with pytest.raises(IndexError):
-            seq[3]
-        # Every crop is a contiguous piece of its track, zero-padded past the end of a short one.
-        long_seq = pretrain.CropSequence(cache, train, input_length=500, batch_size=4, steps=1, seed=0)
-        x, _ = long_seq[0]
-        assert np.all(x[:, 400:] == 0)  # no track is longer than 400 samples
-        # Labels follow the picked tracks.
-        one = pretrain.CropSequence(cache, train[:1], input_length=27, batch_size=3, steps=1)
-        np.testing.assert_array_equal(one[0][1], np.repeat(cache.labels[train[:1]], 3, axis=0))
-        full = cache.track(int(train[0]))
-        crop = one[0][0][0]
-        starts = [s for s in range(len(full) - 27 + 1) if np.array_equal(full[s : s + 27], crop)]
-        assert starts
-
-
-def test_crop_sequence_rejects_empty_track_list(tags_cache):
-    from data.cache import AudioCache
-
-    with AudioCache(tags_cache / "cache.h5") as cache, pytest.raises(ValueError, match="at least one track"):
-        pretrain.CropSequence(cache, [], input_length=27, batch_size=2, steps=1)
-
-
-# --- Metrics ---------------------------------------------------------------------------------
-
-
-def test_song_metrics_known_values():
-    labels = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=np.uint8)
-    preds = np.array([[0.9, 0.2, 0.5], [0.1, 0.8, 0.5], [0.7, 0.3, 0.5], [0.2, 0.1, 0.5]])
-    out = pretrain.song_metrics("tags", labels, preds)
-    # Label 0 is ranked perfectly (AUC 1); label 1: positives 0.8, 0.3 vs negatives 0.2, 0.1 (AUC 1);
-    # label 2 has no negatives and is left out.
-    assert out["roc_auc"] == 1.0 and out["pr_auc"] == 1.0 and out["num_labels_left_out"] == 1
-    classes = np.eye(3, dtype=np.uint8)[[0, 1, 2, 2]]
-    out = pretrain.song_metrics("classes", classes, np.eye(3)[[0, 1, 2, 0]])
-    assert out["accuracy"] == 0.75
-    # F1 per class: 2/3 (one false positive), 1, 2/3 (one miss).
-    assert out["macro_f1"] == pytest.approx(7 / 9)
-    # A diverged model (NaN predictions) gets no score instead of an error.
-    assert pretrain.song_metrics("tags", labels, np.full((4, 3), np.nan))["roc_auc"] is None
-    assert pretrain.song_metrics("classes", classes, np.full((4, 3), np.nan))["accuracy"] is None
-
-
-def test_segment_loss_matches_keras():
-    import keras
-
-    rng = np.random.default_rng(0)
-    labels = (rng.random((3, 4)) < 0.5).astype(np.uint8)
-    preds = [rng.random((n, 4)).astype(np.float32) for n in (1, 2, 3)]
-    y = np.concatenate([np.repeat(labels[i : i + 1], len(p), 0) for i, p in enumerate(preds)]).astype(np.float32)
-    expected = float(np.mean(keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(y, np.concatenate(preds)))))
-    assert pretrain.segment_loss("tags", labels, preds) == pytest.approx(expected, rel=1e-5)
+def test_block_and_multi_reach_the_builder_only_when_they_differ_from_the_defaults(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pretrain.sample_cnn, "build_sample_cnn", lambda *args, **kwargs: calls.append((args, kwargs)))
+    for block, multi in (("basic", False), ("rese", True), ("se", False), ("basic", True)):
+        pretrain._build(pretrain.Config(cache="x", width=0.5, block=block, multi=multi), "3^9", 7, "tags")
+    # The defaults are not passed, so a builder without the keywords still works.
+    assert calls == [
+        (("3^9", 7, "tags"), {"width": 0.5}),
+        (("3^9", 7, "tags"), {"width": 0.5, "block": "rese", "multi": True}),
+        (("3^9", 7, "tags"), {"width": 0.5, "block": "se", "multi": False}),
+        (("3^9", 7, "tags"), {"width": 0.5, "block": "basic", "multi": True}),
+    ]
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -218,6 +176,13 @@ def test_pretrain_tiny_end_to_end(tags_cache, tmp_path):
         assert metrics["scale"] == scale and metrics["input_length"] == input_length
         assert metrics["task"] == "tags" and metrics["label_names"] == ["label0", "label1", "label2"]
         assert metrics["sample_rate"] == 22050 and metrics["width"] == config.width
+        assert metrics["block"] == "basic" and metrics["multi"] is False
+        png = (folder / "curves.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        image = plt.imread(folder / "curves.png")
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+        assert image.std() > 0.05  # drawn, not blank
+        assert not list(folder.glob(".*.tmp-*"))  # written atomically, no temporary file left
         assert metrics["epochs"] == epochs and metrics["num_test_tracks"] == 6
         assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0 and 0.0 <= metrics["test"]["pr_auc"] <= 1.0
         assert summary[scale]["test"] == metrics["test"]
@@ -258,10 +223,12 @@ class Interrupt(Exception):
 def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     config = tiny_config(tags_cache, scales=("3^2",), num_lr_stages=2, max_epochs_per_stage=2, patience=5)
     out = tmp_path / "pretrain"
-    seen = []
+    seen, curves = [], []
 
     def stop_after_three(scale, row):
         seen.append(row["epoch"])
+        # The figure is redrawn after every epoch, so it can be watched during training.
+        curves.append((out / scale / "curves.png").stat().st_mtime_ns)
         if row["epoch"] == 3:
             raise Interrupt
 
@@ -275,6 +242,7 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     assert not (out / "DONE").exists()
     first_rows = read_history(folder / "history.csv")
     assert [r["epoch"] for r in first_rows] == ["1", "2", "3"]
+    assert len(curves) == 3 and curves == sorted(curves) and len(set(curves)) == 3
 
     from stages.pretrain import load_model
 
@@ -316,8 +284,19 @@ def test_finished_scale_is_skipped_when_others_change(tags_cache, tmp_path):
 
 
 def test_load_model_names_a_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="model.keras: no such model file"):
+    with pytest.raises(pretrain.PretrainError, match="model.keras: no such model file"):
         pretrain.load_model(tmp_path / "model.keras")
+
+
+def test_a_cache_without_valid_tracks_is_refused_as_a_user_error(tmp_path):
+    cache = write_tiny_cache(tmp_path / "no-valid")
+    with h5py.File(cache / "cache.h5", "a") as f:
+        split = [s.decode() if isinstance(s, bytes) else s for s in f["split"][()]]
+        del f["split"]
+        f.create_dataset("split", data=[("train" if s == "valid" else s) for s in split],
+                         dtype=h5py.string_dtype("utf-8"))
+    with pytest.raises(MsaggError, match="needs train and valid tracks; the cache has 18 train and 0 valid"):
+        pretrain.run(tiny_config(cache), tmp_path / "pretrain", progress=False, tensorboard=False)
 
 
 def test_missing_cache_is_named(tmp_path):
@@ -325,3 +304,40 @@ def test_missing_cache_is_named(tmp_path):
 
     with pytest.raises(CacheError, match="no such audio cache"):
         pretrain.run(tiny_config(tmp_path / "nowhere"), tmp_path / "pretrain", progress=False)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--preset", "tiny"], ("basic", False)),
+        (["--preset", "demo-rese"], ("rese", True)),
+        (["--preset", "demo-rese", "--no-multi"], ("rese", False)),
+        (["--preset", "tiny", "--block", "se"], ("se", False)),
+        (["--preset", "tiny", "--block", "rese", "--multi"], ("rese", True)),
+        (["--preset", "paper-se", "--set", "block=res"], ("res", True)),
+    ],
+)
+def test_cli_block_and_multi_options_override_the_preset(monkeypatch, tmp_path, args, expected):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    configs = []
+    monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)
+    result = CliRunner().invoke(main, ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 0, result.output
+    assert (configs[0].block, configs[0].multi) == expected
+
+
+def test_cli_refuses_an_unknown_block(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "o"),
+                                       "--set", "block=dense"])
+    assert result.exit_code != 0
+    assert "block must be one of basic, se, res, rese, got 'dense'" in result.output

@@ -1,12 +1,14 @@
 """Tests for data/synth.py: determinism, labels that follow their definitions, audio with known answers."""
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import pytest
 from scipy import signal, stats
 
 from data import synth
+from data.errors import ConfigError, MsaggError
 
 SR = 8000  # low rate keeps the rendering tests fast
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])  # Krumhansl
@@ -38,15 +40,6 @@ def roc_auc(scores, positive):
     return (ranks[positive].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * (len(positive) - num_pos))
 
 
-def dominant_hz(wave, sample_rate, around_hz):
-    """Frequency of the strongest spectral peak within +-20 % of ``around_hz``."""
-    n = wave.size
-    magnitude = np.abs(np.fft.rfft(wave * np.hanning(n), 8 * n))
-    freqs = np.fft.rfftfreq(8 * n, 1 / sample_rate)
-    near = (freqs > 0.8 * around_hz) & (freqs < 1.2 * around_hz)
-    return freqs[near][np.argmax(magnitude[near])]
-
-
 # ---------------------------------------------------------------------------------------------
 # Determinism and the describe / render contract
 
@@ -60,6 +53,33 @@ def test_same_source_renders_identical_audio_and_other_tracks_differ():
     for other in (other_index, other_seed):
         n = min(first.size, other.size)
         assert not np.allclose(first[:n], other[:n])
+
+
+# sha256 of the concatenated float32 samples of describe(12, seed, 2.0, 4.0) rendered at 22050 Hz
+# (seed 1000 is synth-genre's corpus for seed 0), recorded before data/synth.py was split into
+# synth, synth_render and synth_instruments. They pin every draw and every operation of the
+# renderer: a refactoring must keep them; a deliberate change of the sound must update them (and
+# says so in its commit, since every cache made from synth sources changes with it). numpy's
+# transcendental functions can differ in the last bit between CPU instruction sets, so on another
+# machine a mismatch here alone (with the other synth tests passing) is no bug in the code.
+GOLDEN_RENDER_SHA256 = {
+    0: "f9e54f7dd8a1db36c0ae11206c1e6e1775abbc350cbe0f481d8992e40ff6783e",
+    7: "92fa80632afc8131b9f9078288cb4246df8993d6121ffb1b90b92fa512abc391",
+    1000: "ff583b231538d5178d9b58c5aa8b5f10826f30d82ab1f60ba3582e5ac8acfcf8",
+}
+GOLDEN_DESCRIBE_SHA256 = "019722045252708f2cd6cf9ae97b5a352f5a5457d6ce5475899e4698838a0bfe"  # repr(describe(50, 3))
+
+
+@pytest.mark.parametrize("seed", sorted(GOLDEN_RENDER_SHA256))
+def test_rendered_audio_is_bit_identical_to_the_recorded_golden_hashes(seed):
+    digest = hashlib.sha256()
+    for track in synth.describe(12, seed, 2.0, 4.0):
+        digest.update(synth.render(track.source, 22050).tobytes())
+    assert digest.hexdigest() == GOLDEN_RENDER_SHA256[seed]
+
+
+def test_described_parameters_and_labels_are_identical_to_the_recorded_golden_hash():
+    assert hashlib.sha256(repr(synth.describe(50, 3)).encode()).hexdigest() == GOLDEN_DESCRIBE_SHA256
 
 
 def test_describe_is_deterministic_and_each_track_independent_of_the_corpus_size():
@@ -303,30 +323,6 @@ def test_key_and_mode_are_audible_in_the_chroma():
     assert correct / len(tracks) >= 0.85
 
 
-@pytest.mark.parametrize("sample_rate", [8000, 22050])
-@pytest.mark.parametrize("instrument", ["piano", "strings", "plucked", "synth", "bass"])
-def test_instrument_notes_are_in_tune(instrument, sample_rate):
-    for midi in (45, 69, 84):
-        if instrument == "bass" and midi > 60:
-            continue
-        wave = synth._VOICES[instrument](midi, 1.0, sample_rate, "medium", np.random.default_rng(0))
-        target = 440.0 * 2 ** ((midi - 69) / 12)
-        cents = 1200 * np.log2(dominant_hz(wave, sample_rate, target) / target)
-        assert abs(cents) < 8, (instrument, midi, cents)
-
-
-def test_plucked_notes_decay_and_strings_swell():
-    rng = np.random.default_rng(0)
-    plucked = synth._VOICES["plucked"](57, 1.0, SR, "medium", rng)
-    strings = synth._VOICES["strings"](57, 1.0, SR, "soft", rng)
-
-    def rms(wave, start_sec, stop_sec):
-        return np.sqrt(np.mean(wave[int(start_sec * SR) : int(stop_sec * SR)] ** 2))
-
-    assert rms(plucked, 0.6, 0.9) < 0.3 * rms(plucked, 0.0, 0.1)
-    assert rms(strings, 0.0, 0.05) < 0.2 * rms(strings, 0.6, 0.9)
-
-
 # ---------------------------------------------------------------------------------------------
 # Bad input
 
@@ -348,21 +344,25 @@ def test_plucked_notes_decay_and_strings_swell():
     ],
 )
 def test_malformed_sources_are_refused_with_the_expected_form(source):
-    with pytest.raises(ValueError, match="malformed synth source") as error:
+    with pytest.raises(synth.SynthSourceError, match="malformed synth source") as error:
         synth.render(source, SR)
     assert repr(source) in str(error.value)
 
 
 def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError, match="sample_rate"):
+    # User errors (printed by the CLI as one line), still ValueErrors for library callers.
+    assert issubclass(synth.SynthSourceError, MsaggError) and issubclass(ConfigError, ValueError)
+    with pytest.raises(ConfigError, match="min_sec and max_sec must be numbers"):
+        synth.describe(3, min_sec="soon")
+    with pytest.raises(ConfigError, match="sample_rate"):
         synth.render(synth.source_string(0, 0, 1.0, 1.0), 100)
-    with pytest.raises(ValueError, match="num_tracks"):
+    with pytest.raises(ConfigError, match="num_tracks"):
         synth.describe(-1)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ConfigError, match="seed"):
         synth.describe(3, seed=-2)
-    with pytest.raises(ValueError, match="min_sec"):
+    with pytest.raises(ConfigError, match="min_sec"):
         synth.describe(3, min_sec=5.0, max_sec=2.0)
-    with pytest.raises(ValueError, match="index"):
+    with pytest.raises(ConfigError, match="index"):
         synth.source_string(0, -1)
 
 

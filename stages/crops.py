@@ -1,0 +1,85 @@
+"""The training input of pretrain: random segment crops read straight from an audio cache.
+
+Only numpy and ``keras.utils.PyDataset`` here, no ``tf.*``: the same input path feeds the
+TensorFlow and the JAX backends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from data import segments as segments_lib
+
+
+class CropSequence(keras.utils.PyDataset):
+    """Batches of random segment crops of a cache's tracks, read straight from the cache.
+
+    Each batch draws ``batch_size`` tracks uniformly (with replacement) and one uniformly placed
+    crop of ``input_length`` samples from each; a track shorter than a segment is zero-padded.
+    Batch ``index`` of epoch ``epoch`` depends only on (seed, epoch, index), so an epoch is the same
+    whether or not the run was interrupted before it.
+
+    Args:
+        cache: An open ``data.cache.AudioCache``.
+        indices: Track indices to sample from (e.g. ``cache.indices("train")``).
+        input_length: Samples per crop (the model's input length).
+        batch_size: Crops per batch.
+        steps: Batches per epoch.
+        seed: Base seed.
+        epoch: The epoch the next pass belongs to; ``on_epoch_end`` advances it.
+        **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``PyDataset``.
+
+    Each item is ``(x, y)``: x float32 (batch_size, input_length) waveforms, y float32
+    (batch_size, num_labels) labels.
+    """
+
+    def __init__(self, cache, indices, input_length: int, batch_size: int, steps: int, seed: int = 0,
+                 epoch: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.cache = cache
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if self.indices.size == 0:
+            raise ValueError("CropSequence needs at least one track")
+        if input_length < 1 or batch_size < 1 or steps < 1:
+            raise ValueError(f"input_length, batch_size and steps must be >= 1, got {input_length}, "
+                             f"{batch_size}, {steps}")
+        self.input_length = int(input_length)
+        self.batch_size = int(batch_size)
+        self.steps = int(steps)
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+        self.lengths = np.asarray(cache.lengths, dtype=np.int64)[self.indices]
+        self.labels = np.asarray(cache.labels)[self.indices].astype(np.float32)  # (tracks, labels)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < self.steps:
+            raise IndexError(f"batch {index} out of range (0..{self.steps - 1})")
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        picks = rng.integers(0, self.indices.size, size=self.batch_size)
+        x = np.empty((self.batch_size, self.input_length), dtype=np.float32)
+        for row, pick in enumerate(picks):
+            room = max(int(self.lengths[pick]) - self.input_length, 0)
+            start = int(rng.integers(0, room + 1))
+            x[row] = self.cache.crop(int(self.indices[pick]), start, self.input_length)
+        return x, self.labels[picks]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+
+def steps_per_pass(lengths, input_length: int, batch_size: int) -> int:
+    """Batches that hold as many crops as the tracks have non-overlapping segments (at least 1).
+
+    Args:
+        lengths: int (num_tracks,) track lengths, samples.
+        input_length: Samples per crop.
+        batch_size: Crops per batch.
+    """
+    total = sum(segments_lib.num_segments(int(n), input_length) for n in lengths)
+    return max(1, math.ceil(total / batch_size))
