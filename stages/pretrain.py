@@ -180,12 +180,9 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 
 
 def _build(config: Config, scale: str, num_labels: int, task: str) -> keras.Model:
-    """The uncompiled SampleCNN of ``config`` at ``scale``."""
-    # block and multi are passed only when they differ from the defaults, so that this also runs
-    # with a models.sample_cnn that predates them; after the models merge this is a plain call.
-    variant = {} if (config.block, config.multi) == ("basic", False) else {"block": config.block,
-                                                                           "multi": config.multi}
-    return sample_cnn.build_sample_cnn(scale, num_labels, task, width=config.width, **variant)
+    """The uncompiled SampleCNN of ``config`` at ``scale`` (its block type and head)."""
+    return sample_cnn.build_sample_cnn(scale, num_labels, task, width=config.width, block=config.block,
+                                       multi=config.multi)
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
