@@ -42,7 +42,7 @@ __all__ = ["Config", "PRESETS", "BLOCKS", "HISTORY_FIELDS", "PretrainError", "ru
 
 logger = logging.getLogger(__name__)
 
-BLOCKS = ("basic", "se", "res", "rese")
+BLOCKS = sample_cnn.BLOCKS
 """Building blocks of ``Config.block``: Lee et al.'s basic block, and Kim et al. (2018)'s SE, Res
 and ReSE-2 blocks. (``models.sample_cnn`` owns the blocks; this list validates configs before a
 model is built.)"""
