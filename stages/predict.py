@@ -79,10 +79,11 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
     Returns:
         As ``predict_end_to_end``, with ``"feature_set"`` naming the classifier's input.
     """
-    from stages import classify, extract
+    from stages import extract
+    from stages.predictor import load_predictor
 
     classify_dir = Path(classify_dir)
-    predictor = classify.load_predictor(classify_dir)
+    predictor = load_predictor(classify_dir)
     sample_rate = predictor.sample_rate
     waves, errors = _load_all(paths, sample_rate)
     results = {e["path"]: e for e in errors}

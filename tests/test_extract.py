@@ -199,11 +199,12 @@ def test_chain_to_saved_classifier_and_prediction(upstream, finished, tmp_path):
     """extract -> classify (logistic regression) -> load_predictor -> song_features -> predict."""
     from data.cache import AudioCache
     from stages import classify
+    from stages.predictor import load_predictor
 
     out, path = finished
     config = classify.Config(features=str(out), classifiers=("logreg",), include_single=False, tsne=False)
     run_dir = classify.run(config, tmp_path / "classify", progress=False)
-    predictor = classify.load_predictor(run_dir)  # checks the pretrain models' hashes
+    predictor = load_predictor(run_dir)  # checks the pretrain models' hashes
     assert predictor.feature_set == "3^2+4^2" and predictor.pretrain_dir == upstream[2].resolve()
     _, cache, _ = upstream
     with AudioCache(cache / "cache.h5") as c:
