@@ -21,7 +21,10 @@ Schema version 1::
                        each segment, then pooled over the song's segments (mean, max, or both
                        concatenated as [mean, max] for "meanmax", so dim = 2 x channels)
     /features/<scale> attrs   input_length (samples), sample_rate (Hz), model_hash (sha256 of
-                       model.keras), num_params
+                       model.keras), num_params; and the model variant: block (str, e.g. "basic"),
+                       multi (bool, the in-network multi-level head), tap_layers (JSON str, tap key
+                       -> name of the layer it reads). Files written before these three existed
+                       lack them; readers take "basic", False and {} (``FeaturesFile.variant``)
     /num_segments/<scale>     int32 (N,), segments per track at that scale
 
 Scale keys are "m^n" strings (e.g. "3^9"); tap keys are "-3", "-2", "-1" (the second-to-last pooled
@@ -35,6 +38,7 @@ process (it is listed in the run's skipped.csv); readers may drop such rows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -52,6 +56,7 @@ SCHEMA_VERSION = 1
 FILE_NAME = "features.h5"
 PARTIAL_SUFFIX = ".partial"
 SONG_POOLS = ("mean", "max", "meanmax")
+DEFAULT_BLOCK = "basic"
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -135,6 +140,9 @@ class ScaleInfo:
         model_hash: sha256 hex digest of the model file.
         num_params: Parameters of the model.
         dims: Tap key -> song-vector length (after song pooling).
+        block: SampleCNN block kind ("basic", or a variant's name).
+        multi: Whether the model has the in-network multi-level head.
+        tap_layers: Tap key -> name of the layer the tap reads.
     """
 
     input_length: int
@@ -142,6 +150,9 @@ class ScaleInfo:
     model_hash: str
     num_params: int
     dims: Mapping[str, int]
+    block: str = DEFAULT_BLOCK
+    multi: bool = False
+    tap_layers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _str_array(values: Sequence[str]) -> np.ndarray:
@@ -271,6 +282,9 @@ class FeaturesWriter:
             group.attrs["sample_rate"] = int(info.sample_rate)
             group.attrs["model_hash"] = str(info.model_hash)
             group.attrs["num_params"] = int(info.num_params)
+            group.attrs["block"] = str(info.block)
+            group.attrs["multi"] = bool(info.multi)
+            group.attrs["tap_layers"] = json.dumps(dict(info.tap_layers), sort_keys=True)
             for tap in sorted(info.dims, key=_tap_sort_key):
                 dim = int(info.dims[tap])
                 group.create_dataset(tap, shape=(n, dim), dtype=np.float32, chunks=(min(n, 64), dim))
@@ -459,8 +473,20 @@ class FeaturesFile:
         return np.asarray(group[tap][...], dtype=np.float32)
 
     def scale_attrs(self, scale: str) -> dict:
-        """``input_length``, ``sample_rate``, ``model_hash``, ``num_params`` of one scale."""
+        """The attributes of one scale as stored (``input_length``, ``sample_rate``,
+        ``model_hash``, ``num_params``, and in newer files ``block``, ``multi``, ``tap_layers``)."""
         return {key: _attr(value) for key, value in self._group(scale).attrs.items()}
+
+    def variant(self, scale: str) -> dict:
+        """The model variant of one scale: ``{"block": str, "multi": bool, "tap_layers": {tap:
+        layer}}``; "basic", False and {} for files written before these were recorded."""
+        attrs = self.scale_attrs(scale)
+        try:
+            tap_layers = json.loads(attrs.get("tap_layers") or "{}")
+        except json.JSONDecodeError:
+            raise FeaturesError(f"{self.path}: scale {scale}: tap_layers is not JSON") from None
+        return {"block": str(attrs.get("block") or DEFAULT_BLOCK), "multi": bool(attrs.get("multi", False)),
+                "tap_layers": dict(tap_layers)}
 
     def num_segments(self, scale: str) -> np.ndarray:
         """int32 (N,) segments per track at ``scale``."""

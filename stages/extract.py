@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -20,10 +18,11 @@ from tqdm.auto import tqdm
 from data import features as features_lib
 from data.atomic import write_text
 from data.cache import AudioCache
-from data.runs import run_folder
+from data.errors import ConfigError, MsaggError
 from data.segments import num_segments, segment
 from models import sample_cnn
-from stages.runfolder import RunFolder, read_config
+from stages.pretrain_run import PretrainRun
+from stages.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +51,22 @@ class Config:
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a run folder, got {value!r}")
+                raise ConfigError(f"{name} must be a run folder, got {value!r}")
         if self.song_pool not in features_lib.SONG_POOLS:
-            raise ValueError(f"song_pool must be one of {', '.join(features_lib.SONG_POOLS)}, got {self.song_pool!r}")
+            raise ConfigError(f"song_pool must be one of {', '.join(features_lib.SONG_POOLS)}, got {self.song_pool!r}")
         scales = (self.scales,) if isinstance(self.scales, str) else tuple(self.scales)
-        normalized = tuple(sample_cnn.parse_scale(str(s)) for s in scales)
+        try:
+            normalized = tuple(sample_cnn.parse_scale(str(s)) for s in scales)
+        except ValueError as err:
+            raise ConfigError(f"scales: {err}") from None
         duplicates = sorted({s for s in normalized if normalized.count(s) > 1})
         if duplicates:
-            raise ValueError(f"scales lists {', '.join(duplicates)} more than once")
+            raise ConfigError(f"scales lists {', '.join(duplicates)} more than once")
         object.__setattr__(self, "scales", normalized)
+
+
+class ExtractError(MsaggError):
+    """An extraction that cannot run as asked (an empty cache, a bad batch size)."""
 
 
 class ExtractionStopped(RuntimeError):
@@ -84,6 +90,8 @@ class TapModel:
         model_hash: sha256 of ``model.keras``.
         num_params: Parameters of the full model.
         test_metrics: The end-to-end model's song-level test metrics from ``metrics.json``.
+        block, multi: The model variant (from the pretrain run's config).
+        tap_layers: Tap -> name of the layer it reads.
     """
 
     scale: str
@@ -94,89 +102,24 @@ class TapModel:
     model_hash: str
     num_params: int
     test_metrics: dict
+    block: str = "basic"
+    multi: bool = False
+    tap_layers: dict[str, str] = dataclasses.field(default_factory=dict)
+    _compiled: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    def batch_function(self, batch_size: int) -> Callable[[np.ndarray], dict]:
+        """The extractor compiled for batches of ``batch_size`` segments (``compile_fixed``), once."""
+        if batch_size not in self._compiled:
+            self._compiled[batch_size] = compile_fixed(self.extractor, batch_size)
+        return self._compiled[batch_size]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def pretrain_scales(pretrain_dir: str | os.PathLike, scales: Sequence[str] = ()) -> list[str]:
-    """The scales to use from a finished pretrain run.
-
-    Args:
-        pretrain_dir: The pretrain run folder.
-        scales: Wanted scales (empty: all the run trained).
-
-    Returns:
-        Scale keys, ordered by (m, n).
-
-    Raises:
-        ValueError: If the run is unfinished, or a wanted scale has no model in it.
-    """
-    pretrain_dir = Path(pretrain_dir)
-    config = read_config(pretrain_dir)
-    available = [s for s in config.get("scales", []) if (pretrain_dir / s / "model.keras").is_file()]
-    if not available:
-        available = [p.name for p in pretrain_dir.iterdir() if (p / "model.keras").is_file()]
-    if not available:
-        raise ValueError(f"{pretrain_dir}: no trained models (expected <scale>/model.keras)")
-    missing = [s for s in scales if s not in available]
-    if missing:
-        raise ValueError(f"{pretrain_dir}: no model for scale {', '.join(missing)}; "
-                         f"the run has {', '.join(available)}")
-    chosen = list(scales) or available
-    return sorted(chosen, key=features_lib.scale_sort_key)
-
-
-def read_metrics(path: Path) -> dict:
-    """A pretrained scale's metrics.json; ValueError naming the file if missing or incomplete."""
-    try:
-        info = json.loads(path.read_text())
-    except OSError:
-        raise ValueError(f"{path}: missing; the pretrain run looks incomplete") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    missing = [k for k in ("input_length", "sample_rate") if k not in info]
-    if missing:
-        raise ValueError(f"{path}: lacks {', '.join(missing)}")
-    return info
-
-
-def check_sample_rates(pretrain_dir: str | os.PathLike, scales: Sequence[str], sample_rate: int,
-                       what: str = "the audio") -> dict[str, dict]:
-    """Reads each scale's ``metrics.json`` and refuses models trained at another rate.
-
-    Returns:
-        Scale -> its metrics.json content.
-
-    Raises:
-        ValueError: Naming the models' rate, ``what`` and its rate.
-    """
-    pretrain_dir = Path(pretrain_dir)
-    infos = {scale: read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
-    rates = {scale: int(info["sample_rate"]) for scale, info in infos.items()}
-    wrong = {scale: rate for scale, rate in rates.items() if rate != sample_rate}
-    if wrong:
-        listed = ", ".join(f"{scale} at {rate} Hz" for scale, rate in wrong.items())
-        raise ValueError(
-            f"sample rate mismatch: models in {pretrain_dir} were trained at a different rate ({listed}) "
-            f"than {what} ({sample_rate} Hz); prepare the dataset again with "
-            f"--sample-rate {next(iter(wrong.values()))}"
-        )
-    return infos
-
-
-def load_tap_models(pretrain_dir: str | os.PathLike, scales: Sequence[str] = (),
+def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[str] = (),
                     sample_rate: int | None = None, what: str = "the audio") -> dict[str, TapModel]:
     """Loads each model of a pretrain run once and wraps it to return its taps.
 
     Args:
-        pretrain_dir: A finished pretrain run folder.
+        pretrain: A finished pretrain run (its folder, or a ``PretrainRun``).
         scales: Scales to load (empty: all).
         sample_rate: When given, models trained at another rate are refused.
         what: How to name the audio in that error message.
@@ -185,36 +128,80 @@ def load_tap_models(pretrain_dir: str | os.PathLike, scales: Sequence[str] = (),
         Scale -> ``TapModel``, ordered by (m, n).
 
     Raises:
-        ValueError: For an unfinished run, a missing scale, or a sample-rate mismatch.
+        PretrainRunError: For an unfinished run, a missing scale or file, or a sample-rate mismatch.
     """
-    pretrain_dir = Path(pretrain_dir)
-    scales = pretrain_scales(pretrain_dir, scales)
+    run = pretrain if isinstance(pretrain, PretrainRun) else PretrainRun(pretrain)
+    scales = run.select(scales)
     if sample_rate is not None:
-        infos = check_sample_rates(pretrain_dir, scales, sample_rate, what)
-    else:
-        infos = {scale: read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales}
+        run.check_sample_rate(sample_rate, what, scales)
     out = {}
     for scale in scales:
-        path = pretrain_dir / scale / "model.keras"
-        model = keras.saving.load_model(path, safe_mode=True)
-        input_length = int(model.inputs[0].shape[1])
-        if input_length != int(infos[scale]["input_length"]):
-            raise ValueError(f"{path}: input length {input_length} differs from metrics.json "
-                             f"({infos[scale]['input_length']})")
-        extractor = sample_cnn.build_tap_extractor(model, scale)
+        model = run.load(scale)
+        extractor = run.tap_extractor(scale, model)
         channels = {tap: int(t.shape[-1]) for tap, t in extractor.output.items()}
+        info = run.metrics(scale)
         out[scale] = TapModel(
             scale=scale,
-            input_length=input_length,
-            sample_rate=int(infos[scale]["sample_rate"]),
+            input_length=run.input_length(scale),
+            sample_rate=int(info["sample_rate"]),
             extractor=extractor,
             channels={tap: channels[tap] for tap in sample_cnn.TAPS},
-            model_hash=file_sha256(path),
+            model_hash=run.model_hash(scale),
             num_params=int(model.count_params()),
-            test_metrics=dict(infos[scale].get("test") or {}),
+            test_metrics=dict(info.get("test") or {}),
+            block=run.block,
+            multi=run.multi,
+            tap_layers=run.tap_layers(scale),
         )
-        logger.info("loaded %s: input %d samples, %d parameters", path, input_length, out[scale].num_params)
+        logger.info("loaded %s: input %d samples, %d parameters", run.model_path(scale), out[scale].input_length,
+                    out[scale].num_params)
     return out
+
+
+def compile_fixed(model: keras.Model, batch_size: int) -> Callable[[np.ndarray], Any]:
+    """``model``'s inference function for batches of exactly ``batch_size`` rows, compiled once.
+
+    Why not ``predict_on_batch``: Keras makes every model's predict function from one Python
+    function, and TensorFlow's retracing detector counts traces per code object, so the first
+    calls of five or more models (one per scale) read as "5 out of the last N calls triggered
+    tf.function retracing" and are logged as a warning. Here each model is traced once, outside
+    that detector (``get_concrete_function``), for its one input shape; a batch of another shape
+    is an error rather than a silent retrace. The numbers are those of ``predict_on_batch``.
+    Other backends (JAX) have no such detector and compile once per shape: ``predict_on_batch``.
+
+    Returns:
+        A function of float32 (batch_size, ...) inputs returning numpy outputs (a dict for a tap
+        extractor).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((batch_size, *model.inputs[0].shape[1:]), tf.float32)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    return lambda x: keras.tree.map_structure(np.asarray, concrete(tf.constant(x)))
+
+
+def fixed_batches(run: Callable[[np.ndarray], Any], rows: np.ndarray, batch_size: int) -> Iterator[tuple[int, Any]]:
+    """Passes ``rows`` through ``run`` (from ``compile_fixed``) in batches of one fixed shape.
+
+    Every batch holds ``batch_size`` rows (the last zero-padded), so the compiled function sees
+    one shape and a row's numbers do not depend on where a batch started.
+
+    Args:
+        run: ``compile_fixed(model, batch_size)``.
+        rows: float32 (n, ...) inputs.
+        batch_size: Rows per forward pass.
+
+    Yields:
+        ``(k, outputs)``: the first ``k`` rows of the outputs belong to the next ``k`` inputs.
+    """
+    buf = np.zeros((batch_size, *rows.shape[1:]), dtype=np.float32)
+    for lo in range(0, rows.shape[0], batch_size):
+        part = rows[lo : lo + batch_size]
+        buf[: len(part)] = part
+        buf[len(part) :] = 0.0
+        yield len(part), run(buf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,21 +211,13 @@ def load_tap_models(pretrain_dir: str | os.PathLike, scales: Sequence[str] = (),
 def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Per-segment vectors of every tap: one forward pass per batch, then max over time.
 
-    Batches always hold ``batch_size`` rows (the last zero-padded), so the compiled predict
-    function sees one shape and a segment's numbers do not depend on where a batch started.
-
     Returns:
         Tap -> float32 (num_segments, channels).
     """
     out: dict[str, list[np.ndarray]] = {tap: [] for tap in sample_cnn.TAPS}
-    buf = np.zeros((batch_size, model.input_length), dtype=np.float32)
-    for lo in range(0, segments.shape[0], batch_size):
-        part = segments[lo : lo + batch_size]
-        buf[: len(part)] = part
-        buf[len(part) :] = 0.0
-        taps = model.extractor.predict_on_batch(buf)
+    for k, taps in fixed_batches(model.batch_function(batch_size), segments, batch_size):
         for tap in sample_cnn.TAPS:
-            out[tap].append(features_lib.pool_time(np.asarray(taps[tap])[: len(part)]))
+            out[tap].append(features_lib.pool_time(np.asarray(taps[tap])[:k]))
     return {tap: np.concatenate(parts) for tap, parts in out.items()}
 
 
@@ -273,7 +252,7 @@ def features_of_waves(
 
 def song_features(
     waves: Sequence[np.ndarray],
-    pretrain_dir: str | os.PathLike,
+    pretrain: str | os.PathLike | PretrainRun,
     scales: Sequence[str] = (),
     *,
     song_pool: str = "mean",
@@ -283,7 +262,7 @@ def song_features(
 
     Args:
         waves: float32 waveforms at the models' sample rate.
-        pretrain_dir: The pretrain run whose models to use.
+        pretrain: The pretrain run whose models to use (its folder, or a ``PretrainRun``).
         scales: Scales to compute (empty: all of the run).
         song_pool: Song pooling, as the classifier's features were made.
         batch_size: Segments per forward pass.
@@ -291,7 +270,7 @@ def song_features(
     Returns:
         Scale -> tap -> float32 (len(waves), dim).
     """
-    models = load_tap_models(pretrain_dir, scales)
+    models = load_tap_models(pretrain, scales)
     features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in sample_cnn.TAPS} for s in models}
     for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size):
         block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size)
@@ -324,26 +303,6 @@ def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], b
 
 # ---------------------------------------------------------------------------------------------
 # The stage
-
-
-def pretrain_dataset(pretrain_dir: str | os.PathLike) -> str:
-    """The dataset a pretrain run's models were trained on ("" when it cannot be told)."""
-    try:
-        config = read_config(pretrain_dir)
-    except ValueError:
-        return ""
-    cache = config.get("cache")
-    if not cache:
-        return ""
-    try:
-        with AudioCache(cache) as c:
-            return c.dataset
-    except ValueError:
-        pass
-    try:
-        return str(read_config(run_folder(cache)).get("dataset") or "")
-    except ValueError:
-        return ""
 
 
 def _write_skipped(out_dir: Path, rows: list[tuple[str, str]]) -> None:
@@ -386,25 +345,27 @@ def run(
     Raises:
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
         CacheError: For a missing or unreadable cache.
-        ValueError: For an unfinished pretrain run, an unknown scale, or models trained at
+        PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
+        ExtractError: For an empty cache.
     """
     out_dir = Path(out_dir)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ExtractError(f"batch_size must be at least 1, got {batch_size}")
     folder = RunFolder(out_dir, "extract", config, upstream={"pretrain": config.pretrain, "cache": config.cache})
     final = out_dir / features_lib.FILE_NAME
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
     with AudioCache(config.cache) as cache:
-        scales = pretrain_scales(config.pretrain, config.scales)
-        check_sample_rates(config.pretrain, scales, cache.sample_rate, what=f"the audio cache {cache.path}")
+        pretrain = PretrainRun(config.pretrain)
+        scales = pretrain.select(config.scales)
+        pretrain.check_sample_rate(cache.sample_rate, f"the audio cache {cache.path}", scales)
         if cache.num_tracks == 0:
-            raise ValueError(f"{cache.path}: the cache holds no tracks")
+            raise ExtractError(f"{cache.path}: the cache holds no tracks")
         if not folder.start(overwrite):
             return final
-        models = load_tap_models(config.pretrain, scales)
+        models = load_tap_models(pretrain, scales)
         infos = {
             scale: features_lib.ScaleInfo(
                 input_length=m.input_length,
@@ -412,6 +373,9 @@ def run(
                 model_hash=m.model_hash,
                 num_params=m.num_params,
                 dims={tap: features_lib.pooled_dim(c, config.song_pool) for tap, c in m.channels.items()},
+                block=m.block,
+                multi=m.multi,
+                tap_layers=m.tap_layers,
             )
             for scale, m in models.items()
         }
@@ -423,7 +387,7 @@ def run(
             split=list(cache.split),
             task=cache.task,
             dataset=cache.dataset,
-            pretrain_dataset=pretrain_dataset(config.pretrain),
+            pretrain_dataset=pretrain.dataset,
             song_pool=config.song_pool,
             config_hash=folder.hash,
             scales=infos,

@@ -13,12 +13,8 @@ from data.segments import segment
 
 logger = logging.getLogger(__name__)
 
-
-def _segment_scores(model, wave: np.ndarray, input_length: int, batch_size: int = 64) -> np.ndarray:
-    """Mean over a song's segments of the model's outputs: float32 (num_labels,)."""
-    segments = segment(wave, input_length)
-    outputs = [np.asarray(model.predict_on_batch(segments[i : i + batch_size])) for i in range(0, len(segments), batch_size)]
-    return np.concatenate(outputs).mean(axis=0)
+BATCH_SIZE = 64
+"""Segments per forward pass of the end-to-end models."""
 
 
 def _load_all(paths: Sequence[str], sample_rate: int) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -32,6 +28,22 @@ def _load_all(paths: Sequence[str], sample_rate: int) -> tuple[dict[str, np.ndar
     return waves, errors
 
 
+def _song_scores(model, waves: Sequence[np.ndarray], input_length: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Per song, the mean over its segments of the model's outputs: float32 (len(waves), num_labels).
+
+    The segments of all songs go through the model together, in batches of one fixed shape.
+    """
+    from stages.extract import compile_fixed, fixed_batches
+
+    per_song = [segment(w, input_length) for w in waves]
+    segments = np.concatenate(per_song)
+    batch_size = min(batch_size, len(segments))
+    outputs = np.concatenate([np.asarray(out)[:k] for k, out in
+                              fixed_batches(compile_fixed(model, batch_size), segments, batch_size)])
+    bounds = np.cumsum([len(s) for s in per_song])[:-1]
+    return np.stack([part.mean(axis=0) for part in np.split(outputs, bounds)])
+
+
 def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[dict]:
     """Scores files with every end-to-end SampleCNN of a pretrain run, averaged over scales.
 
@@ -42,20 +54,21 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
     Returns:
         One dict per file, in order: ``{"path", "scores": {label: float}, "task", "models"}`` or
         ``{"path", "error"}`` for a file that could not be read.
-    """
-    from stages.extract import pretrain_scales, read_metrics
-    from stages.pretrain import load_model
 
-    pretrain_dir = Path(pretrain_dir)
-    scales = pretrain_scales(pretrain_dir)
-    infos = [read_metrics(pretrain_dir / scale / "metrics.json") for scale in scales]
-    sample_rate, labels, task = infos[0]["sample_rate"], infos[0]["label_names"], infos[0]["task"]
-    waves, errors = _load_all(paths, sample_rate)
-    totals = {path: np.zeros(len(labels), np.float64) for path in waves}
-    for scale, info in zip(scales, infos):
-        model = load_model(pretrain_dir / scale / "model.keras")
-        for path, wave in waves.items():
-            totals[path] += _segment_scores(model, wave, info["input_length"])
+    Raises:
+        PretrainRunError: For an unfinished run or a missing or broken model file.
+    """
+    from stages.pretrain_run import PretrainRun
+
+    run = PretrainRun(pretrain_dir)
+    scales = run.select()
+    first = run.metrics(scales[0])
+    labels, task = first["label_names"], first["task"]
+    waves, errors = _load_all(paths, run.sample_rate)
+    totals = np.zeros((len(waves), len(labels)), np.float64)
+    if waves:
+        for scale in scales:
+            totals += _song_scores(run.load(scale), list(waves.values()), run.input_length(scale))
     results = {
         path: {
             "path": path,
@@ -63,7 +76,7 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
             "models": scales,
             "scores": {name: round(float(s / len(scales)), 6) for name, s in zip(labels, total)},
         }
-        for path, total in totals.items()
+        for path, total in zip(waves, totals)
     }
     results.update({e["path"]: e for e in errors})
     return [results[p] for p in paths]
@@ -78,16 +91,22 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
 
     Returns:
         As ``predict_end_to_end``, with ``"feature_set"`` naming the classifier's input.
-    """
-    from stages import classify, extract
 
-    classify_dir = Path(classify_dir)
-    predictor = classify.load_predictor(classify_dir)
-    sample_rate = predictor.sample_rate
-    waves, errors = _load_all(paths, sample_rate)
+    Raises:
+        PredictorError, PretrainRunError: For a run without saved classifiers, or whose pretrain
+            run is gone, unfinished or changed.
+    """
+    from stages import extract
+    from stages.predictor import load_predictor
+
+    predictor = load_predictor(classify_dir)
+    pretrain = predictor.pretrain
+    pretrain.check_sample_rate(predictor.sample_rate, f"the classifier's features ({classify_dir})",
+                               predictor.scales)
+    waves, errors = _load_all(paths, predictor.sample_rate)
     results = {e["path"]: e for e in errors}
     if waves:
-        features = extract.song_features(list(waves.values()), predictor.pretrain_dir, predictor.scales,
+        features = extract.song_features(list(waves.values()), pretrain, predictor.scales,
                                          song_pool=predictor.song_pool)
         scores = predictor.predict(features)
         for row, path in enumerate(waves):

@@ -6,10 +6,15 @@ import json
 import numpy as np
 import pytest
 
+import pretrain_runs
 from data.features import FeaturesWriter, ScaleInfo
 from models.classifier import build_classifier
 from stages import classify, extract
+from stages.featuresets import feature_sets, parse_feature_set
+from stages.metrics import score
+from stages.predictor import load_predictor
 from stages.runfolder import RunFolder
+from stages.song_classifier import train_classifier
 
 DIMS = {"-3": 4, "-2": 5, "-1": 6}
 SCALES = ("3^2", "4^2")
@@ -18,7 +23,8 @@ FAST = dict(hidden_units=32, epochs=60, patience=5, batch_size=16)
 
 def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="toy", pretrain_dataset="toy", seed=0,
                    e2e=None):
-    """A finished extract run folder whose features.h5 is written directly.
+    """A finished extract run folder whose features.h5 is written directly (its pretrain run holds
+    metrics.json files but no models).
 
     Planted structure: for classes, the -1 tap of every scale is a Gaussian shifted by the class;
     for tags, each tag is a linear threshold of the -1 tap of 3^2. The -3 and -2 taps are noise.
@@ -39,14 +45,8 @@ def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="to
         labels = (feats["3^2"]["-1"] @ w > 0).astype(np.uint8)
         if not planted:
             feats["3^2"]["-1"] = rng.standard_normal((n, DIMS["-1"])).astype(np.float32)
-    pretrain = root / "pretrain"
-    pretrain.mkdir(parents=True, exist_ok=True)
-    (pretrain / "config.json").write_text(json.dumps({"cache": "nowhere", "scales": list(SCALES)}))
-    (pretrain / "DONE").write_text("{}")
-    for s in SCALES:
-        (pretrain / s).mkdir(exist_ok=True)
-        (pretrain / s / "metrics.json").write_text(json.dumps({"scale": s, "input_length": 27, "sample_rate": 800,
-                                                               "test": e2e or {}}))
+    pretrain = pretrain_runs.make_pretrain(root / "pretrain", root / "prepare", scales=SCALES, task=task,
+                                           label_names=names, models=False, test_metrics=e2e)
     out = root / "extract"
     config = extract.Config(pretrain=str(pretrain), cache=str(root / "prepare"))
     run = RunFolder(out, "extract", config)
@@ -121,7 +121,7 @@ def test_saved_classifier_predicts_like_training(classes_run):
     assert index["all_scales"] == "3^2+4^2" and "3^2+4^2" in index["saved"] and index["best"] in index["saved"]
     for name in index["saved"]:
         assert {f"{name}.keras", f"{name}.npz", f"{name}.json"} <= {p.name for p in (out / "models").iterdir()}
-    predictor = classify.load_predictor(out, "3^2+4^2", check=False)
+    predictor = load_predictor(out, "3^2+4^2", check=False)
     assert predictor.scales == ["3^2", "4^2"] and predictor.song_pool == "mean" and predictor.sample_rate == 800
     test = slice(120, 150)
     probs = predictor.predict({s: {t: a[test] for t, a in taps.items()} for s, taps in feats.items()})
@@ -135,7 +135,7 @@ def test_saved_classifier_predicts_like_training(classes_run):
         accuracy = (probs.argmax(1) == ff.labels[test].argmax(1)).mean()
     assert accuracy == pytest.approx(expected)
     with pytest.raises(ValueError, match="pretrain|changed"):
-        classify.load_predictor(out, "3^2+4^2")  # the fake pretrain run holds no model files
+        load_predictor(out, "3^2+4^2")  # the fake pretrain run holds no model files
 
 
 def test_planted_tags_with_repeats_and_transfer_note(tmp_path):
@@ -157,8 +157,8 @@ def test_planted_tags_with_repeats_and_transfer_note(tmp_path):
 
 def test_random_features_score_near_chance(tmp_path):
     features, _, _ = write_features(tmp_path, "tags", counts=(200, 40, 300), planted=False, seed=3)
-    config = classify.Config(features=str(features), classifiers=("logreg",), combos=("3^2",), include_single=False,
-                             tsne=False)
+    config = classify.Config(features=str(features), classifiers=("logreg",), feature_sets=("3^2",),
+                             include_single=False, tsne=False)
     out = classify.run(config, tmp_path / "classify", progress=False)
     sets = json.loads((out / "metrics.json").read_text())["feature_sets"]
     assert list(sets) == ["3^2@last3", "3^2+4^2"]
@@ -168,25 +168,25 @@ def test_random_features_score_near_chance(tmp_path):
 
 def test_invalid_combo_names_the_scale(classes_run, tmp_path):
     root, _, _, _ = classes_run
-    config = classify.Config(features=str(root / "extract"), combos=("3^2+3^9",))
+    config = classify.Config(features=str(root / "extract"), feature_sets=("3^2+3^9",))
     with pytest.raises(ValueError, match=r"scale 3\^9 is not in .*features\.h5"):
         classify.run(config, tmp_path / "c", progress=False)
     assert not (tmp_path / "c").exists()
     with pytest.raises(ValueError, match="unknown scale '7\\^7'"):
-        classify.Config(features="x", combos=("3^9+7^7",))
+        classify.Config(features="x", feature_sets=("3^9+7^7",))
     with pytest.raises(ValueError, match="tsne_label 'zzz'"):
         classify.run(classify.Config(features=str(root / "extract"), tsne_label="zzz"), tmp_path / "d", progress=False)
 
 
 def test_feature_set_names_and_defaults():
     paper = ("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")
-    names = [fs.name for fs in classify.feature_sets(paper, include_single=False)]
+    names = [fs.name for fs in feature_sets(paper, include_single=False)]
     assert names == ["3^9@last3", "3^8+3^9", "2^13+2^14+3^8+3^9", "+".join(paper)]
-    names = [fs.name for fs in classify.feature_sets(("3^9", "3^8"), combos=("3x9+3^8",))]
+    names = [fs.name for fs in feature_sets(("3^9", "3^8"), specs=("3x9+3^8",))]
     assert names[:4] == ["3^8@-3", "3^8@-2", "3^8@-1", "3^8@last3"] and names[-1] == "3^8+3^9" and len(names) == 9
-    fs = classify.parse_feature_set("3^9@last3")
+    fs = parse_feature_set("3^9@last3")
     assert fs.parts == [("3^9", "-3"), ("3^9", "-2"), ("3^9", "-1")] and fs.group == "multi-level"
-    assert classify.Config(features="x", combos=("3^9 + 3^8",)).combos == ("3^8+3^9",)
+    assert classify.Config(features="x", feature_sets=("3^9 + 3^8",)).feature_sets == ("3^8+3^9",)
     with pytest.raises(ValueError, match="classifiers"):
         classify.Config(features="x", classifiers=("svm",))
 
@@ -194,13 +194,13 @@ def test_feature_set_names_and_defaults():
 def test_score_golden_values():
     labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.uint8)
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.3], [0.1, 0.4]])
-    s = classify.score("tags", labels, probs, ["x", "y"])
+    s = score("tags", labels, probs, ["x", "y"])
     assert s["per_label"]["roc_auc"] == {"x": 1.0, "y": 0.75}
     assert s["roc_auc"] == pytest.approx(0.875) and s["left_out"] == []
-    s = classify.score("tags", np.array([[1, 0], [1, 1]], np.uint8), probs[:2], ["x", "y"])
+    s = score("tags", np.array([[1, 0], [1, 1]], np.uint8), probs[:2], ["x", "y"])
     assert s["left_out"] == ["x"] and s["per_label"]["roc_auc"]["x"] is None
     onehot = np.eye(3, dtype=np.uint8)[[0, 0, 1, 1]]
-    s = classify.score("classes", onehot, np.eye(3)[[0, 1, 1, 1]], ["a", "b", "c"])
+    s = score("classes", onehot, np.eye(3)[[0, 1, 1, 1]], ["a", "b", "c"])
     assert s["accuracy"] == 0.75 and s["left_out"] == ["c"]
     assert s["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2) and s["per_label"]["f1"]["c"] is None
 
@@ -214,7 +214,7 @@ def test_logreg_as_keras_gives_sklearn_probabilities(task):
         y[:, 2] = 0  # a tag never present in training
     else:
         y = np.eye(4, dtype=np.uint8)[(x[:, 0] > 0).astype(int) * 2]  # classes 0 and 2 only (binary case)
-    trained = classify.train_classifier("logreg", task, x, y, x, y, classify.Config(features="x"), seed=0)
+    trained = train_classifier("logreg", task, x, y, x, y, classify.Config(features="x"), seed=0)
     model = trained.to_keras(5)
     np.testing.assert_allclose(model.predict(x, verbose=0), trained.predict(x), atol=1e-5)
 
@@ -239,3 +239,44 @@ def test_no_valid_split_holds_out_train_tracks(tmp_path):
     assert metrics["num_tracks"] == {"train": 54, "valid": 6, "test": 30}
     assert "6 train tracks held out" in (out / "results.md").read_text()
     assert (out / "plots" / "tsne.png").is_file()
+
+
+def test_general_feature_sets_in_reports(tmp_path):
+    """Multi-scale sets at one layer and per-scale layer subsets: named, trained and tabled."""
+    features, _, _ = write_features(tmp_path, "classes", counts=(60, 20, 20))
+    config = classify.Config(features=str(features), classifiers=("logreg",), include_single=False, tsne=False,
+                             feature_sets=("4^2+3^2@-1", "3^2@-1,-2", "all@-3"))
+    assert config.feature_sets == ("3^2+4^2@-1", "3^2@-2,-1", "all@-3")
+    out = classify.run(config, tmp_path / "classify", progress=False)
+    sets = json.loads((out / "metrics.json").read_text())["feature_sets"]
+    assert list(sets) == ["3^2+4^2@-1", "3^2@-2,-1", "3^2+4^2@-3", "3^2+4^2"]
+    assert sets["3^2+4^2@-1"]["group"] == "multi-scale" and sets["3^2+4^2@-1"]["dim"] == 12
+    assert sets["3^2@-2,-1"]["group"] == "multi-level" and sets["3^2@-2,-1"]["dim"] == 11
+    assert sets["3^2+4^2@-1"]["classifiers"]["logreg"]["test"]["accuracy"]["mean"] > 0.9  # the planted tap
+    md = (out / "results.md").read_text()
+    assert "| 3^2 | -2, -1 | 11 |" in md and "| all 2 scales (3^2 + 4^2) | -1 | 12 |" in md
+    assert "Multi-scale: layers of several models (cf. Table 2)" in md
+
+
+def test_feature_sets_from_set_option_and_cli_combo_rules():
+    from pipeline.config import resolve
+
+    config = resolve(classify.Config, options={"features": "x"}, sets=["feature_sets=3^9@-2,-1,3^8+3^9,all@-1"])
+    assert config.feature_sets == ("3^9@-2,-1", "3^8+3^9", "all@-1")
+    with pytest.raises(ValueError, match="unknown layer '-5'"):
+        classify.Config(features="x", feature_sets=("3^9@-5",))
+
+
+def test_train_and_save_one_feature_set(classes_run, tmp_path):
+    from stages.predictor import Predictor, train_and_save
+
+    root, _, _, feats = classes_run
+    path = train_and_save(root / "extract", "all@-1", tmp_path / "models", classifier="logreg")
+    assert path.name == "3^2+4^2@-1.json"
+    predictor = Predictor(path)
+    assert predictor.feature_set == "3^2+4^2@-1" and predictor.fs.parts == [("3^2", "-1"), ("4^2", "-1")]
+    probs = predictor.predict({s: {t: a[120:] for t, a in taps.items()} for s, taps in feats.items()})
+    from data.features import FeaturesFile
+
+    with FeaturesFile(root / "extract") as ff:
+        assert (probs.argmax(1) == ff.labels[120:].argmax(1)).mean() > 0.9

@@ -28,7 +28,8 @@ def chain(tmp_path_factory):
     _invoke("pretrain", "--cache", root / "prep-tags", "--preset", "tiny", "--out", root / "pretrain")
     for name in ("tags", "genre"):
         _invoke("extract", "--pretrain", root / "pretrain", "--cache", root / f"prep-{name}", "--out", root / f"ext-{name}")
-        _invoke("classify", "--features", root / f"ext-{name}", "--classifier", "logreg", "--out", root / f"cls-{name}")
+        _invoke("classify", "--features", root / f"ext-{name}", "--classifier", "logreg", "--feature-set", "all@-1",
+                "--out", root / f"cls-{name}")
     return root
 
 
@@ -65,6 +66,10 @@ def test_tables_have_the_paper_rows(chain):
     with open(chain / "cls-tags" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert any(r["feature_set"].startswith("3^2+4^2") or "+" in r["feature_set"] for r in rows)
+    assert {"3^2+4^2@-1", "3^2+4^2", "3^2@-1", "4^2@last3"} <= {r["feature_set"] for r in rows}
+    result = CliRunner().invoke(main, ["classify", "--features", str(chain / "ext-tags"), "--combo", "3^2@-1",
+                                       "--out", str(chain / "cls-bad")])
+    assert result.exit_code == 2 and "--combo takes scales only" in result.output
 
 
 def test_rerun_is_a_noop(chain):

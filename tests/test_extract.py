@@ -3,7 +3,6 @@
 import json
 
 import h5py
-import keras
 import numpy as np
 import pytest
 
@@ -11,10 +10,9 @@ from data.cache import write_cache
 from data.features import FeaturesFile
 from data.segments import segment
 from data.tracklist import TrackList
-from models.sample_cnn import build_sample_cnn, build_tap_extractor
+import pretrain_runs
 from stages import extract
-from stages import pretrain as pretrain_stage
-from stages.runfolder import RunFolder
+from stages.pretrain_run import PretrainRun
 
 SAMPLE_RATE = 800
 SCALES = ("3^2", "4^2")  # input lengths 27 and 64
@@ -44,21 +42,8 @@ def make_cache(folder, dataset="toy", sample_rate=SAMPLE_RATE):
 
 def make_pretrain(folder, cache_dir, sample_rate=SAMPLE_RATE, scales=SCALES):
     """A finished pretrain run folder with untrained tiny models (they need no training here)."""
-    config = pretrain_stage.Config(cache=str(cache_dir), scales=scales)
-    run = RunFolder(folder, "pretrain", config, upstream={"cache": cache_dir})
-    run.start()
-    keras.utils.set_random_seed(1)
-    for scale in scales:
-        model = build_sample_cnn(scale, 3, "tags", width=0.05)
-        (folder / scale).mkdir()
-        model.save(folder / scale / "model.keras")
-        (folder / scale / "metrics.json").write_text(json.dumps({
-            "scale": scale, "input_length": int(model.inputs[0].shape[1]), "sample_rate": sample_rate,
-            "task": "tags", "label_names": ["low", "mid", "high"], "width": 0.05,
-            "test": {"roc_auc": 0.61, "pr_auc": 0.55, "num_labels_left_out": 0},
-        }))
-    run.finish()
-    return folder
+    return pretrain_runs.make_pretrain(folder, cache_dir, sample_rate=sample_rate, scales=scales,
+                                       test_metrics={"roc_auc": 0.61, "pr_auc": 0.55, "num_labels_left_out": 0})
 
 
 @pytest.fixture(scope="module")
@@ -92,22 +77,27 @@ def test_layout_and_attributes(upstream, finished):
             attrs = h5["features"][scale].attrs
             assert attrs["input_length"] == {"3^2": 27, "4^2": 64}[scale]
             assert attrs["sample_rate"] == SAMPLE_RATE and attrs["num_params"] > 0
-            assert attrs["model_hash"] == extract.file_sha256(pretrain / scale / "model.keras")
+            assert attrs["model_hash"] == PretrainRun(pretrain).model_hash(scale)
             assert h5["num_segments"][scale].dtype == np.int32
+            assert attrs["block"] == "basic" and not attrs["multi"]
+            n = {"3^2": 2, "4^2": 2}[scale]
+            assert json.loads(attrs["tap_layers"]) == {"-3": f"block{n - 1}_pool", "-2": f"block{n}_pool",
+                                                       "-1": "relu1x1"}
     with FeaturesFile(path) as ff:
         assert ff.num_tracks == len(LENGTHS) and ff.scales == list(SCALES)
         assert [ff.get("3^2", t).shape[1] for t in ("-3", "-2", "-1")] == [6, 13, 13]  # width 0.05
         np.testing.assert_array_equal(ff.num_segments("3^2"), [max(1, L // 27) for L in LENGTHS])
         np.testing.assert_array_equal(ff.num_segments("4^2"), [max(1, L // 64) for L in LENGTHS])
         assert all(np.isfinite(ff.get(s, t)).all() for s in SCALES for t in ("-3", "-2", "-1"))
+        assert ff.variant("4^2") == {"block": "basic", "multi": False,
+                                     "tap_layers": {"-3": "block1_pool", "-2": "block2_pool", "-1": "relu1x1"}}
 
 
 def test_rows_are_max_over_time_then_mean_over_segments(upstream, finished):
     _, cache, pretrain = upstream
     from data.cache import AudioCache
 
-    model = keras.saving.load_model(pretrain / "3^2" / "model.keras", safe_mode=True)
-    taps = build_tap_extractor(model, "3^2")
+    taps = PretrainRun(pretrain).tap_extractor("3^2")
     with AudioCache(cache / "cache.h5") as c, FeaturesFile(finished[1]) as ff:
         for i in (0, 4):  # a padded one-segment track and an 11-segment track
             out = taps.predict_on_batch(segment(c.track(i), 27))
@@ -199,11 +189,12 @@ def test_chain_to_saved_classifier_and_prediction(upstream, finished, tmp_path):
     """extract -> classify (logistic regression) -> load_predictor -> song_features -> predict."""
     from data.cache import AudioCache
     from stages import classify
+    from stages.predictor import load_predictor
 
     out, path = finished
     config = classify.Config(features=str(out), classifiers=("logreg",), include_single=False, tsne=False)
     run_dir = classify.run(config, tmp_path / "classify", progress=False)
-    predictor = classify.load_predictor(run_dir)  # checks the pretrain models' hashes
+    predictor = load_predictor(run_dir)  # checks the pretrain models' hashes
     assert predictor.feature_set == "3^2+4^2" and predictor.pretrain_dir == upstream[2].resolve()
     _, cache, _ = upstream
     with AudioCache(cache / "cache.h5") as c:
@@ -214,3 +205,27 @@ def test_chain_to_saved_classifier_and_prediction(upstream, finished, tmp_path):
         direct = predictor.predict({s: {t: ff.get(s, t)[8:12] for t in ff.taps(s)} for s in ff.scales})
     assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs, direct, atol=1e-4)
+
+
+def test_many_models_compile_once_without_retracing_warning(caplog):
+    """One compiled function per model and batch shape: no TensorFlow retracing warning even with
+    more models than the detector's threshold (5), and the numbers of ``predict_on_batch``."""
+    import logging
+
+    import keras
+
+    from models import sample_cnn
+
+    keras.utils.set_random_seed(0)
+    extractors = [sample_cnn.build_tap_extractor(sample_cnn.build_sample_cnn("3^2", 3, width=0.05), "3^2")
+                  for _ in range(6)]
+    segments = np.random.default_rng(0).standard_normal((10, 27)).astype(np.float32)
+    caplog.set_level(logging.WARNING)
+    outputs = [[out for _, out in extract.fixed_batches(extract.compile_fixed(m, 4), segments, 4)]
+               for m in extractors]
+    assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+    assert [k for k, _ in extract.fixed_batches(lambda x: x, segments, 4)] == [4, 4, 2]
+    for model, batches in zip(extractors, outputs):
+        expected = model.predict_on_batch(np.concatenate([segments[8:], np.zeros((2, 27), np.float32)]))
+        for tap in ("-3", "-2", "-1"):
+            assert batches[-1][tap].tobytes() == np.asarray(expected[tap]).tobytes()

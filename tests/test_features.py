@@ -1,5 +1,8 @@
 """The features file: pooling golden values, layout, resumable writing, schema refusal."""
 
+import dataclasses
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -94,7 +97,8 @@ def test_layout_every_dataset_and_attribute(tmp_path):
         for scale, info in SCALES.items():
             group = h5["features"][scale]
             assert dict(group.attrs) == {"input_length": info.input_length, "sample_rate": 800,
-                                         "model_hash": info.model_hash, "num_params": info.num_params}
+                                         "model_hash": info.model_hash, "num_params": info.num_params,
+                                         "block": "basic", "multi": False, "tap_layers": "{}"}
             for tap, dim in info.dims.items():
                 assert group[tap].dtype == np.float32 and group[tap].shape == (5, dim)
             assert h5["num_segments"][scale].dtype == np.int32
@@ -164,3 +168,25 @@ def test_nonfinite_rows_found(tmp_path):
     with _writer(tmp_path / "features.h5") as w:
         w.write(feats, counts)
         np.testing.assert_array_equal(w.nonfinite_rows(), [3])
+
+
+def test_model_variant_attributes_and_files_without_them(tmp_path):
+    taps = {"-3": "block1_pool", "-2": "block2_pool", "-1": "relu1x1"}
+    scales = {"3^2": dataclasses.replace(SCALES["3^2"], block="se", multi=True, tap_layers=taps),
+              "4^2": SCALES["4^2"]}
+    path = tmp_path / "features.h5"
+    with _writer(path, scales=scales) as w:
+        w.write(*_block([0, 1, 2, 3, 4]))
+        w.finalize()
+    with h5py.File(path, "r") as h5:
+        attrs = h5["features"]["3^2"].attrs
+        assert attrs["block"] == "se" and bool(attrs["multi"]) and json.loads(attrs["tap_layers"]) == taps
+    with F.FeaturesFile(path) as ff:
+        assert ff.variant("3^2") == {"block": "se", "multi": True, "tap_layers": taps}
+        assert ff.variant("4^2") == {"block": "basic", "multi": False, "tap_layers": {}}
+    with h5py.File(path, "r+") as h5:  # a file written before these attributes existed
+        for key in ("block", "multi", "tap_layers"):
+            del h5["features"]["3^2"].attrs[key]
+    with F.FeaturesFile(path) as ff:
+        assert ff.variant("3^2") == {"block": "basic", "multi": False, "tap_layers": {}}
+        assert ff.scale_attrs("3^2")["input_length"] == 27

@@ -1,0 +1,191 @@
+"""The classify stage's report: results tables in the shape of the paper's Tables 1 and 2 (markdown, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any, Mapping
+
+from data.features import FeaturesFile
+from stages.metrics import METRICS, PRIMARY
+from stages.pretrain_run import PretrainRun, PretrainRunError, pretrain_dir_of
+
+METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
+CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression"}
+
+
+def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[str, Any]:
+    """The end-to-end SampleCNNs' test metrics from the pretrain run, when comparable.
+
+    They are comparable only when the models were trained on the features' own dataset (then
+    both are scored on its test split).
+
+    Returns:
+        ``{"available": bool, "note": str, "scales": {scale: {metric: value}}}``.
+    """
+    pretrain_dir = pretrain_dir_of(features_dir)
+    pretrain_dataset = ff.pretrain_dataset or "an unknown dataset"
+    if not ff.pretrain_dataset or ff.pretrain_dataset != ff.dataset:
+        return {"available": False, "note": f"n/a (models trained on {pretrain_dataset})", "scales": {}}
+    try:
+        run = PretrainRun(pretrain_dir) if pretrain_dir else None
+    except PretrainRunError:
+        run = None
+    if run is None:
+        return {"available": False, "note": "n/a (pretrain run not found)", "scales": {}}
+    rows = {}
+    for scale in ff.scales:
+        try:
+            info = run.metrics(scale)
+        except PretrainRunError:
+            continue
+        test = info.get("test") if isinstance(info.get("test"), dict) else info
+        rows[scale] = {m: test.get(m) for m in METRICS[ff.task]}
+    if not rows:
+        return {"available": False, "note": f"n/a (no metrics.json in {pretrain_dir})", "scales": {}}
+    return {"available": True, "note": f"from {pretrain_dir} (its own test split)", "scales": rows}
+
+
+def fmt(summary: Mapping[str, Any] | None, bold: bool = False) -> str:
+    """``{"mean", "std", "values"}`` -> "0.912" or "0.912 ± 0.004" (several runs); "n/a" if none."""
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    text = f"{summary['mean']:.3f}"
+    if len([v for v in summary["values"] if v is not None]) > 1:
+        text += f" ± {summary['std']:.3f}"
+    return f"**{text}**" if bold else text
+
+
+def _header_lines(report: Mapping[str, Any]) -> list[str]:
+    task = report["task"]
+    n = report["num_tracks"]
+    held_out = "" if report["validation"] == "valid split" else f"; {report['validation']}"
+    lines = [f"# {report['dataset']}: song-level {'tagging' if task == 'tags' else 'classification'} "
+             "with multi-level and multi-scale SampleCNN features", ""]
+    lines.append(f"- Dataset: **{report['dataset']}**, task: {task} ({len(report['label_names'])} "
+                 f"{'tags' if task == 'tags' else 'classes'}); test tracks: **{n['test']}** "
+                 f"(train {n['train']}, valid {n['valid']}{held_out})")
+    lines.append(f"- Features: `{report['features']}` (song pooling: {report['song_pool']}); models pretrained on "
+                 f"**{report['pretrain_dataset'] or 'unknown'}**")
+    chance = report["chance"]
+    if task == "tags":
+        pr = "n/a" if chance["pr_auc"] is None else f"{chance['pr_auc']:.3f}"
+        lines.append(f"- Chance: ROC-AUC 0.500; PR-AUC {pr} (mean frequency of the scored tags in test)")
+        left = report["left_out"]
+        lines.append(f"- Tags scored: {len(report['label_names']) - len(left)} of {len(report['label_names'])}"
+                     + (f"; left out (no positive or no negative test track): {', '.join(left)}" if left else ""))
+    else:
+        lines.append(f"- Chance: accuracy {chance['accuracy_uniform']:.3f} (uniform guess over "
+                     f"{len(report['label_names'])} classes), {chance['accuracy_majority']:.3f} (majority class)")
+        if report["left_out"]:
+            lines.append(f"- Classes absent from test (left out of macro F1): {', '.join(report['left_out'])}")
+    if report["num_excluded"]:
+        lines.append(f"- Tracks left out for non-finite features: {report['num_excluded']}")
+    if report["repeats"] > 1:
+        lines.append(f"- MLP: mean ± std (sample std) over {report['repeats']} seeds; logistic regression is "
+                     "deterministic (one run)")
+    best = report.get("best")
+    if best:
+        lines.append(f"- Best feature set on the validation {METRIC_TITLES[PRIMARY[task]]} ({best['classifier']}): "
+                     f"**{best['feature_set']}**; saved with the all-scales set in `models/` for `msagg predict`")
+    lines.append("")
+    return lines
+
+
+def _classifier_intro(report: Mapping[str, Any], clf: str) -> list[str]:
+    title = CLASSIFIER_TITLES[clf]
+    if clf == "mlp":
+        mlp = report["mlp"]
+        layers = mlp["hidden_layers"]
+        title += (f" ({layers} hidden layer{'' if layers == 1 else 's'} of {mlp['hidden_units']}, batch norm, "
+                  f"dropout {mlp['dropout']})")
+    lines = [f"## {title}", ""]
+    if clf == "mlp":
+        lines += [f"Adam (learning rate {mlp['learning_rate']}), batch {mlp['batch_size']}, early stopping on the "
+                  f"validation loss (patience {mlp['patience']}, at most {mlp['epochs']} epochs), best weights "
+                  "kept.",
+                  ""]
+    else:
+        lines += ["scikit-learn LogisticRegression (C = 1; one-vs-rest for tags, multinomial for classes).", ""]
+    return lines
+
+
+def _group_title(group: str, members: list[Mapping[str, Any]]) -> str:
+    if group == "multi-level":
+        return "Multi-level: one model's layers (cf. the paper's Table 1)"
+    if all(r["layers_label"] == "last 3 each" for r in members):
+        return "Multi-scale: last 3 layers of several models (cf. Table 2)"
+    return "Multi-scale: layers of several models (cf. Table 2)"
+
+
+def results_markdown(report: Mapping[str, Any]) -> str:
+    """The results tables in the shape of the paper's Tables 1 and 2, one table per classifier.
+
+    Args:
+        report: The classify stage's metrics.json content.
+    """
+    metrics = METRICS[report["task"]]
+    lines = _header_lines(report)
+    e2e = report["end_to_end"]
+    for clf in report["classifiers"]:
+        lines += _classifier_intro(report, clf)
+        header = ["Feature set", "Layers", "Dim"] + [METRIC_TITLES[m] for m in metrics]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|---|---|---:|" + "---:|" * len(metrics))
+        results = {name: fs_rep for name, fs_rep in report["feature_sets"].items() if clf in fs_rep["classifiers"]}
+        best_value = {m: max((r["classifiers"][clf]["test"][m]["mean"] for r in results.values()
+                              if r["classifiers"][clf]["test"][m]["mean"] is not None), default=None)
+                      for m in metrics}
+        blank = " |" * (len(header) - 1)
+        for group in ("multi-level", "multi-scale"):
+            members = [r for r in results.values() if r["group"] == group]
+            if not members:
+                continue
+            lines.append(f"| **{_group_title(group, members)}** |" + blank)
+            for r in members:
+                label = " + ".join(r["scales"])
+                if group == "multi-scale" and len(r["scales"]) == report["num_scales"] and report["num_scales"] > 1:
+                    label = f"all {report['num_scales']} scales ({label})"
+                cells = [label, r["layers_label"], str(r["dim"])]
+                for m in metrics:
+                    s = r["classifiers"][clf]["test"][m]
+                    cells.append(fmt(s, bold=s["mean"] is not None and s["mean"] == best_value[m]))
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| **End-to-end SampleCNN (song = mean of its segments' outputs)** |" + blank)
+        if e2e["available"]:
+            for scale, vals in e2e["scales"].items():
+                cells = [scale, "output", "—"] + ["n/a" if vals.get(m) is None else f"{vals[m]:.3f}" for m in metrics]
+                lines.append("| " + " | ".join(cells) + " |")
+        else:
+            lines.append(f"| {e2e['note']} | | |" + " n/a |" * len(metrics))
+        lines.append("")
+    lines.append("Bold: best feature set per column. End-to-end rows "
+                 f"{e2e['note'] if e2e['available'] else 'not comparable'}.")
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(report: Mapping[str, Any]) -> str:
+    """One row per feature set and classifier (mean and std of each metric), then one per
+    end-to-end model."""
+    metrics = METRICS[report["task"]]
+    fields = ["feature_set", "group", "scales", "layers", "classifier", "dim", "num_runs"]
+    fields += [f"{m}_{k}" for m in metrics for k in ("mean", "std")]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for name, r in report["feature_sets"].items():
+        for clf, res in r["classifiers"].items():
+            row = {"feature_set": name, "group": r["group"], "scales": "+".join(r["scales"]),
+                   "layers": ",".join(r["layers"]), "classifier": clf, "dim": r["dim"], "num_runs": res["num_runs"]}
+            for m in metrics:
+                row[f"{m}_mean"] = res["test"][m]["mean"]
+                row[f"{m}_std"] = res["test"][m]["std"]
+            writer.writerow(row)
+    for scale, vals in report["end_to_end"]["scales"].items():
+        row = {"feature_set": f"{scale}@end-to-end", "group": "end-to-end", "scales": scale, "layers": "output",
+               "classifier": "sample_cnn", "dim": "", "num_runs": 1}
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = vals.get(m), ""
+        writer.writerow(row)
+    return buf.getvalue()

@@ -1,0 +1,100 @@
+"""Feature sets: the grammar, canonical names, the default list, assembly; no Keras needed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages import featuresets as F
+from stages.featuresets import FeatureSet, FeatureSetError
+
+AVAILABLE = ("3^8", "3^9", "4^6")
+
+
+@pytest.mark.parametrize("spec, name, group, scales, layers", [
+    ("3^9@-1", "3^9@-1", "multi-level", ("3^9",), ("-1",)),
+    ("3^9", "3^9@last3", "multi-level", ("3^9",), ("-3", "-2", "-1")),
+    ("3x9 @ last3", "3^9@last3", "multi-level", ("3^9",), ("-3", "-2", "-1")),
+    ("3^9@-1,-2", "3^9@-2,-1", "multi-level", ("3^9",), ("-2", "-1")),
+    ("3^9@-3,-2,-1", "3^9@last3", "multi-level", ("3^9",), ("-3", "-2", "-1")),
+    ("3^9+3^8", "3^8+3^9", "multi-scale", ("3^8", "3^9"), ("-3", "-2", "-1")),
+    ("3^8+3^9@last3", "3^8+3^9", "multi-scale", ("3^8", "3^9"), ("-3", "-2", "-1")),
+    ("3^9+3**8@-1", "3^8+3^9@-1", "multi-scale", ("3^8", "3^9"), ("-1",)),
+    ("all@-3", "3^8+3^9+4^6@-3", "multi-scale", AVAILABLE, ("-3",)),
+    ("all", "3^8+3^9+4^6", "multi-scale", AVAILABLE, ("-3", "-2", "-1")),
+])
+def test_grammar_and_canonical_names(spec, name, group, scales, layers):
+    fs = F.parse_feature_set(spec, AVAILABLE)
+    assert (fs.name, fs.group, fs.scales, fs.layers) == (name, group, scales, layers)
+    assert F.parse_feature_set(fs.name, AVAILABLE) == fs  # a name parses back to its set
+
+
+def test_parts_labels_and_assembly():
+    fs = F.parse_feature_set("3^8+3^9@-2,-1")
+    assert fs.parts == [("3^8", "-2"), ("3^8", "-1"), ("3^9", "-2"), ("3^9", "-1")]
+    assert fs.layers_label == "-2, -1" and F.parse_feature_set("3^8+3^9").layers_label == "last 3 each"
+    assert F.parse_feature_set("3^9").layers_label == "last 3"
+    feats = {s: {t: np.full((2, int(t[1])), 10 * i + int(t[1]), np.float32) for t in F.TAPS}
+             for i, s in enumerate(("3^8", "3^9"))}
+    x = F.assemble(feats, fs)
+    assert x.dtype == np.float32 and x.shape == (2, 2 + 1 + 2 + 1)
+    np.testing.assert_array_equal(x[0], [2, 2, 1, 12, 12, 11])
+
+
+def test_normalize_spec_keeps_all_and_checks_known_scales():
+    assert F.normalize_spec("all@last3") == "all" and F.normalize_spec("all@-1,-3") == "all@-3,-1"
+    assert F.normalize_spec("3^9 + 3^8", known=AVAILABLE) == "3^8+3^9"
+    with pytest.raises(FeatureSetError, match=r"unknown scale '7\^7'; known: 3\^8, 3\^9, 4\^6"):
+        F.normalize_spec("3^9+7^7", known=AVAILABLE)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "no scales"),
+    ("3^9@", "no layers after '@'"),
+    ("3^9@-4", "unknown layer '-4'"),
+    ("3^9@last3,-1", "unknown layer 'last3'"),
+    ("3^9++3^8", "empty scale"),
+    ("nine@-1", "'nine' is not a scale"),
+])
+def test_malformed_specs_are_refused(spec, message):
+    with pytest.raises(FeatureSetError, match=message):
+        F.parse_feature_set(spec, AVAILABLE)
+
+
+def test_scales_outside_the_file_and_all_without_a_file():
+    with pytest.raises(FeatureSetError, match=r"scale 5\^5 is not in x\.h5 \(it holds 3\^8, 3\^9, 4\^6\)"):
+        F.parse_feature_set("3^8+5^5@-1", AVAILABLE, source="x.h5")
+    with pytest.raises(FeatureSetError, match="needs the scales"):
+        F.parse_feature_set("all@-1")
+
+
+def test_default_list_and_specs():
+    names = [fs.name for fs in F.feature_sets(AVAILABLE, include_single=False)]
+    assert names == ["3^9@last3", "3^8+3^9", "3^8+3^9+4^6"]
+    sets = F.feature_sets(AVAILABLE, specs=("3^8+3^9@-1", "3^9@-1", "all"), include_single=True)
+    names = [fs.name for fs in sets]
+    assert names[:4] == ["3^8@-3", "3^8@-2", "3^8@-1", "3^8@last3"] and len(names) == 12 + 2
+    assert names[-2:] == ["3^8+3^9@-1", "3^8+3^9+4^6"]  # 3^9@-1 and all@last3 are there once
+
+
+def test_join_continuations_rejoins_comma_split_layers():
+    assert F.join_continuations(["3^9@-2", "-1", "3^8+3^9", "all@-3", "-1", "3^8"]) == [
+        "3^9@-2,-1", "3^8+3^9", "all@-3,-1", "3^8"]
+
+
+def test_constants_agree_with_the_model_family():
+    from models import sample_cnn
+
+    assert F.TAPS == sample_cnn.TAPS and F.PAPER_SCALES == sample_cnn.PAPER_SCALES
+    assert FeatureSet.of(["3^9"]).name == "3^9@last3"
+
+
+def test_importable_without_keras_or_matplotlib():
+    code = ("import sys; import stages.featuresets; "
+            "bad = [m for m in ('keras', 'tensorflow', 'matplotlib') if m in sys.modules]; "
+            "assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
