@@ -22,7 +22,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from data.atomic import atomic_write, write_json
+from data.atomic import write_json
 from data.cache import AudioCache
 from data.errors import ConfigError, MsaggError
 from models import sample_cnn
@@ -34,6 +34,8 @@ from stages.crops import CropSequence
 from stages.evaluation import predict_segments, segment_loss, song_metrics, song_predictions
 from stages import training_log
 from stages.metrics import PRIMARY
+from stages import pretrain_run
+from stages.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
 from stages.runfolder import RunFolder
 from stages.training_log import HISTORY_FIELDS
 
@@ -167,28 +169,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Models and files
 
 
-def load_model(path: str | os.PathLike) -> keras.Model:
-    """Loads a ``.keras`` model written by this stage (``safe_mode=True``).
-
-    Raises:
-        PretrainError: If the file does not exist, naming it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise PretrainError(f"{path}: no such model file")
-    return keras.saving.load_model(path, safe_mode=True)
-
-
 def _build(config: Config, scale: str, num_labels: int, task: str) -> keras.Model:
     """The uncompiled SampleCNN of ``config`` at ``scale`` (its block type and head)."""
     return sample_cnn.build_sample_cnn(scale, num_labels, task, width=config.width, block=config.block,
                                        multi=config.multi)
-
-
-def _save_model(model: keras.Model, path: Path) -> None:
-    """Saves the whole model atomically."""
-    with atomic_write(path) as tmp:
-        model.save(tmp)
 
 
 def _compile(model: keras.Model, task: str, learning_rate: float) -> None:
@@ -249,8 +233,9 @@ def _train_scale(
     """Trains (or resumes, or skips) one scale; returns its metrics.json content."""
     spec = sample_cnn.get_spec(scale)
     input_length = spec.input_length
-    metrics_path, done_path, ckpt = folder / "metrics.json", folder / "DONE", folder / "checkpoint"
-    if done_path.is_file() and metrics_path.is_file():
+    metrics_path, ckpt = folder / pretrain_run.METRICS_FILE, folder / "checkpoint"
+    best_path = folder / pretrain_run.MODEL_FILE
+    if (folder / pretrain_run.DONE_FILE).is_file() and metrics_path.is_file():
         logger.info("%s: already trained; skipping", scale)
         shutil.rmtree(ckpt, ignore_errors=True)
         return json.loads(metrics_path.read_text())
@@ -314,7 +299,7 @@ def _train_scale(
             if math.isfinite(val_loss) and (best is None or val_loss < best):
                 state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
                 best_holder.set_weights(model.get_weights())
-                _save_model(best_holder, folder / "model.keras")
+                save_model(best_path, best_holder)
             else:
                 state["wait"] += 1
             state["history"].append(row)
@@ -336,14 +321,14 @@ def _train_scale(
                 state.update(lr_stage=state["lr_stage"] + 1, epoch_in_stage=0, wait=0)
                 if state["lr_stage"] < config.num_lr_stages:
                     state["lr"] = float(f"{config.learning_rate * config.lr_decay ** state['lr_stage']:.12g}")
-                    if (folder / "model.keras").is_file():
-                        model.set_weights(load_model(folder / "model.keras").get_weights())
+                    if best_path.is_file():
+                        model.set_weights(load_model(best_path).get_weights())
                     _compile(model, task, state["lr"])
                     logger.info("%s: lr stage %d, best weights reloaded, lr %.3g", scale,
                                 state["lr_stage"] + 1, state["lr"])
             # state.json is written last: a run killed before it redoes this epoch. (A model.keras
             # saved above by such an epoch is then at worst better than the recorded best.)
-            _save_model(model, ckpt / "last.keras")
+            save_model(ckpt / "last.keras", model)
             write_json(ckpt / "state.json", state)
             if on_epoch_end is not None:
                 on_epoch_end(scale, dict(row))
@@ -351,8 +336,8 @@ def _train_scale(
         scalars.close()
 
     metrics = _finish_scale(config, scale, cache, folder, state, num_params, eval_batch_size)
-    write_json(metrics_path, metrics)
-    write_json(done_path, {"scale": scale, "best_epoch": state["best_epoch"]})
+    write_scale_metrics(folder, metrics)
+    mark_scale_done(folder, {"scale": scale, "best_epoch": state["best_epoch"]})
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
 
@@ -361,10 +346,10 @@ def _finish_scale(config: Config, scale: str, cache, folder: Path, state: dict, 
                   eval_batch_size: int) -> dict[str, Any]:
     spec = sample_cnn.get_spec(scale)
     history = state["history"]
-    if not (folder / "model.keras").is_file():
+    if not (folder / pretrain_run.MODEL_FILE).is_file():
         raise PretrainError(f"{folder}: no epoch reached a finite validation loss; training diverged "
                             f"(a lower learning_rate may help)")
-    best = load_model(folder / "model.keras")
+    best = load_model(folder / pretrain_run.MODEL_FILE)
     test = np.asarray(cache.indices("test"), dtype=np.int64)
     if test.size:
         seg_preds = predict_segments(best, cache, test, spec.input_length, eval_batch_size)

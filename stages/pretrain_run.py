@@ -74,6 +74,23 @@ def save_model(path: str | os.PathLike, model: Any) -> Path:
     return path
 
 
+def load_model(path: str | os.PathLike):
+    """Loads a whole ``.keras`` model written by ``save_model`` with ``safe_mode=True``.
+
+    Raises:
+        PretrainRunError: Naming the file, if it is missing or cannot be loaded.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainRunError(f"{path}: no such model file")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as err:  # Keras raises many kinds for a truncated or foreign file
+        raise PretrainRunError(f"{path}: cannot load the model ({type(err).__name__}: {err})") from None
+
+
 def write_scale_metrics(folder: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
     """Writes ``<folder>/metrics.json`` (folder = ``<run>/<scale>``) atomically.
 
@@ -249,7 +266,7 @@ class PretrainRun:
         return self._hashes[scale]
 
     def load(self, scale: str):
-        """Loads a scale's model (``safe_mode=True``) and checks its input length.
+        """Loads a scale's model (``load_model``) and checks its input length against metrics.json.
 
         Returns:
             The ``keras.Model`` mapping (batch, input_length) waveforms to probabilities.
@@ -258,15 +275,8 @@ class PretrainRun:
             PretrainRunError: Naming the file, if it is missing or cannot be loaded, or if its
                 input length differs from metrics.json.
         """
-        import keras
-
         path = self.model_path(scale)
-        if not path.is_file():
-            raise PretrainRunError(f"{path}: no such model file")
-        try:
-            model = keras.saving.load_model(path, safe_mode=True)
-        except Exception as err:  # Keras raises many kinds for a truncated or foreign file
-            raise PretrainRunError(f"{path}: cannot load the model ({type(err).__name__}: {err})") from None
+        model = load_model(path)
         input_length = int(model.inputs[0].shape[1])
         if input_length != self.input_length(scale):
             raise PretrainRunError(f"{path}: input length {input_length} differs from {METRICS_FILE} "
@@ -277,8 +287,7 @@ class PretrainRun:
         """Tap key -> name of the layer the tap reads, for the run's model variant."""
         from models import sample_cnn
 
-        # variant: block/multi passed after the models merge
-        return dict(sample_cnn.tap_layer_names(scale))
+        return dict(sample_cnn.tap_layer_names(scale, block=self.block, multi=self.multi))
 
     def tap_extractor(self, scale: str, model=None):
         """A model returning ``{"-3", "-2", "-1"}`` activations from one forward pass.
@@ -293,8 +302,7 @@ class PretrainRun:
         from models import sample_cnn
 
         model = self.load(scale) if model is None else model
-        # variant: block/multi passed after the models merge
-        return sample_cnn.build_tap_extractor(model, scale)
+        return sample_cnn.build_tap_extractor(model, scale, block=self.block, multi=self.multi)
 
     # --- where its models came from ----------------------------------------------------------
 

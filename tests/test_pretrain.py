@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from data.errors import ConfigError, MsaggError
+from models import sample_cnn
 from stages import pretrain
 from stages.runfolder import RunConflictError
 
@@ -137,18 +138,17 @@ def test_variant_presets():
     assert set(pretrain.BLOCKS) == {"basic", "se", "res", "rese"}
 
 
-def test_block_and_multi_reach_the_builder_only_when_they_differ_from_the_defaults(monkeypatch):
-    calls = []
-    monkeypatch.setattr(pretrain.sample_cnn, "build_sample_cnn", lambda *args, **kwargs: calls.append((args, kwargs)))
+def test_block_and_multi_reach_the_builder():
     for block, multi in (("basic", False), ("rese", True), ("se", False), ("basic", True)):
-        pretrain._build(pretrain.Config(cache="x", width=0.5, block=block, multi=multi), "3^9", 7, "tags")
-    # The defaults are not passed, so a builder without the keywords still works.
-    assert calls == [
-        (("3^9", 7, "tags"), {"width": 0.5}),
-        (("3^9", 7, "tags"), {"width": 0.5, "block": "rese", "multi": True}),
-        (("3^9", 7, "tags"), {"width": 0.5, "block": "se", "multi": False}),
-        (("3^9", 7, "tags"), {"width": 0.5, "block": "basic", "multi": True}),
-    ]
+        config = pretrain.Config(cache="x", width=0.125, block=block, multi=multi)
+        model = pretrain._build(config, "3^2", 7, "tags")
+        expected = sample_cnn.build_sample_cnn("3^2", 7, "tags", width=0.125, block=block, multi=multi)
+        assert [layer.name for layer in model.layers] == [layer.name for layer in expected.layers]
+        assert model.count_params() == expected.count_params()
+    # The basic model without multi has the 1x1 convolution head; every other variant the dense head.
+    assert "conv1x1" in [layer.name for layer in pretrain._build(pretrain.Config(cache="x"), "3^2", 7, "tags").layers]
+    assert "head_dense" in [layer.name for layer in pretrain._build(
+        pretrain.Config(cache="x", block="res"), "3^2", 7, "tags").layers]
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_finished_scale_is_skipped_when_others_change(tags_cache, tmp_path):
 
 
 def test_load_model_names_a_missing_file(tmp_path):
-    with pytest.raises(pretrain.PretrainError, match="model.keras: no such model file"):
+    with pytest.raises(MsaggError, match="model.keras: no such model file"):
         pretrain.load_model(tmp_path / "model.keras")
 
 
