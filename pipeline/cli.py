@@ -35,6 +35,8 @@ BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it w
 KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval")
 """Subcommands that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
 
+BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
+
 _state = {"debug": False, "verbose": False}
 
 
@@ -45,11 +47,13 @@ def _setup_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    if level.lower() != "debug":
-        # The backend's own Python loggers (tf.function retracing notes, absl) stay quiet unless asked.
+    verbose = level.lower() == "debug"
+    if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        for name in ("tensorflow", "absl", "jax"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    # The backends' own Python loggers stay quiet unless asked: TensorFlow warns "tf.function
+    # retracing" as soon as five models (one per scale) each trace their predict function once.
+    for name in BACKEND_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def _friendly_errors(func):

@@ -105,13 +105,6 @@ class TapModel:
     block: str = "basic"
     multi: bool = False
     tap_layers: dict[str, str] = dataclasses.field(default_factory=dict)
-    _compiled: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
-
-    def batch_function(self, batch_size: int) -> Callable[[np.ndarray], dict]:
-        """The extractor compiled for batches of ``batch_size`` segments (``compile_fixed``), once."""
-        if batch_size not in self._compiled:
-            self._compiled[batch_size] = compile_fixed(self.extractor, batch_size)
-        return self._compiled[batch_size]
 
 
 def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[str] = (),
@@ -158,38 +151,14 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
     return out
 
 
-def compile_fixed(model: keras.Model, batch_size: int) -> Callable[[np.ndarray], Any]:
-    """``model``'s inference function for batches of exactly ``batch_size`` rows, compiled once.
-
-    Why not ``predict_on_batch``: Keras makes every model's predict function from one Python
-    function, and TensorFlow's retracing detector counts traces per code object, so the first
-    calls of five or more models (one per scale) read as "5 out of the last N calls triggered
-    tf.function retracing" and are logged as a warning. Here each model is traced once, outside
-    that detector (``get_concrete_function``), for its one input shape; a batch of another shape
-    is an error rather than a silent retrace. The numbers are those of ``predict_on_batch``.
-    Other backends (JAX) have no such detector and compile once per shape: ``predict_on_batch``.
-
-    Returns:
-        A function of float32 (batch_size, ...) inputs returning numpy outputs (a dict for a tap
-        extractor).
-    """
-    if keras.backend.backend() != "tensorflow":
-        return model.predict_on_batch
-    import tensorflow as tf
-
-    spec = tf.TensorSpec((batch_size, *model.inputs[0].shape[1:]), tf.float32)
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    return lambda x: keras.tree.map_structure(np.asarray, concrete(tf.constant(x)))
-
-
 def fixed_batches(run: Callable[[np.ndarray], Any], rows: np.ndarray, batch_size: int) -> Iterator[tuple[int, Any]]:
-    """Passes ``rows`` through ``run`` (from ``compile_fixed``) in batches of one fixed shape.
+    """Passes ``rows`` through ``run`` (e.g. ``model.predict_on_batch``) in batches of one fixed shape.
 
     Every batch holds ``batch_size`` rows (the last zero-padded), so the compiled function sees
     one shape and a row's numbers do not depend on where a batch started.
 
     Args:
-        run: ``compile_fixed(model, batch_size)``.
+        run: A model's ``predict_on_batch``.
         rows: float32 (n, ...) inputs.
         batch_size: Rows per forward pass.
 
@@ -215,7 +184,7 @@ def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> 
         Tap -> float32 (num_segments, channels).
     """
     out: dict[str, list[np.ndarray]] = {tap: [] for tap in sample_cnn.TAPS}
-    for k, taps in fixed_batches(model.batch_function(batch_size), segments, batch_size):
+    for k, taps in fixed_batches(model.extractor.predict_on_batch, segments, batch_size):
         for tap in sample_cnn.TAPS:
             out[tap].append(features_lib.pool_time(np.asarray(taps[tap])[:k]))
     return {tap: np.concatenate(parts) for tap, parts in out.items()}

@@ -33,13 +33,13 @@ def _song_scores(model, waves: Sequence[np.ndarray], input_length: int, batch_si
 
     The segments of all songs go through the model together, in batches of one fixed shape.
     """
-    from stages.extract import compile_fixed, fixed_batches
+    from stages.extract import fixed_batches
 
     per_song = [segment(w, input_length) for w in waves]
     segments = np.concatenate(per_song)
     batch_size = min(batch_size, len(segments))
     outputs = np.concatenate([np.asarray(out)[:k] for k, out in
-                              fixed_batches(compile_fixed(model, batch_size), segments, batch_size)])
+                              fixed_batches(model.predict_on_batch, segments, batch_size)])
     bounds = np.cumsum([len(s) for s in per_song])[:-1]
     return np.stack([part.mean(axis=0) for part in np.split(outputs, bounds)])
 

@@ -105,3 +105,16 @@ def test_import_backend_hides_the_start_up_notices():
     if not quiet.NOISE.search(plain):
         pytest.skip("this TensorFlow build prints no start-up notices")
     assert not quiet.NOISE.search(_stderr_of("from pipeline import quiet; quiet.import_backend()"))
+
+
+def test_backend_warnings_are_shown_only_at_debug_level():
+    import logging
+
+    try:
+        cli._setup_logging("info")
+        assert not logging.getLogger("tensorflow").isEnabledFor(logging.WARNING)
+        cli._setup_logging("debug")
+        assert logging.getLogger("tensorflow").isEnabledFor(logging.WARNING)
+    finally:
+        for name in cli.BACKEND_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
