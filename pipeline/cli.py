@@ -2,157 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import logging
 import os
 import sys
 import time
-import traceback
-import typing
 from pathlib import Path
 
 import click
 
-from data.errors import MsaggError
-from pipeline import quiet
+from pipeline.clitools import (CROSSVAL_SETS_PER_FOLD, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
+                               friendly_errors, setup_logging, STATE)
 from pipeline.config import resolve
 from stages import prepare as prepare_stage
-
-logger = logging.getLogger("msagg")
-
-EPILOG_CONFIG = (
-    "Config layers, later ones winning: the preset, then --config FILE (JSON or TOML), then the "
-    "options above, then each --set key=value (type-checked against the stage's Config)."
-)
-
-
-DEBUG_ENV = "MSAGG_DEBUG"
-"""Set to 1 to see the traceback of every error (as ``--debug`` does)."""
-BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it with the traceback above "
-            "(user errors print one line; --debug or MSAGG_DEBUG=1 shows tracebacks for every error)")
-KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval")
-"""Subcommands that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
-
-BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
-
-_state = {"debug": False, "verbose": False}
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    verbose = level.lower() == "debug"
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The backends' own Python loggers stay quiet unless asked: TensorFlow warns "tf.function
-    # retracing" as soon as five models (one per scale) each trace their predict function once.
-    for name in BACKEND_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
-
-
-def _friendly_errors(func):
-    """User errors (``MsaggError``, ``OSError``) become one-line CLI errors; anything else is a bug.
-
-    A bug shows its traceback and a hint to report it. ``--debug`` (or ``MSAGG_DEBUG=1``) shows the
-    traceback of every error.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        if func.__name__ in KERAS_COMMANDS:
-            quiet.import_backend(verbose=_state["verbose"])
-        try:
-            return func(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (MsaggError, OSError) as err:
-            if _state["debug"]:
-                raise
-            raise click.ClickException(_one_line(err)) from None
-        except Exception:
-            if _state["debug"]:
-                raise
-            traceback.print_exc()
-            click.echo(BUG_HINT, err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _one_line(err: Exception) -> str:
-    if isinstance(err, OSError) and not isinstance(err, MsaggError):
-        where = f"{err.filename}: " if err.filename else ""
-        return f"{where}{err.strerror or err}"
-    return str(err)
-
-
-def _config_options(func):
-    func = click.option(
-        "--set",
-        "sets",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override one config key, e.g. --set seed=3 --set scales=3^8,3^9. Repeatable.",
-    )(func)
-    func = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        help="A JSON or TOML file of config keys (applied over the preset).",
-    )(func)
-    func = click.option(
-        "--overwrite",
-        is_flag=True,
-        help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
-    )(func)
-    func = click.option(
-        "--out",
-        "out_dir",
-        required=True,
-        type=click.Path(file_okay=False),
-        help="Run folder to write (created; re-running a finished identical run is a no-op, an interrupted one resumes).",
-    )(func)
-    return func
-
-
-CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split")
-"""prepare keys that crossval sets for each fold (from --num-folds), so it offers no option for them."""
-
-
-def _field_options(config_cls, *, skip=(), required=()):
-    """One click option per field of a stage Config, its help text from the field's metadata.
-
-    ``--num-tracks`` for ``num_tracks``; the type from the annotation (``X | None`` gives X), a
-    bool is a flag, metadata ``path`` gives a path. An option left out is None, so the config's
-    own layers (preset, file, default) decide. The fields the class declares itself come first,
-    then the inherited ones (prepare: dataset and source before the adapter options).
-    """
-    hints = typing.get_type_hints(config_cls)
-    own = vars(config_cls).get("__annotations__", {})
-    fields = [f for f in dataclasses.fields(config_cls) if f.name not in skip and "help" in f.metadata]
-    fields.sort(key=lambda f: f.name not in own)
-
-    def decorate(func):
-        for field in reversed(fields):  # click lists options in the reverse order of decoration
-            args = [a for a in typing.get_args(hints[field.name]) if a is not type(None)]
-            kind = args[0] if len(args) == 1 else hints[field.name]
-            if kind is bool:
-                extra = {"is_flag": True, "default": None}
-            elif field.metadata.get("path"):
-                extra = {"type": click.Path()}
-            else:
-                extra = {"type": {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)}
-            func = click.option(f"--{field.name.replace('_', '-')}", field.name, help=field.metadata["help"],
-                                required=field.name in required, **extra)(func)
-        return func
-
-    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -186,17 +47,17 @@ def main(log_level: str, debug: bool) -> None:
       msagg extract --pretrain runs/demo/pretrain --cache runs/demo/prepare/synth-tags --out runs/demo/extract/synth-tags
       msagg classify --features runs/demo/extract/synth-tags --out runs/demo/classify/synth-tags
     """
-    _state["debug"] = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    _setup_logging(log_level)
-    _state["verbose"] = log_level.lower() == "debug"
+    STATE["debug"] = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    setup_logging(log_level)
+    STATE["verbose"] = log_level.lower() == "debug"
 
 
 @main.command(epilog=EPILOG_CONFIG)
-@_field_options(prepare_stage.Config)
+@field_options(prepare_stage.Config)
 @click.option("--preset", type=click.Choice(list(prepare_stage.PRESETS)), help="Size preset for the synthetic datasets.")
 @click.option("--workers", type=int, help="Decoding processes (default: the number of cores). Does not change results.")
-@_config_options
-@_friendly_errors
+@config_options
+@friendly_errors
 def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     """Decode a dataset once into an audio cache (cache.h5).
 
@@ -222,10 +83,9 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 @click.option("--cache", type=click.Path(file_okay=False), help="A prepare run folder (holding cache.h5).")
 @click.option(
     "--preset",
-    type=click.Choice(["paper", "paper-se", "paper-rese", "demo", "demo-rese", "tiny"]),
     default="demo",
     show_default=True,
-    help="paper: all eight scales at full width with the authors' recipe (for a GPU); paper-se, "
+    help="A preset of stages/pretrain.py's PRESETS. paper: all eight scales at full width with the authors' recipe (for a GPU); paper-se, "
     "paper-rese: Kim et al. (2018)'s SE-multi and ReSE-2-multi 3^9 models with that recipe; demo: a "
     "few reduced-width scales, minutes on 2 CPU cores; demo-rese: demo with ReSE-2-multi models; "
     "tiny: seconds, for tests.",
@@ -234,7 +94,6 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 @click.option("--width", type=float, help="Multiplier on every layer's filters (1.0 = the paper).")
 @click.option(
     "--block",
-    type=click.Choice(["basic", "se", "res", "rese"]),
     help="Building block (default: the preset's): basic (Lee et al. 2017), se (squeeze-and-excitation), "
     "res (residual) or rese (residual + SE, Kim et al. 2018's ReSE-2).",
 )
@@ -244,8 +103,8 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     help="Classify from the last three blocks concatenated (Kim et al.'s -multi models) or from the last "
     "block only (default: the preset's).",
 )
-@_config_options
-@_friendly_errors
+@config_options
+@friendly_errors
 def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, config_file, sets):
     """Train one SampleCNN per scale on an audio cache's train split.
 
@@ -295,8 +154,8 @@ def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, con
 )
 @click.option("--scales", help="Comma-separated scales to use (default: every model of the pretrain run).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
-@_config_options
-@_friendly_errors
+@config_options
+@friendly_errors
 def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwrite, config_file, sets):
     """Song-level features from the last three layers of every pretrained model.
 
@@ -353,8 +212,8 @@ def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwri
     help="Which song-level classifiers (default both): the Keras MLP and a logistic-regression baseline.",
 )
 @click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
-@_config_options
-@_friendly_errors
+@config_options
+@friendly_errors
 def classify(features, combos, specs, repeats, classifiers, tsne_label, out_dir, overwrite, config_file, sets):
     """Train song-level classifiers on aggregated features and report the results tables.
 
@@ -400,7 +259,7 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, out_dir,
               help="A classify run folder: extract features with its models and apply its best classifier.")
 @click.option("--top", "top_k", type=int, default=5, show_default=True, help="How many labels to print per file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
-@_friendly_errors
+@friendly_errors
 def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
     """Tag or classify audio files with a trained run.
 
@@ -434,19 +293,19 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 
 
 @main.command()
-@_field_options(prepare_stage.Config, skip=CROSSVAL_SETS_PER_FOLD, required=("dataset",))
+@field_options(prepare_stage.Config, skip=CROSSVAL_SETS_PER_FOLD, required=("dataset",))
 @click.option("--num-folds", type=int, default=5, show_default=True,
               help="How many folds, each the test split once: the dataset's official folds in its file names "
               "(esc10, or --fold-from-name), else stratified k-fold drawn with --split-seed.")
-@click.option("--preset", type=click.Choice(["paper", "demo", "tiny"]), default="demo", show_default=True,
-              help="The pretrain preset used in every fold.")
+@click.option("--preset", default="demo", show_default=True,
+              help="The pretrain preset used in every fold (as for msagg pretrain: paper, demo, tiny, ...).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a pretrain config key. Repeatable.")
 @click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg"]),
               help="Song-level classifiers (default both).")
 @click.option("--workers", type=int, help="Decoding processes for prepare.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the folds' run folders and the summary (crossval.md, crossval.json).")
-@_friendly_errors
+@friendly_errors
 def crossval(num_folds, preset, sets, classifiers, workers, out_dir, **prepare_options):
     """Run every stage once per fold and report the mean score over folds.
 
@@ -486,7 +345,7 @@ def crossval(num_folds, preset, sets, classifiers, workers, out_dir, **prepare_o
 @click.option("--quick", is_flag=True, help="Very few steps: a smoke test, not a measurement.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/bench.json",
               show_default=True, help="Where to write the JSON results.")
-@_friendly_errors
+@friendly_errors
 def bench(scales, blocks, multi, width, batch_size, quick, out_file):
     """Measure training and inference throughput of the SampleCNN family.
 

@@ -11,6 +11,7 @@ that is not one of those known notices, so nothing else the import prints is los
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import sys
@@ -60,8 +61,7 @@ def import_backend(verbose: bool = False) -> None:
         verbose: Show everything (``--log-level debug``); then nothing is captured.
     """
     if verbose or "keras" in sys.modules:
-        import keras  # noqa: F401
-
+        importlib.import_module("keras")
         return
     with _stderr_captured() as captured:
         import keras

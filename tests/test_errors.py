@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from data.errors import ConfigError, MsaggError
-from pipeline import cli, quiet
+from pipeline import clitools, quiet
 
 
 def _group_with(func):
@@ -19,9 +19,9 @@ def _group_with(func):
     @click.group()
     @click.option("--debug", is_flag=True)
     def group(debug):
-        cli._state["debug"] = debug
+        clitools.STATE["debug"] = debug
 
-    group.command(name="boom")(cli._friendly_errors(func))
+    group.command(name="boom")(clitools.friendly_errors(func))
     return group
 
 
@@ -69,7 +69,7 @@ def test_debug_shows_the_traceback_of_user_errors_too():
 
     result = CliRunner().invoke(_group_with(boom), ["--debug", "boom"])
     assert isinstance(result.exception, MsaggError)
-    cli._state["debug"] = False
+    clitools.STATE["debug"] = False
 
 
 def test_every_project_error_class_is_a_user_error():
@@ -111,10 +111,10 @@ def test_backend_warnings_are_shown_only_at_debug_level():
     import logging
 
     try:
-        cli._setup_logging("info")
+        clitools.setup_logging("info")
         assert not logging.getLogger("tensorflow").isEnabledFor(logging.WARNING)
-        cli._setup_logging("debug")
+        clitools.setup_logging("debug")
         assert logging.getLogger("tensorflow").isEnabledFor(logging.WARNING)
     finally:
-        for name in cli.BACKEND_LOGGERS:
+        for name in clitools.BACKEND_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)

@@ -1,0 +1,148 @@
+"""The CLI's shared machinery: logging set-up, user errors vs bugs, and the config options every stage takes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import sys
+import traceback
+import typing
+
+import click
+
+from data.errors import MsaggError
+from pipeline import quiet
+
+EPILOG_CONFIG = (
+    "Config layers, later ones winning: the preset, then --config FILE (JSON or TOML), then the "
+    "options above, then each --set key=value (type-checked against the stage's Config)."
+)
+
+
+DEBUG_ENV = "MSAGG_DEBUG"
+"""Set to 1 to see the traceback of every error (as ``--debug`` does)."""
+BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it with the traceback above "
+            "(user errors print one line; --debug or MSAGG_DEBUG=1 shows tracebacks for every error)")
+KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval")
+"""Subcommands that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
+
+BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
+
+STATE = {"debug": False, "verbose": False}
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    verbose = level.lower() == "debug"
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The backends' own Python loggers stay quiet unless asked: TensorFlow warns "tf.function
+    # retracing" as soon as five models (one per scale) each trace their predict function once.
+    for name in BACKEND_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+
+
+def friendly_errors(func):
+    """User errors (``MsaggError``, ``OSError``) become one-line CLI errors; anything else is a bug.
+
+    A bug shows its traceback and a hint to report it. ``--debug`` (or ``MSAGG_DEBUG=1``) shows the
+    traceback of every error.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if func.__name__ in KERAS_COMMANDS:
+            quiet.import_backend(verbose=STATE["verbose"])
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (MsaggError, OSError) as err:
+            if STATE["debug"]:
+                raise
+            raise click.ClickException(one_line(err)) from None
+        except Exception:
+            if STATE["debug"]:
+                raise
+            traceback.print_exc()
+            click.echo(BUG_HINT, err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def one_line(err: Exception) -> str:
+    if isinstance(err, OSError) and not isinstance(err, MsaggError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    return str(err)
+
+
+def config_options(func):
+    func = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one config key, e.g. --set seed=3 --set scales=3^8,3^9. Repeatable.",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="A JSON or TOML file of config keys (applied over the preset).",
+    )(func)
+    func = click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
+    )(func)
+    func = click.option(
+        "--out",
+        "out_dir",
+        required=True,
+        type=click.Path(file_okay=False),
+        help="Run folder to write (created; re-running a finished identical run is a no-op, an interrupted one resumes).",
+    )(func)
+    return func
+
+
+CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split")
+"""prepare keys that crossval sets for each fold (from --num-folds), so it offers no option for them."""
+
+
+def field_options(config_cls, *, skip=(), required=()):
+    """One click option per field of a stage Config, its help text from the field's metadata.
+
+    ``--num-tracks`` for ``num_tracks``; the type from the annotation (``X | None`` gives X), a
+    bool is a flag, metadata ``path`` gives a path. An option left out is None, so the config's
+    own layers (preset, file, default) decide. The fields the class declares itself come first,
+    then the inherited ones (prepare: dataset and source before the adapter options).
+    """
+    hints = typing.get_type_hints(config_cls)
+    own = vars(config_cls).get("__annotations__", {})
+    fields = [f for f in dataclasses.fields(config_cls) if f.name not in skip and "help" in f.metadata]
+    fields.sort(key=lambda f: f.name not in own)
+
+    def decorate(func):
+        for field in reversed(fields):  # click lists options in the reverse order of decoration
+            args = [a for a in typing.get_args(hints[field.name]) if a is not type(None)]
+            kind = args[0] if len(args) == 1 else hints[field.name]
+            if kind is bool:
+                extra = {"is_flag": True, "default": None}
+            elif field.metadata.get("path"):
+                extra = {"type": click.Path()}
+            else:
+                extra = {"type": {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)}
+            func = click.option(f"--{field.name.replace('_', '-')}", field.name, help=field.metadata["help"],
+                                required=field.name in required, **extra)(func)
+        return func
+
+    return decorate
