@@ -14,9 +14,6 @@ from data.errors import MsaggError
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".au")
-"""The audio file name endings the dataset adapters look for (all decoded by libsndfile)."""
-
 
 class AudioError(MsaggError):
     """An audio file that cannot be used; the message names the file and the reason.

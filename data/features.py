@@ -27,8 +27,10 @@ Schema version 1::
                        lack them; readers take "basic", False and {} (``FeaturesFile.variant``)
     /num_segments/<scale>     int32 (N,), segments per track at that scale
 
-Scale keys are "m^n" strings (e.g. "3^9"); tap keys are "-3", "-2", "-1" (the second-to-last pooled
-block, the last pooled block, the 1x1 convolution). Strings are stored as variable-length UTF-8.
+Scale keys are "m^n" strings (e.g. "3^9"); tap keys are "-3", "-2", "-1": the model's last three
+hidden layers (the outputs of its last two blocks, then the 1x1 convolution of the basic SampleCNN
+or the hidden dense layer of the Kim et al. heads; ``tap_layers`` names them). Strings are stored
+as variable-length UTF-8.
 
 While extraction runs the file is ``features.h5.partial``; ``FeaturesWriter.finalize`` renames it
 to ``features.h5`` atomically. A row whose features are not finite marks a track extract could not

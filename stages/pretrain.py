@@ -270,7 +270,7 @@ def _train_scale(
 
     sequence = CropSequence(cache, train, input_length, config.batch_size, steps, seed=seed)
     scalars = training_log.ScalarLog(folder / "tensorboard", enabled=tensorboard)
-    variant = config.block + ("-multi" if config.multi else "")
+    variant = sample_cnn.variant_name(config.block, config.multi)
     curves_title = f"{scale} on {cache.dataset}: {variant} blocks, width {config.width:g}"
     try:
         while state["lr_stage"] < config.num_lr_stages:
@@ -426,7 +426,7 @@ def run(
                     cache.task, len(cache.label_names), cache.sample_rate)
         keras.utils.set_random_seed(config.seed)
         for scale in config.scales:
-            metrics = _train_scale(config, scale, cache, out_dir / scale, progress=progress,
+            metrics = _train_scale(config, scale, cache, pretrain_run.scale_dir(out_dir, scale), progress=progress,
                                    eval_batch_size=eval_batch_size, tensorboard=tensorboard,
                                    on_epoch_end=on_epoch_end)
             summary[scale] = {k: metrics.get(k) for k in ("num_params", "input_length", "epochs", "best_epoch",

@@ -8,7 +8,7 @@ Layout (written by ``stages.pretrain``)::
     <run>/<scale>/model.keras           the best model of that scale, a whole Keras model
     <run>/<scale>/metrics.json          scale, input_length (samples), sample_rate (Hz), task,
                                         label_names, width, num_params, test {metric: value}, ...
-    <run>/<scale>/history.csv  tensorboard/  checkpoint/ (only while training)
+    <run>/<scale>/history.csv  curves.png  tensorboard/  checkpoint/ (only while training)
     <run>/<scale>/DONE                  written after metrics.json: the scale is finished
     <run>/DONE                          written last: every scale is finished
 

@@ -42,13 +42,13 @@ def read_config(run_dir: str | Path) -> dict:
     """Reads a finished run folder's config.json.
 
     Raises:
-        ValueError: If the folder has no DONE marker or no config.json, naming the folder.
+        MsaggError: If the folder has no DONE marker or no config.json, naming the folder.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir}: not a run folder (no config.json)")
+        raise MsaggError(f"{run_dir}: not a run folder (no config.json)")
     if not (run_dir / "DONE").is_file():
-        raise ValueError(f"{run_dir}: this run has not finished (no DONE marker); run its stage first")
+        raise MsaggError(f"{run_dir}: this run has not finished (no DONE marker); run its stage first")
     return json.loads((run_dir / "config.json").read_text())
 
 
