@@ -13,7 +13,7 @@ import typing
 import click
 
 from data.errors import MsaggError
-from pipeline import quiet
+from stages import quiet
 
 EPILOG_CONFIG = (
     "Config layers, later ones winning: the preset, then --config FILE (JSON or TOML), then the "

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from models import sample_cnn
+from stages import quiet
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +217,11 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
 
 def _isolated(scale: str, settings: Settings) -> dict[str, Any]:
     # A fresh process per scale, so that peak resident memory belongs to that scale alone.
+    # It imports the backend as the CLI does: start-up notices hidden unless debugging.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=quiet.import_backend,
+                                                initargs=(verbose,)) as pool:
         return pool.submit(benchmark_scale, scale, settings).result()
 
 

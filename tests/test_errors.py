@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from data.errors import ConfigError, MsaggError
-from pipeline import clitools, quiet
+from pipeline import clitools
+from stages import quiet
 
 
 def _group_with(func):
@@ -104,7 +105,7 @@ def test_import_backend_hides_the_start_up_notices():
     plain = _stderr_of("import keras, tensorflow as tf; tf.config.list_physical_devices()")
     if not quiet.NOISE.search(plain):
         pytest.skip("this TensorFlow build prints no start-up notices")
-    assert not quiet.NOISE.search(_stderr_of("from pipeline import quiet; quiet.import_backend()"))
+    assert not quiet.NOISE.search(_stderr_of("from stages import quiet; quiet.import_backend()"))
 
 
 def test_backend_warnings_are_shown_only_at_debug_level():
