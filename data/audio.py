@@ -11,6 +11,7 @@ import soundfile as sf
 import soxr
 
 from data.errors import MsaggError
+from data.tracklist import escape_name
 
 logger = logging.getLogger(__name__)
 
@@ -19,14 +20,17 @@ class AudioError(MsaggError):
     """An audio file that cannot be used; the message names the file and the reason.
 
     Attributes:
-        path: The file, as given.
+        path: The file, as given (as Python holds its name: it may hold surrogates).
         reason: Why it cannot be used, e.g. "empty file (0 bytes)".
+
+    The message shows the path through ``data.tracklist.escape_name``, so it can always be printed
+    or written as UTF-8.
     """
 
     def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
+        self.path = os.fsdecode(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{escape_name(self.path)}: {reason}")
 
     def __reduce__(self):
         # The default pickling passes only the message to __init__; errors cross process pools.
@@ -35,6 +39,9 @@ class AudioError(MsaggError):
 
 def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Decodes an audio file, mixes it to mono and resamples it.
+
+    Any name the file system holds is read: non-UTF-8 bytes (``str`` from ``os.fsdecode`` or
+    ``bytes``), newlines, leading dashes, spaces.
 
     Args:
         path: A file libsndfile can read (wav, flac, ogg, mp3, au, ...).
@@ -51,7 +58,7 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-    path = Path(path)
+    path = Path(os.fsdecode(path))
     if not path.exists():
         raise AudioError(path, "no such file")
     if not path.is_file():
@@ -59,7 +66,8 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        with sf.SoundFile(path) as f:
+        # soundfile encodes a str path strictly, which fails on a name that is not UTF-8.
+        with sf.SoundFile(_native(path)) as f:
             file_rate = f.samplerate
             wave = f.read(dtype="float32", always_2d=True)  # (num_samples, num_channels)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
@@ -86,9 +94,15 @@ def write(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> Path:
     Returns:
         ``path`` as a Path.
     """
-    path = Path(path)
-    sf.write(path, np.asarray(wave, dtype=np.float32), sample_rate)
+    path = Path(os.fsdecode(path))
+    sf.write(_native(path), np.asarray(wave, dtype=np.float32), sample_rate)
     return path
+
+
+def _native(path: Path) -> str | bytes:
+    """The path as libsndfile takes it: bytes on POSIX (any name), str on Windows (UTF-16 names)."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
+
 
 
 def _first_line(err: BaseException) -> str:

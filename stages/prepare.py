@@ -4,6 +4,13 @@ Decoding runs in a process pool; each finished track is saved at once as ``parts
 (a failed one as ``parts/<index>.err`` with its reason), so a killed run loses at most the files
 in flight and a re-run decodes only what is missing. Then the parts are streamed into
 ``cache.h5`` (written atomically), ``skipped.csv`` is written and ``parts/`` removed.
+
+File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
+is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
+messages hold names as ``data.tracklist.escape_name`` writes them (``caf\\xe9.ogg`` for the
+Latin-1 bytes ``b"caf\\xe9.ogg"``, ``a\\nb.wav`` for a newline): the track ids, sources, label
+names, dataset name and skipped entries of the cache, and both columns of ``skipped.csv``.
+``os.fsencode(unescape_name(source))`` gives a file's name back as bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
-import io
 import logging
 import multiprocessing
 import numbers
@@ -33,7 +39,7 @@ from data.adapters import AdapterOptions
 from data.errors import ConfigError, MsaggError
 from data import cache as cache_lib
 from data.cache import to_int16, write_cache
-from data.tracklist import TrackList, load_source
+from data.tracklist import TrackList, escape_name, load_source, unescape_name
 from stages.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -162,12 +168,13 @@ def run(
     if len(tracklist) == 0:
         raise PrepareError(f"{config.dataset}: the dataset has no tracks to decode"
                            + (f" ({len(tracklist.skipped)} skipped while listing)" if tracklist.skipped else ""))
-    logger.info("%s: %d tracks listed (%d skipped while listing)", tracklist.name, len(tracklist),
+    logger.info("%s: %d tracks listed (%d skipped while listing)", escape_name(tracklist.name), len(tracklist),
                 len(tracklist.skipped))
     if config.strict and tracklist.skipped:
         source, reason = tracklist.skipped[0]
         more = f" (and {len(tracklist.skipped) - 1} more)" if len(tracklist.skipped) > 1 else ""
-        raise PrepareError(f"{source}: {reason}{more} (strict mode; without it the file would be skipped)")
+        raise PrepareError(f"{escape_name(source)}: {reason}{more} "
+                           "(strict mode; without it the file would be skipped)")
 
     stats = _decode_all(tracklist, parts, config, workers=workers, progress=progress)
     done, failed = _scan_parts(parts)
@@ -177,14 +184,16 @@ def run(
     if not keep:
         first_source, first_reason = skipped[0]
         raise PrepareError(
-            f"{tracklist.name}: none of the {len(tracklist)} tracks could be decoded (first: {first_source}: "
-            f"{first_reason}); reasons in {out_dir / SKIPPED_NAME}. Fix the files, then run again with --overwrite"
+            f"{escape_name(tracklist.name)}: none of the {len(tracklist)} tracks could be decoded (first: "
+            f"{escape_name(first_source)}: {first_reason}); reasons in {out_dir / SKIPPED_NAME}. Fix the files, "
+            "then run again with --overwrite"
         )
 
     kept = _subset(tracklist, keep, skipped)
     for stale in stale_temps(cache_path):
         stale.unlink()
-    write_cache(cache_path, kept, _read_parts(parts, keep), sample_rate=config.sample_rate, config_hash=folder.hash)
+    write_cache(cache_path, _as_text(kept), _read_parts(parts, keep), sample_rate=config.sample_rate,
+                config_hash=folder.hash)
     shutil.rmtree(parts)
 
     seconds = time.perf_counter() - started
@@ -205,12 +214,12 @@ def run(
         count = sum(1 for s in kept.split if s == split)
         summary[f"num_{split}"] = count
         if count == 0:
-            logger.warning("%s: the %s split is empty", tracklist.name, split)
+            logger.warning("%s: the %s split is empty", escape_name(tracklist.name), split)
     if skipped:
-        logger.warning("%s: %d of %d tracks skipped; reasons in %s", tracklist.name, len(skipped),
+        logger.warning("%s: %d of %d tracks skipped; reasons in %s", escape_name(tracklist.name), len(skipped),
                        len(tracklist) + len(tracklist.skipped), out_dir / SKIPPED_NAME)
     folder.finish(summary)
-    logger.info("prepare %s: %d tracks in %s (%.1f s)", tracklist.name, len(keep), cache_path, seconds)
+    logger.info("prepare %s: %d tracks in %s (%.1f s)", escape_name(tracklist.name), len(keep), cache_path, seconds)
     return cache_path
 
 
@@ -240,12 +249,24 @@ def _subset(tracklist: TrackList, keep: list[int], skipped: list[tuple[str, str]
     )
 
 
+def _as_text(tracklist: TrackList) -> TrackList:
+    """The track list with every name in the escaped form text files and the cache hold."""
+    return dataclasses.replace(
+        tracklist,
+        name=escape_name(tracklist.name),
+        label_names=[escape_name(n) for n in tracklist.label_names],
+        track_ids=[escape_name(t) for t in tracklist.track_ids],
+        sources=[escape_name(s) for s in tracklist.sources],
+        skipped=[(escape_name(s), escape_name(r)) for s, r in tracklist.skipped],
+    )
+
+
 def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["source", "reason"])
-    writer.writerows(skipped)
-    write_text(path, buffer.getvalue())
+    """Writes ``skipped.csv`` (UTF-8, one line per entry): source and reason, both escaped."""
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["source", "reason"])
+        writer.writerows((escape_name(source), escape_name(reason)) for source, reason in skipped)
 
 
 # ----------------------------------------------------------------------------- parts/
@@ -258,8 +279,8 @@ def _part(parts: Path, index: int, kind: str) -> Path:
 
 
 def _listing_digest(tracklist: TrackList) -> str:
-    text = "\n".join(tracklist.sources)
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    text = "\n".join(escape_name(s) for s in tracklist.sources)  # escaped names hold no newline
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _open_parts(parts: Path, tracklist: TrackList) -> None:
@@ -290,8 +311,21 @@ def _scan_parts(parts: Path) -> tuple[set[int], dict[int, str]]:
             if m and m.group(2) == "npy":
                 done.add(int(m.group(1)))
             elif m:
-                failed[int(m.group(1))] = entry.read_text().strip()
+                failed[int(m.group(1))] = _read_reason(entry)
     return done, failed
+
+
+def _write_reason(path: Path, reason: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(escape_name(reason) + "\n", encoding="utf-8")  # escaped: one line, valid UTF-8
+
+
+def _read_reason(path: Path) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    try:
+        return unescape_name(text)
+    except ValueError:  # written by an older msagg, unescaped
+        return text
 
 
 def _read_parts(parts: Path, keep: list[int]) -> Iterator[np.ndarray]:
@@ -356,9 +390,10 @@ def _decode_all(tracklist: TrackList, parts: Path, config: Config, *, workers: i
                                     refresh=False)
             return
         if config.strict:
-            raise PrepareError(f"{source}: {reason} (strict mode; without it the file would be skipped)")
-        write_text(_part(parts, index, "err"), reason + "\n")
-        logger.warning("skipping %s: %s", source, reason)
+            raise PrepareError(f"{escape_name(source)}: {reason} "
+                               "(strict mode; without it the file would be skipped)")
+        _write_reason(_part(parts, index, "err"), reason)
+        logger.warning("skipping %s: %s", escape_name(source), reason)
 
     try:
         if workers == 1:
@@ -405,3 +440,4 @@ def _decode_in_pool(todo: list[int], sources: list[str], sample_rate: int, parts
             # Tracks already running finish and keep their parts; queued ones are dropped.
             for future in pending:
                 future.cancel()
+

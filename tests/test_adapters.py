@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+import os
 import pickle
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from data import splits
+from data.tracklist import escape_name, unescape_name
 from data.adapters import (
     ADAPTERS, GENRE_SEED_OFFSET, GTZAN_GENRES, AdapterOptions, DatasetError, make_tracklist,
 )  # fmt: skip
@@ -26,7 +28,7 @@ def _wav(path: Path, format: str | None = None) -> Path:
     """A real 10 ms tone (content does not matter to adapters, which never decode)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     wave = 0.1 * np.sin(2 * np.pi * 440 * np.arange(80) / 8000).astype(np.float32)
-    sf.write(path, wave, 8000, format=format or path.suffix[1:].upper())
+    sf.write(os.fsencode(path), wave, 8000, format=format or path.suffix[1:].upper())  # bytes: any name
     return path
 
 
@@ -119,6 +121,49 @@ def test_folder_missing_source(tmp_path):
         make_tracklist("folder", tmp_path / "nowhere")
 
 
+def test_folder_lists_names_that_are_not_utf8(tmp_path):
+    root = os.fsencode(tmp_path / "corpus")
+    names = [b"a/caf\xe9.wav", b"a/new\nline.wav", b"a/-dash.wav", b"a/x.wav", b"b\xff/1.wav", b"b\xff/2.wav",
+             b"b\xff/3.wav", b"a/y.wav"]
+    for name in names:
+        _wav(Path(os.fsdecode(os.path.join(root, name))))
+    tl = make_tracklist("folder", os.fsdecode(root))
+    assert tl.label_names == ["a", os.fsdecode(b"b\xff")]
+    assert sorted(os.fsencode(s) for s in tl.sources) == sorted(os.path.join(root, n) for n in names)
+    assert os.fsdecode(b"a/caf\xe9") in tl.track_ids and "a/new\nline" in tl.track_ids
+
+
+def test_folder_problems_name_files_escaped(tmp_path):
+    root = os.fsencode(tmp_path / "bad")
+    _wav(Path(os.fsdecode(os.path.join(root, b"c\xe9/x\n.wav"))))
+    _wav(Path(os.fsdecode(os.path.join(root, b"c\xe9/x\n.flac"))))
+    with pytest.raises(DatasetError) as err:
+        make_tracklist("folder", os.fsdecode(root))
+    message = str(err.value)
+    message.encode("utf-8")
+    assert "duplicate track id: 'c\\xe9/x\\n' (" in message and "/c\\xe9/x\\n.flac" in message
+
+
+@pytest.mark.parametrize("name", [b"plain name.wav", b"caf\xe9.ogg", b"new\nline", b"-dash", b"back\\slash\\x41",
+                                  bytes(range(1, 256)), "\u0085 \u2028 \U0001f3b5 \u00e9".encode()])
+def test_escape_name_is_text_and_reversible(name):
+    text = escape_name(os.fsdecode(name))
+    text.encode("utf-8")  # h5py and CSV files can hold it
+    assert len(text.splitlines()) <= 1 and text.isprintable()
+    assert os.fsencode(unescape_name(text)) == name
+    if name in (b"plain name.wav", b"-dash"):
+        assert text == os.fsdecode(name)  # ordinary names are unchanged
+
+
+def test_escape_name_examples_and_bad_escapes():
+    assert escape_name(os.fsdecode(b"caf\xe9.ogg")) == "caf\\xe9.ogg"
+    assert escape_name("a\nb\tc\\d\x00") == "a\\nb\\tc\\\\d\\u0000"
+    assert unescape_name("caf\\xe9") == os.fsdecode(b"caf\xe9")
+    for bad in ["a\\", "a\\x41", "a\\q", "a\\u12"]:
+        with pytest.raises(ValueError, match="not an escape"):
+            unescape_name(bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # csv
 
@@ -142,6 +187,18 @@ def test_csv_tag_names(tmp_path):
     assert tl.sources[0] == str(audio[0]) and tl.sources[1] == str(tmp_path / "audio" / "t1.wav")
     assert tl.labels[4].tolist() == [1, 0, 1, 1]
     assert tl.split_info["kind"] == "stratified" and tl.split_info["method"] == "iterative stratification"
+
+
+def test_csv_names_a_file_that_is_not_utf8_by_its_escaped_form(tmp_path):
+    latin1 = _wav(Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav"))))
+    rows = [["path", "genre"]] + [[f"s{i}.wav", "ab"[i % 2]] for i in range(8)] + [["caf\\xe9.wav", "a"]]
+    for i in range(8):
+        _wav(tmp_path / f"s{i}.wav")
+    tl = make_tracklist("csv", _write_csv(tmp_path / "list.csv", rows))
+    assert tl.sources[-1] == str(latin1) and tl.track_ids[-1] == "caf\\xe9.wav"
+    rows.append(["gone\\xe9.wav", "b"])
+    with pytest.raises(DatasetError, match=r"missing file: line 11: .*/gone\\\\xe9\.wav"):
+        make_tracklist("csv", _write_csv(tmp_path / "list.csv", rows))
 
 
 def test_csv_single_labels_are_classes_and_split_column(tmp_path):

@@ -1,6 +1,8 @@
 """data.audio: every format decodes to mono float32 at the asked rate; bad files name themselves."""
 
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +121,25 @@ def test_bad_sample_rate(tmp_path, rate):
     path = audio.write(tmp_path / "x.wav", sine(440, 0.1, 22050), 22050)
     with pytest.raises(ValueError, match="sample_rate"):
         audio.load(path, rate)
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9.wav", b"new\nline.flac", b"-dash.ogg", b"with space \\ and \xff.au"])
+def test_any_file_name_is_written_and_read(tmp_path, name):
+    # Names are bytes: not UTF-8 (Latin-1 e-acute), a newline, a leading dash, a backslash.
+    path = os.fsdecode(os.path.join(os.fsencode(tmp_path), name))
+    tone = sine(440, 0.25, 16000, 0.5)
+    assert audio.write(path, tone, 16000) == Path(path)
+    assert os.path.isfile(os.path.join(os.fsencode(tmp_path), name))
+    assert audio.load(path, 16000).shape[0] == pytest.approx(4000, abs=1200)  # ogg pads a little
+    assert audio.load(os.fsencode(path), 16000).shape == audio.load(path, 16000).shape
+
+
+def test_error_message_of_a_name_that_is_not_utf8_is_text(tmp_path):
+    path = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9\n.wav"))
+    Path(path).write_bytes(b"RIFF\x24\x00\x00\x00WAVEjunk")
+    with pytest.raises(audio.AudioError) as info:
+        audio.load(path, 22050)
+    assert info.value.path == path  # as given, to open the file again
+    assert str(info.value).startswith(str(tmp_path) + "/caf\\xe9\\n.wav: cannot decode")
+    str(info.value).encode("utf-8")
+

@@ -16,7 +16,7 @@ import numpy as np
 from data import splits as splits_mod
 from data.adapters.options import AdapterOptions
 from data.errors import MsaggError
-from data.tracklist import TrackList
+from data.tracklist import TrackList, escape_name
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def duplicates(ids: Sequence[str], where: Sequence[str], problems: Problems) -> 
         if counts[tid] > 1:
             places.setdefault(tid, []).append(w)
     for tid, ws in places.items():
-        problems.add("duplicate track id", f"{tid!r} ({', '.join(ws)})")
+        problems.add("duplicate track id", f"'{escape_name(tid)}' ({', '.join(escape_name(w) for w in ws)})")
 
 
 def source_dir(source, problems: Problems, what: str) -> Path | None:
@@ -199,7 +199,8 @@ def source_dir(source, problems: Problems, what: str) -> Path | None:
         return None
     path = Path(source).expanduser()
     if not path.is_dir():
-        problems.add("not a folder", f"{path} ({'does not exist' if not path.exists() else 'a file'}); give the {what}")
+        why = "does not exist" if not path.exists() else "a file"
+        problems.add("not a folder", f"{escape_name(path)} ({why}); give the {what}")
         return None
     return path
 

@@ -11,6 +11,7 @@ from data.adapters.common import (
     AUDIO_EXTENSIONS, Adapter, Listing, Problems, duplicates, is_audio, one_hot, source_dir,
 )  # fmt: skip
 from data.adapters.options import AdapterOptions
+from data.tracklist import escape_name
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +31,14 @@ def _folder(name: str, source, problems: Problems) -> Listing:
     classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
     loose = [e.name for e in entries if e.is_file() and is_audio(e.name)]
     if not classes:
-        detail = f"{root} has no sub-folders"
+        detail = f"{escape_name(root)} has no sub-folders"
         if loose:
             detail += f" but {len(loose)} audio files: put them in one folder per class"
         problems.add("no class folders", detail)
         problems.raise_if_any()
     if loose:
-        logger.warning("%s: %d audio files directly in %s are not in a class folder: left out", name, len(loose), root)
+        logger.warning("%s: %d audio files directly in %s are not in a class folder: left out", name, len(loose),
+                       escape_name(root))
     ids, sources, class_index, file_names = [], [], [], []
     for c, cls in enumerate(classes):
         found = 0
@@ -53,7 +55,8 @@ def _folder(name: str, source, problems: Problems) -> Listing:
                 file_names.append(f)
                 found += 1
         if not found:
-            problems.add("empty class folder", f"{cls!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+            problems.add("empty class folder",
+                         f"'{escape_name(cls)}' holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     duplicates(ids, sources, problems)
     problems.raise_if_any()
     return Listing(
@@ -90,7 +93,7 @@ def _list_fsdd(source, opts: AdapterOptions, problems: Problems) -> Listing:
         stem = os.path.splitext(f)[0]
         m = FSDD_PATTERN.match(stem)
         if m is None:
-            problems.add("unexpected file name", f"{f} (expected {{digit}}_{{speaker}}_{{index}}.wav)")
+            problems.add("unexpected file name", f"{escape_name(f)} (expected {{digit}}_{{speaker}}_{{index}}.wav)")
             continue
         index = int(m.group(3))
         ids.append(stem)
@@ -98,7 +101,7 @@ def _list_fsdd(source, opts: AdapterOptions, problems: Problems) -> Listing:
         digits.append(int(m.group(1)))
         official.append("test" if index in FSDD_TEST else "valid" if index in FSDD_VALID else "train")
     if not names:
-        problems.add("no recordings", f"no audio files in {folder}")
+        problems.add("no recordings", f"no audio files in {escape_name(folder)}")
     duplicates(ids, sources, problems)
     problems.raise_if_any()
     return Listing(

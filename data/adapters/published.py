@@ -13,7 +13,7 @@ import numpy as np
 from data import splits as splits_mod
 from data.adapters.common import Adapter, Listing, Problems, existing, one_hot, source_dir
 from data.adapters.options import AdapterOptions
-from data.tracklist import SPLITS
+from data.tracklist import SPLITS, escape_name
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def _list_mtat(source, opts: AdapterOptions, problems: Problems) -> Listing:
     problems.raise_if_any()
     ann_path = root / "annotations_final.csv"
     if not ann_path.is_file():
-        problems.add("no annotations", f"{ann_path} does not exist")
+        problems.add("no annotations", f"{escape_name(ann_path)} does not exist")
         problems.raise_if_any()
     top = splits_mod.mtat_top50()
     annotations: dict[str, tuple[str, np.ndarray]] = {}
@@ -107,13 +107,14 @@ def _list_gtzan(source, opts: AdapterOptions, problems: Problems) -> Listing:
     problems.raise_if_any()
     base = _gtzan_base(root)
     if base is None:
-        problems.add("no genre folders", f"none of {', '.join(GTZAN_GENRES)} under {root} or {root / 'genres'}")
+        where = f"{escape_name(root)} or {escape_name(root / 'genres')}"
+        problems.add("no genre folders", f"none of {', '.join(GTZAN_GENRES)} under {where}")
         problems.raise_if_any()
     files: dict[str, str] = {}  # stem "blues.00029" -> path
     for genre in GTZAN_GENRES:
         folder = base / genre
         if not folder.is_dir():
-            logger.warning("gtzan: no folder %s", folder)
+            logger.warning("gtzan: no folder %s", escape_name(folder))
             continue
         pattern = re.compile(rf"^{genre}\.\d{{5}}\.(au|wav)$", re.IGNORECASE)
         with os.scandir(folder) as it:

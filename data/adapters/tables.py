@@ -11,6 +11,7 @@ import numpy as np
 
 from data.adapters.common import Adapter, Listing, Problems, duplicates, existing
 from data.adapters.options import AdapterOptions
+from data.tracklist import escape_name, unescape_name
 
 CSV_RESERVED = ("path", "id", "track_id", "split", "labels", "genre")
 SPLIT_ALIASES = {
@@ -34,7 +35,7 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
     path = Path(source).expanduser()
     if not path.is_file():
         why = "does not exist" if not path.exists() else "a folder"
-        problems.add("not a file", f"{path} ({why}); give the CSV file")
+        problems.add("not a file", f"{escape_name(path)} ({why}); give the CSV file")
         problems.raise_if_any()
     base = str(path.parent)
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -43,7 +44,7 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
         reader = csv.reader(f, delimiter=_csv_delimiter(path, first))
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):
-            problems.add("no header", f"{path} is empty or has no header line")
+            problems.add("no header", f"{escape_name(path)} is empty or has no header line")
             problems.raise_if_any()
         columns = [h.strip() for h in header]
         lower = [c.lower() for c in columns]
@@ -66,7 +67,7 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
                          "or 0/1 tag columns")
         problems.raise_if_any()
 
-        ids, sources, rows_labels, split_values, lines = [], [], [], [], []
+        ids, sources, written, rows_labels, split_values, lines = [], [], [], [], [], []
         for row in reader:
             line = reader.line_num
             if not row or not any(v.strip() for v in row):
@@ -103,6 +104,7 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
                 split_values.append(s)
             ids.append(tid)
             sources.append(p if os.path.isabs(p) else os.path.join(base, p))
+            written.append(p)
             rows_labels.append(names)
             lines.append(line)
 
@@ -123,11 +125,16 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
                 hint = "" if forced else "; name the dataset csv-tags if tracks may have several or none"
                 problems.add("not one class", f"line {line}: {what}{hint}")
     duplicates(ids, [f"line {n}" for n in lines], problems)
-    missing = np.flatnonzero(~existing(sources))
-    for i in missing:
-        problems.add("missing file", f"line {lines[i]}: {sources[i]}")
+    found = existing(sources)
+    for i in np.flatnonzero(~found):
+        # A name that is not UTF-8 can only be written escaped, as msagg writes it (skipped.csv).
+        unescaped = _unescaped(written[i], base)
+        if unescaped is not None:
+            sources[i], found[i] = unescaped, True
+    for i in np.flatnonzero(~found):
+        problems.add("missing file", f"line {lines[i]}: {escape_name(sources[i])}")
     if not ids and not problems:
-        problems.add("no tracks", f"{path} lists no tracks")
+        problems.add("no tracks", f"{escape_name(path)} lists no tracks")
     column = {n: i for i, n in enumerate(label_names)}
     labels = np.zeros((len(ids), len(label_names)), dtype=np.uint8)
     for r, names in enumerate(rows_labels):
@@ -156,6 +163,16 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
         user_labels=True,
     )
 
+
+
+def _unescaped(written: str, base: str) -> str | None:
+    """The file a CSV path names in ``escape_name``'s form (``caf\\xe9.wav``), if there is one."""
+    try:
+        name = unescape_name(written)
+    except ValueError:
+        return None
+    path = name if os.path.isabs(name) else os.path.join(base, name)
+    return path if name != written and os.path.lexists(path) and not os.path.isdir(path) else None
 
 
 def _list_csv_any(source, opts: AdapterOptions, problems: Problems) -> Listing:

@@ -1,0 +1,98 @@
+"""Faults in the files prepare reads, planted for real. Each test's docstring says which fault it plants."""
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data.cache import AudioCache
+from data.tracklist import escape_name, unescape_name
+from stages import prepare
+
+RATE = 8000
+
+
+def wav_bytes(value: float, num_frames: int = 800, sample_rate: int = RATE) -> bytes:
+    """A mono 16-bit WAV file holding ``value`` in every sample."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(num_frames, value, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def plant(root: bytes, relative: bytes, content: bytes) -> bytes:
+    """Writes ``content`` at the byte path ``root/relative``; returns that path."""
+    path = os.path.join(root, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(content)
+    return path
+
+
+def run_prepare(source, out, **kwargs):
+    config = prepare.Config(dataset="folder", source=os.fsdecode(source), sample_rate=RATE, strict=kwargs.pop("strict", False))
+    return prepare.run(config, out, progress=False, **kwargs)
+
+
+def read_skipped(out: Path) -> list[list[str]]:
+    text = (out / "skipped.csv").read_bytes().decode("utf-8")  # strict: the file is valid UTF-8
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == len(text.splitlines()), "a row of skipped.csv spans several lines"
+    return rows
+
+
+def test_names_that_are_not_text_are_decoded_and_reported_escaped(tmp_path):
+    """Fault: file and folder names that are not UTF-8 (Latin-1 bytes), hold a newline or start
+    with a dash, among ordinary ones; one of them is also corrupt audio."""
+    root = os.fsencode(tmp_path / "corpus")
+    planted = {  # byte path relative to root -> the value every sample holds
+        b"a/caf\xe9.wav": 0.1,
+        b"a/new\nline.wav": 0.2,
+        b"a/-leading dash.wav": 0.3,
+        b"a/--.wav": 0.35,
+        b"a/plain.wav": 0.4,
+        b"a/back\\slash.wav": 0.45,
+        b"b\xe9/\xff\xfe.wav": -0.1,
+        b"b\xe9/tab\there.wav": -0.2,
+    }
+    planted.update({f"{c}/{i}.wav".encode() if c == "a" else b"b\xe9/%d.wav" % i: 0.5 + 0.01 * i
+                    for c in ("a", "b") for i in range(3)})
+    for relative, value in planted.items():
+        plant(root, relative, wav_bytes(value))
+    bad = plant(root, b"b\xe9/bad \xff\nname.wav", b"RIFF\x10\x00\x00\x00WAVEnonsense" * 8)
+
+    out = tmp_path / "run"
+    path = run_prepare(os.fsdecode(root), out, workers=2)
+
+    with AudioCache(path) as cache:
+        assert cache.label_names == ["a", "b\\xe9"]
+        assert cache.num_tracks == len(planted)
+        for i, (track_id, source) in enumerate(zip(cache.track_ids, cache.sources)):
+            file_name = os.fsencode(unescape_name(source))  # the way back to the file
+            relative = os.path.relpath(file_name, root)
+            assert os.path.isfile(file_name) and track_id == escape_name(os.fsdecode(relative)[:-4])
+            np.testing.assert_allclose(cache.track(i), planted[relative], atol=4 / 32768)  # two roundings
+        assert {"a/caf\\xe9", "a/new\\nline", "a/-leading dash", "a/back\\\\slash", "b\\xe9/\\xff\\xfe",
+                "b\\xe9/tab\\there"} <= set(cache.track_ids)
+        escaped_bad = os.fsdecode(root) + "/b\\xe9/bad \\xff\\nname.wav"
+        assert [source for source, _ in cache.skipped] == [escaped_bad]
+    rows = read_skipped(out)
+    assert rows[0] == ["source", "reason"] and len(rows) == 2
+    assert rows[1][0] == escaped_bad and os.fsencode(unescape_name(rows[1][0])) == bad
+    assert rows[1][1].startswith("cannot decode: corrupt or unsupported audio")
+
+
+def test_strict_mode_names_a_file_that_is_not_text_readably(tmp_path):
+    """Fault: a corrupt file whose name is not UTF-8, with --strict."""
+    root = os.fsencode(tmp_path / "corpus")
+    for c in (b"a", b"b"):
+        for i in range(3):
+            plant(root, b"%s/%d.wav" % (c, i), wav_bytes(0.1))
+    plant(root, b"b/caf\xe9.wav", b"RIFF\x10\x00\x00\x00WAVEnonsense" * 8)
+    with pytest.raises(prepare.PrepareError, match=r"/b/caf\\xe9\.wav: cannot decode.*strict mode") as err:
+        run_prepare(os.fsdecode(root), tmp_path / "run", workers=1, strict=True)
+    str(err.value).encode("utf-8")
+
