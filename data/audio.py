@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -14,6 +16,13 @@ from data.errors import MsaggError
 from data.tracklist import escape_name
 
 logger = logging.getLogger(__name__)
+
+SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                "FLOAT": 4, "DOUBLE": 8}
+"""Bytes per sample of the uncompressed encodings whose frame count the header fixes exactly."""
+TRUNCATION_TOLERANCE = 0.001
+"""Fraction of the announced frames a file may lack before it counts as truncated. Some writers
+put a data size a header's length too large (36 bytes); no cut-off copy is that close to whole."""
 
 
 class AudioError(MsaggError):
@@ -43,6 +52,13 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     Any name the file system holds is read: non-UTF-8 bytes (``str`` from ``os.fsdecode`` or
     ``bytes``), newlines, leading dashes, spaces.
 
+    A truncated file (a WAV, AIFF or AU whose header announces more frames than the file holds,
+    as a cut-off download or copy leaves) is refused with the reason "truncated: 245 of 220500
+    frames (...)", not kept as the fragment there is: its labels describe the whole recording, a
+    fragment of it trains and scores as if it were whole, and the fix (copy the file again) is
+    the user's, so prepare lists it in ``skipped.csv`` and ``--strict`` stops on it. Compressed
+    formats carry no exact count: a cut FLAC fails to decode, a cut Ogg or MP3 reads as shorter.
+
     Args:
         path: A file libsndfile can read (wav, flac, ogg, mp3, au, ...).
         sample_rate: The rate of the result, Hz.
@@ -52,8 +68,8 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         resampled with soxr (quality "HQ") when the file has another rate.
 
     Raises:
-        AudioError: If the file is missing, cannot be decoded (corrupt or unsupported), holds no
-            samples, or holds samples that are not finite.
+        AudioError: If the file is missing, cannot be decoded (corrupt or unsupported), is
+            truncated, holds no samples, or holds samples that are not finite.
         ValueError: If ``sample_rate`` is not a positive integer.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -70,9 +86,13 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         with sf.SoundFile(_native(path)) as f:
             file_rate = f.samplerate
             wave = f.read(dtype="float32", always_2d=True)  # (num_samples, num_channels)
+            announced = _announced_frames(path, f.format, f.subtype, f.channels)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
         reason = f"cannot decode: corrupt or unsupported audio (libsndfile: {_first_line(err)})"
         raise AudioError(path, reason) from None
+    if announced is not None and wave.shape[0] < announced * (1 - TRUNCATION_TOLERANCE):
+        raise AudioError(path, f"truncated: {wave.shape[0]} of {announced} frames (the file ends before "
+                               "the audio its header announces; copy it again)")
     if wave.shape[0] == 0:
         raise AudioError(path, "no audio samples (0 frames)")
     if not np.isfinite(wave).all():
@@ -103,6 +123,52 @@ def _native(path: Path) -> str | bytes:
     """The path as libsndfile takes it: bytes on POSIX (any name), str on Windows (UTF-16 names)."""
     return str(path) if os.name == "nt" else os.fsencode(path)
 
+
+def _announced_frames(path: Path, file_format: str, subtype: str, channels: int) -> int | None:
+    """Frames the header of an uncompressed WAV, AIFF or AU file announces.
+
+    libsndfile counts the frames the file holds, not those its header announces, so the header is
+    read here.
+
+    Returns:
+        The count, or None for other formats and encodings, and for headers that leave it open
+        (a streaming writer's 0 or 0xFFFFFFFF) or cannot be parsed (libsndfile judged those).
+    """
+    if subtype not in SAMPLE_BYTES or file_format not in ("WAV", "WAVEX", "AIFF", "AU") or channels < 1:
+        return None
+    with open(path, "rb") as fh:
+        return _parse_announced(fh, file_format, SAMPLE_BYTES[subtype] * channels)
+
+
+def _parse_announced(fh: BinaryIO, file_format: str, frame_bytes: int) -> int | None:
+    try:
+        head = fh.read(12)
+        if file_format in ("WAV", "WAVEX") and head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+            size = _chunk_size(fh, b"data", "<" if head[:4] == b"RIFF" else ">")
+            return None if size in (None, 0, 0xFFFFFFFF) else size // frame_bytes
+        if file_format == "AIFF" and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+            if _chunk_size(fh, b"COMM", ">") is None:
+                return None
+            _, frames = struct.unpack(">hI", fh.read(6))  # numChannels, numSampleFrames
+            return frames or None
+        if file_format == "AU" and head[:4] == b".snd":
+            size = struct.unpack(">I", head[8:12])[0]  # magic, data offset, data size
+            return None if size in (0, 0xFFFFFFFF) else size // frame_bytes
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _chunk_size(fh: BinaryIO, chunk_id: bytes, order: str) -> int | None:
+    """Walks the chunks after a 12-byte RIFF/FORM header to ``chunk_id``; its size, the file at its data."""
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            return None
+        size = struct.unpack(order + "I", head[4:])[0]
+        if head[:4] == chunk_id:
+            return size
+        fh.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even length
 
 
 def _first_line(err: BaseException) -> str:

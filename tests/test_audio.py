@@ -143,3 +143,42 @@ def test_error_message_of_a_name_that_is_not_utf8_is_text(tmp_path):
     assert str(info.value).startswith(str(tmp_path) + "/caf\\xe9\\n.wav: cannot decode")
     str(info.value).encode("utf-8")
 
+
+def cut(path: Path, num_bytes: int) -> Path:
+    path.write_bytes(path.read_bytes()[:num_bytes])
+    return path
+
+
+@pytest.mark.parametrize("ext, subtype, channels", [
+    ("wav", "PCM_16", 1), ("wav", "PCM_24", 2), ("wav", "FLOAT", 1), ("au", "PCM_16", 2), ("aiff", "PCM_16", 1)])
+def test_truncated_uncompressed_file_is_refused(tmp_path, ext, subtype, channels):
+    path = tmp_path / f"cut.{ext}"
+    sf.write(path, np.zeros((8000, channels), dtype=np.float32), 8000, subtype=subtype)
+    size = path.stat().st_size
+    whole = audio.load(path, 8000)
+    assert whole.shape == (8000,)
+    with pytest.raises(audio.AudioError, match=r"cut\.\w+: truncated: \d+ of 8000 frames") as info:
+        audio.load(cut(path, size - size // 3), 8000)
+    held = int(info.value.reason.split()[1])
+    assert 0 < held < 8000 and held == sf.info(path).frames  # libsndfile reads what is there
+
+
+def test_header_announcing_a_few_bytes_more_is_not_truncation(tmp_path):
+    # Some writers give the data chunk a size a header's length too large: nothing is missing.
+    path = tmp_path / "long header.wav"
+    sf.write(path, np.full(88200, 0.25, dtype=np.float32), 44100, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = (int.from_bytes(data[at : at + 4], "little") + 36).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert audio.load(path, 44100).shape == (88200,)
+    path.write_bytes(bytes(data[:-2000]))  # 1000 frames short of the 88218 announced: cut
+    with pytest.raises(audio.AudioError, match=r"truncated: 87200 of 88218 frames"):
+        audio.load(path, 44100)
+
+
+def test_cut_flac_cannot_be_decoded(tmp_path):
+    # A compressed file announces no exact length; a cut FLAC fails to decode at the cut.
+    path = audio.write(tmp_path / "cut.flac", sine(440, 1.0, 8000), 8000)
+    with pytest.raises(audio.AudioError, match=r"cut\.flac: cannot decode"):
+        audio.load(cut(path, path.stat().st_size // 2), 8000)

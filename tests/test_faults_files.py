@@ -1,4 +1,5 @@
-"""Faults in the files prepare reads, planted for real. Each test's docstring says which fault it plants."""
+"""Faults in the files prepare reads, planted for real: names that are not text, truncated audio.
+Each test's docstring says which fault it plants."""
 
 import csv
 import io
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from data import audio
 from data.cache import AudioCache
 from data.tracklist import escape_name, unescape_name
 from stages import prepare
@@ -95,4 +97,36 @@ def test_strict_mode_names_a_file_that_is_not_text_readably(tmp_path):
     with pytest.raises(prepare.PrepareError, match=r"/b/caf\\xe9\.wav: cannot decode.*strict mode") as err:
         run_prepare(os.fsdecode(root), tmp_path / "run", workers=1, strict=True)
     str(err.value).encode("utf-8")
+
+
+def truncated_wav(path: Path) -> Path:
+    """A valid 10 s WAV at 22050 Hz (220500 frames) cut to its header and 245 frames."""
+    sf.write(path, np.full(220500, 0.25, dtype=np.float32), 22050, subtype="PCM_16")
+    data = path.read_bytes()
+    assert sf.info(path).frames == 220500 and len(data) == 44 + 2 * 220500
+    path.write_bytes(data[: 44 + 2 * 245])
+    return path
+
+
+def test_truncated_wav_is_skipped_with_the_frames_it_lacks(tmp_path):
+    """Fault: a WAV whose header announces 220500 frames cut after 245 of them (libsndfile reads
+    the 245 without complaint)."""
+    corpus = tmp_path / "corpus"
+    for cls in ("a", "b"):
+        for i in range(3):
+            (corpus / cls).mkdir(parents=True, exist_ok=True)
+            (corpus / cls / f"{i}.wav").write_bytes(wav_bytes(0.1))
+    cut = truncated_wav(corpus / "a" / "cut.wav")
+    assert sf.read(cut)[0].shape == (245,)
+    with pytest.raises(audio.AudioError, match=r"cut\.wav: truncated: 245 of 220500 frames"):
+        audio.load(cut, RATE)
+
+    out = tmp_path / "run"
+    with AudioCache(run_prepare(corpus, out, workers=1)) as cache:
+        assert cache.num_tracks == 6 and str(cut) not in cache.sources
+        assert [s for s, _ in cache.skipped] == [str(cut)]
+    rows = read_skipped(out)
+    assert rows[1][0] == str(cut) and rows[1][1].startswith("truncated: 245 of 220500 frames")
+    with pytest.raises(prepare.PrepareError, match=r"cut\.wav: truncated: 245 of 220500 frames.*strict"):
+        run_prepare(corpus, tmp_path / "strict", workers=1, strict=True)
 
