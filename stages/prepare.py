@@ -2,8 +2,9 @@
 
 Decoding runs in a process pool; each finished track is saved at once as ``parts/<index>.npy``
 (a failed one as ``parts/<index>.err`` with its reason), so a killed run loses at most the files
-in flight and a re-run decodes only what is missing. Then the parts are streamed into
-``cache.h5`` (written atomically), ``skipped.csv`` is written and ``parts/`` removed.
+in flight and a re-run decodes only what is missing. The workers end themselves when this process
+dies, even by SIGKILL (``_worker_init``). Then the parts are streamed into ``cache.h5`` (written
+atomically), ``skipped.csv`` is written and ``parts/`` removed.
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import ctypes
 import dataclasses
 import hashlib
 import logging
@@ -25,6 +27,9 @@ import numbers
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -49,6 +54,8 @@ SKIPPED_NAME = "skipped.csv"
 PARTS_NAME = "parts"
 IN_FLIGHT_PER_WORKER = 4
 """Futures queued per worker: enough to keep workers busy, few enough that memory stays flat."""
+PARENT_POLL_SEC = 0.5
+"""Where the kernel cannot signal a worker at its parent's death, how often the worker looks."""
 
 PRESETS: dict[str, dict] = {
     # A few hundred tracks of 10-30 s: about 1.7 h of audio, ~270 MB of cache.
@@ -418,7 +425,8 @@ def _decode_in_pool(todo: list[int], sources: list[str], sample_rate: int, parts
     context = multiprocessing.get_context("spawn")
     pending: set[concurrent.futures.Future] = set()
     queue = iter(todo)
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                                initargs=(os.getpid(),)) as pool:
         try:
             while True:
                 while len(pending) < workers * IN_FLIGHT_PER_WORKER:
@@ -441,3 +449,35 @@ def _decode_in_pool(todo: list[int], sources: list[str], sample_rate: int, parts
             for future in pending:
                 future.cancel()
 
+
+def _worker_init(parent_pid: int) -> None:
+    """Makes a decoding worker end when the process that started it dies, however it dies.
+
+    A pool's workers wait on a queue whose writing end they hold themselves, so a parent killed by
+    SIGKILL (or the OOM killer) would leave them waiting forever, reparented to PID 1. On Linux the
+    kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``; strictly, at the end of the
+    thread that started the worker, which is the one waiting on the pool), even to a worker busy in
+    C code; elsewhere a daemon thread compares ``os.getppid()`` with ``parent_pid`` every
+    ``PARENT_POLL_SEC``. Either way the parent may have died before this ran: checked last.
+    """
+    if not _kill_at_parent_death():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _kill_at_parent_death() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SEC)
+    os._exit(1)

@@ -1,9 +1,14 @@
-"""Faults in the files prepare reads, planted for real: names that are not text, truncated audio.
-Each test's docstring says which fault it plants."""
+"""Faults in the files prepare reads, planted for real: names that are not text, truncated audio,
+a prepare killed mid-decode. Each test's docstring says which fault it plants."""
 
 import csv
 import io
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,7 @@ from data.tracklist import escape_name, unescape_name
 from stages import prepare
 
 RATE = 8000
+REPO = Path(__file__).resolve().parents[1]
 
 
 def wav_bytes(value: float, num_frames: int = 800, sample_rate: int = RATE) -> bytes:
@@ -130,3 +136,131 @@ def test_truncated_wav_is_skipped_with_the_frames_it_lacks(tmp_path):
     with pytest.raises(prepare.PrepareError, match=r"cut\.wav: truncated: 245 of 220500 frames.*strict"):
         run_prepare(corpus, tmp_path / "strict", workers=1, strict=True)
 
+
+# ------------------------------------------------------------------------------------- orphans
+
+
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (zombies, which are dead, left out)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == pid and stat[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, from /proc/<pid>/stat; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ", comm may hold spaces
+    return fields[0], int(fields[1])
+
+
+def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def kill_all(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def python(code: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, **kwargs)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_prepare_killed_mid_decode_leaves_no_worker_running(tmp_path):
+    """Fault: SIGKILL of a prepare with 2 decoding workers, in the middle of decoding."""
+    # 300 tracks (links to one 4 s file at 44.1 kHz, resampled): seconds of decoding on 2 workers.
+    corpus, out = tmp_path / "corpus", tmp_path / "run"
+    one = tmp_path / "one.wav"
+    sf.write(one, np.full(4 * 44100, 0.1, dtype=np.float32), 44100, subtype="PCM_16")
+    for cls in ("a", "b"):
+        (corpus / cls).mkdir(parents=True)
+        for i in range(150):
+            (corpus / cls / f"{i}.wav").symlink_to(one)
+    parent = python(f"""
+        from stages import prepare
+        config = prepare.Config(dataset="folder", source={str(corpus)!r})
+        prepare.run(config, {str(out)!r}, workers=2, progress=False)
+    """, stderr=subprocess.DEVNULL)
+    spawned: set[int] = set()
+    try:
+        def decoding():
+            spawned.update(children(parent.pid))
+            return len(spawned) >= 2 and any((out / "parts").glob("*.npy"))
+
+        assert wait_until(decoding, timeout=60), "prepare did not start decoding"
+        assert parent.poll() is None and not (out / "cache.h5").exists()  # mid-decode
+        spawned.update(children(parent.pid))
+        parent.kill()
+        parent.wait()
+        survivors = set(spawned)
+        assert wait_until(lambda: not [p for p in survivors if alive(p)], timeout=5), \
+            f"processes left running after prepare was killed: {[p for p in survivors if alive(p)]}"
+        assert not (out / "DONE").exists()
+    finally:
+        parent.kill()
+        kill_all(spawned)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_worker_without_parent_death_signal_still_ends_with_its_parent(tmp_path):
+    """Fault: the parent of a worker dies where the kernel sends it no signal (the portable
+    fallback, forced here): the worker's watcher thread must end it."""
+    middle = python("""
+        import subprocess, sys, time
+        code = ("import time\\n"
+                "from stages import prepare\\n"
+                "prepare._kill_at_parent_death = lambda: False\\n"
+                "prepare.PARENT_POLL_SEC = 0.05\\n"
+                "import os; prepare._worker_init(os.getppid())\\n"
+                "print('ready', flush=True)\\n"
+                "time.sleep(60)\\n")
+        worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert worker.stdout.readline() == "ready\\n"
+        print(worker.pid, flush=True)
+        time.sleep(60)
+    """, stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(middle.stdout.readline())
+        assert alive(worker)
+        middle.kill()
+        middle.wait()
+        assert wait_until(lambda: not alive(worker), timeout=5), "the worker outlived its parent"
+    finally:
+        middle.kill()
+        if worker is not None:
+            kill_all([worker])
+
+
+def test_worker_whose_parent_is_already_gone_exits_at_once():
+    """Fault: the parent dies before the worker's initializer ran (it would wait forever)."""
+    child = python("""
+        from stages import prepare
+        prepare._worker_init(1 if __import__("os").getppid() != 1 else 2)
+        print("still running")
+    """, stdout=subprocess.PIPE, text=True)
+    stdout, _ = child.communicate(timeout=30)
+    assert child.returncode == 1 and stdout == ""
