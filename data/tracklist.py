@@ -84,7 +84,7 @@ class TrackList:
     """What a dataset adapter hands to prepare (see docs/DESIGN.md).
 
     Attributes:
-        name: Dataset name, e.g. "synth-tags" or "esc10".
+        name: Dataset name, e.g. "synth-tags" or "esc10"; text (a folder's name escaped).
         task: "tags" (multi-label) or "classes" (single-label).
         label_names: Label names, in column order of ``labels``.
         track_ids: Unique track ids (ids made of file names hold them as Python does).

@@ -10,7 +10,7 @@ File names are bytes: any name the file system holds (not UTF-8, with a newline,
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
 messages hold names as ``data.tracklist.escape_name`` writes them (``caf\\xe9.ogg`` for the
 Latin-1 bytes ``b"caf\\xe9.ogg"``, ``a\\nb.wav`` for a newline): the track ids, sources, label
-names, dataset name and skipped entries of the cache, and both columns of ``skipped.csv``.
+names and skipped entries of the cache, and both columns of ``skipped.csv``.
 ``os.fsencode(unescape_name(source))`` gives a file's name back as bytes.
 """
 
@@ -175,7 +175,7 @@ def run(
     if len(tracklist) == 0:
         raise PrepareError(f"{config.dataset}: the dataset has no tracks to decode"
                            + (f" ({len(tracklist.skipped)} skipped while listing)" if tracklist.skipped else ""))
-    logger.info("%s: %d tracks listed (%d skipped while listing)", escape_name(tracklist.name), len(tracklist),
+    logger.info("%s: %d tracks listed (%d skipped while listing)", tracklist.name, len(tracklist),
                 len(tracklist.skipped))
     if config.strict and tracklist.skipped:
         source, reason = tracklist.skipped[0]
@@ -191,7 +191,7 @@ def run(
     if not keep:
         first_source, first_reason = skipped[0]
         raise PrepareError(
-            f"{escape_name(tracklist.name)}: none of the {len(tracklist)} tracks could be decoded (first: "
+            f"{tracklist.name}: none of the {len(tracklist)} tracks could be decoded (first: "
             f"{escape_name(first_source)}: {first_reason}); reasons in {out_dir / SKIPPED_NAME}. Fix the files, "
             "then run again with --overwrite"
         )
@@ -221,12 +221,12 @@ def run(
         count = sum(1 for s in kept.split if s == split)
         summary[f"num_{split}"] = count
         if count == 0:
-            logger.warning("%s: the %s split is empty", escape_name(tracklist.name), split)
+            logger.warning("%s: the %s split is empty", tracklist.name, split)
     if skipped:
-        logger.warning("%s: %d of %d tracks skipped; reasons in %s", escape_name(tracklist.name), len(skipped),
+        logger.warning("%s: %d of %d tracks skipped; reasons in %s", tracklist.name, len(skipped),
                        len(tracklist) + len(tracklist.skipped), out_dir / SKIPPED_NAME)
     folder.finish(summary)
-    logger.info("prepare %s: %d tracks in %s (%.1f s)", escape_name(tracklist.name), len(keep), cache_path, seconds)
+    logger.info("prepare %s: %d tracks in %s (%.1f s)", tracklist.name, len(keep), cache_path, seconds)
     return cache_path
 
 
@@ -260,7 +260,6 @@ def _as_text(tracklist: TrackList) -> TrackList:
     """The track list with every name in the escaped form text files and the cache hold."""
     return dataclasses.replace(
         tracklist,
-        name=escape_name(tracklist.name),
         label_names=[escape_name(n) for n in tracklist.label_names],
         track_ids=[escape_name(t) for t in tracklist.track_ids],
         sources=[escape_name(s) for s in tracklist.sources],

@@ -122,12 +122,13 @@ def test_folder_missing_source(tmp_path):
 
 
 def test_folder_lists_names_that_are_not_utf8(tmp_path):
-    root = os.fsencode(tmp_path / "corpus")
+    root = os.path.join(os.fsencode(tmp_path), b"corpus \xe9")
     names = [b"a/caf\xe9.wav", b"a/new\nline.wav", b"a/-dash.wav", b"a/x.wav", b"b\xff/1.wav", b"b\xff/2.wav",
              b"b\xff/3.wav", b"a/y.wav"]
     for name in names:
         _wav(Path(os.fsdecode(os.path.join(root, name))))
     tl = make_tracklist("folder", os.fsdecode(root))
+    assert tl.name == "corpus \\xe9"  # a dataset name is text
     assert tl.label_names == ["a", os.fsdecode(b"b\xff")]
     assert sorted(os.fsencode(s) for s in tl.sources) == sorted(os.path.join(root, n) for n in names)
     assert os.fsdecode(b"a/caf\xe9") in tl.track_ids and "a/new\nline" in tl.track_ids

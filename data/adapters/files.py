@@ -60,7 +60,7 @@ def _folder(name: str, source, problems: Problems) -> Listing:
     duplicates(ids, sources, problems)
     problems.raise_if_any()
     return Listing(
-        name=root.resolve().name or name,
+        name=escape_name(root.resolve().name) or name,  # a dataset name is text, never opened
         task="classes",
         label_names=classes,
         track_ids=ids,
