@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -257,7 +258,8 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, out_dir,
               help="A pretrain run folder: predict with its end-to-end models (mean over scales).")
 @click.option("--classify", "classify_dir", type=click.Path(file_okay=False),
               help="A classify run folder: extract features with its models and apply its best classifier.")
-@click.option("--top", "top_k", type=int, default=5, show_default=True, help="How many labels to print per file.")
+@click.option("--top", "top_k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many labels to print per file (at least 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
 @friendly_errors
 def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
@@ -372,6 +374,10 @@ def bench(scales, blocks, multi, width, batch_size, quick, out_file):
         stage.plan(**request)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
+    folder = Path(out_file).parent  # an unusable --out fails now, not after the measurements
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows = stage.run_benchmark(**request)
     click.echo(stage.format_table(rows))

@@ -79,8 +79,11 @@ def friendly_errors(func):
 
 
 def one_line(err: Exception) -> str:
+    """An error as one line: a ``MsaggError``'s message, or an ``OSError``'s path(s) and reason."""
     if isinstance(err, OSError) and not isinstance(err, MsaggError):
         where = f"{err.filename}: " if err.filename else ""
+        if err.filename and err.filename2:
+            where = f"{err.filename} -> {err.filename2}: "
         return f"{where}{err.strerror or err}"
     return str(err)
 

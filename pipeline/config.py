@@ -93,9 +93,11 @@ def load_config_file(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text config file ({err})") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
@@ -128,8 +130,9 @@ def resolve(
         An instance of ``config_cls``.
 
     Raises:
-        ConfigError: For an unknown preset or key, a malformed value, or a value the
-            Config's own validation refuses.
+        ConfigError: For an unknown preset or key, a malformed value, a required key no layer
+            gives (named with its option: "pretrain needs cache (--cache or --set cache=...)"),
+            or a value the Config's own validation refuses.
     """
     types_ = _field_types(config_cls)
     values: dict[str, Any] = {}
@@ -157,7 +160,24 @@ def resolve(
         if key not in types_:
             raise ConfigError(f"--set {key}: unknown key; known keys: {', '.join(types_)}")
         values[key] = parse_value(key, text, types_[key])
+    missing = [f.name for f in dataclasses.fields(config_cls) if f.init and f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(_missing_message(config_cls, missing, options or {}))
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
+
+
+def _missing_message(config_cls: type, missing: Sequence[str], options: Mapping[str, Any]) -> str:
+    """"pretrain needs cache (--cache or --set cache=...)": the keys a config lacks, in the CLI's terms.
+
+    The command's own option is named when it has one (``options`` holds a key per option, None
+    when not given); ``--set`` and ``--config FILE`` work for every key.
+    """
+    module = config_cls.__module__
+    what = module.rsplit(".", 1)[-1] if module.startswith("stages.") else config_cls.__name__
+    ways = [f"--{key.replace('_', '-')} or --set {key}=..." if key in options else f"--set {key}=... or --config FILE"
+            for key in missing]
+    return f"{what} needs " + " and ".join(f"{key} ({way})" for key, way in zip(missing, ways))

@@ -29,7 +29,7 @@ from stages.featuresets import FeatureSet, FeatureSetError, assemble, feature_se
 from stages.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
 from stages.predictor import INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
 from stages.report import METRIC_TITLES, end_to_end_rows, fmt, results_csv, results_markdown
-from stages.runfolder import RunFolder
+from stages.runfolder import RunFolder, lock_scope
 from stages.song_classifier import CLASSIFIERS, MLP, ClassifyError, Standardizer, split_rows, train_classifier
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ def _plots(out_dir: Path, report: dict, ff: FeaturesFile, feats: Mapping[str, Ma
     return written
 
 
+@lock_scope
 def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Trains and evaluates song-level classifiers on every feature set; writes the report.
 
@@ -176,12 +177,13 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
 
     Raises:
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
+        RunFolderBusy: If another process is running a stage in ``out_dir``.
         FeaturesError: For a missing, unfinished or unknown-version features file.
         FeatureSetError: For a feature set naming a scale that is not in the file.
         ClassifyError: For an unknown ``tsne_label``, or a file without train or test tracks.
     """
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "classify", config, upstream={"features": config.features})
+    folder = RunFolder(out_dir, "classify", config, upstream={"features": config.features}).lock()
     if folder.done and not overwrite:
         logger.info("%s: classify already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir

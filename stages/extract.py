@@ -22,7 +22,7 @@ from data.errors import ConfigError, MsaggError
 from data.segments import num_segments, segment
 from models import sample_cnn
 from stages.pretrain_run import PretrainRun
-from stages.runfolder import RunFolder
+from stages.runfolder import RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +282,7 @@ def _write_skipped(out_dir: Path, rows: list[tuple[str, str]]) -> None:
     write_text(out_dir / "skipped.csv", buf.getvalue())
 
 
+@lock_scope
 def run(
     config: Config,
     out_dir: str | os.PathLike,
@@ -313,6 +314,7 @@ def run(
 
     Raises:
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
+        RunFolderBusy: If another process is running a stage in ``out_dir``.
         CacheError: For a missing or unreadable cache.
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
@@ -322,6 +324,7 @@ def run(
     if batch_size < 1:
         raise ExtractError(f"batch_size must be at least 1, got {batch_size}")
     folder = RunFolder(out_dir, "extract", config, upstream={"pretrain": config.pretrain, "cache": config.cache})
+    folder.lock()  # before anything reads or writes there (the partial features file above all)
     final = out_dir / features_lib.FILE_NAME
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)

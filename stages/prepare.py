@@ -45,7 +45,7 @@ from data.errors import ConfigError, MsaggError
 from data import cache as cache_lib
 from data.cache import to_int16, write_cache
 from data.tracklist import TrackList, escape_name, load_source, unescape_name
-from stages.runfolder import RunFolder
+from stages.runfolder import RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def list_tracks(config: Config) -> TrackList:
     return adapters.make_tracklist(config.dataset, config.source, config.adapter_options())
 
 
+@lock_scope
 def run(
     config: Config,
     out_dir: str | os.PathLike,
@@ -154,6 +155,7 @@ def run(
 
     Raises:
         stages.runfolder.RunConflictError: If ``out_dir`` holds another config.
+        stages.runfolder.RunFolderBusy: If another process is running a stage in ``out_dir``.
         PrepareError: With ``config.strict``, for the first file that cannot be decoded (naming it
             and the reason); in any mode, when no track at all could be decoded.
         data.adapters.DatasetError: For a dataset the adapter refuses.
@@ -163,7 +165,7 @@ def run(
     if tracklist is not None and tracklist.name != config.dataset:
         raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "prepare", config)
+    folder = RunFolder(out_dir, "prepare", config).lock()  # before anything reads or writes there
     cache_path = out_dir / CACHE_NAME
     if not folder.start(overwrite):
         return cache_path

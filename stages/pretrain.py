@@ -36,7 +36,7 @@ from stages import training_log
 from stages.metrics import PRIMARY
 from stages import pretrain_run
 from stages.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
-from stages.runfolder import RunFolder
+from stages.runfolder import RunFolder, lock_scope
 from stages.training_log import HISTORY_FIELDS
 
 __all__ = ["Config", "PRESETS", "BLOCKS", "HISTORY_FIELDS", "PretrainError", "run", "load_model", "CropSequence",
@@ -384,6 +384,7 @@ def _finish_scale(config: Config, scale: str, cache, folder: Path, state: dict, 
     return metrics
 
 
+@lock_scope
 def run(
     config: Config,
     out_dir: str | os.PathLike,
@@ -413,11 +414,12 @@ def run(
 
     Raises:
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
+        RunFolderBusy: If another process is running a stage in ``out_dir``.
         CacheError: If the cache is missing or of an unknown schema.
         PretrainError: If the cache lacks train or valid tracks, or a scale's training diverged.
     """
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": config.cache})
+    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": config.cache}).lock()
     if not folder.start(overwrite):
         return out_dir
     summary: dict[str, Any] = {}

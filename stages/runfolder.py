@@ -1,18 +1,25 @@
-"""Run folders: config.json + metadata.json first, outputs next, DONE last."""
+"""Run folders: an exclusive lock first, then config.json + metadata.json, outputs next, DONE last."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import datetime
+import errno
+import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from data.atomic import write_json
 from data.errors import MsaggError
@@ -22,8 +29,31 @@ logger = logging.getLogger(__name__)
 PACKAGES = ("msagg", "numpy", "h5py", "keras", "tensorflow", "jax", "scikit-learn", "soundfile", "soxr")
 
 
+LOCK_NAME = ".lock"
+"""The lock file in a run folder while a stage runs there (removed when the stage ends)."""
+
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 class RunConflictError(MsaggError):
     """The run folder holds a different config and overwriting was not asked for."""
+
+
+class RunFolderBusy(MsaggError):
+    """Another process holds the run folder's lock.
+
+    Attributes:
+        path: The run folder.
+        pid: The process holding it (None if it could not be read).
+    """
+
+    def __init__(self, path: str | os.PathLike, pid: int | None):
+        self.path, self.pid = Path(path), pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"{self.path} is in use by {holder}; wait for it to end or choose another output folder")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.pid)
 
 
 def config_dict(config: Any) -> dict:
@@ -38,18 +68,40 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def read_json_config(path: str | Path) -> dict:
+    """Reads a run folder's config.json (or any JSON config file) as a dict.
+
+    Raises:
+        MsaggError: If the file cannot be read or is not a JSON object, naming it and the reason.
+        FileNotFoundError: If there is no such file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise MsaggError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MsaggError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise MsaggError(f"{path}: not a config (expected a JSON object of config keys)")
+    return data
+
+
 def read_config(run_dir: str | Path) -> dict:
     """Reads a finished run folder's config.json.
 
     Raises:
-        MsaggError: If the folder has no DONE marker or no config.json, naming the folder.
+        MsaggError: If the folder has no DONE marker or no config.json, naming the folder, or
+            if config.json is not valid JSON, naming the file.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise MsaggError(f"{run_dir}: not a run folder (no config.json)")
     if not (run_dir / "DONE").is_file():
         raise MsaggError(f"{run_dir}: this run has not finished (no DONE marker); run its stage first")
-    return json.loads((run_dir / "config.json").read_text())
+    return read_json_config(run_dir / "config.json")
 
 
 def _versions() -> dict[str, str]:
@@ -71,8 +123,171 @@ def _git_commit() -> str | None:
         return None
 
 
+def _read_pid(fd: int) -> int | None:
+    """The pid in a lock file; its owner writes it just after locking, so a brief wait may be needed."""
+    for _ in range(50):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    return None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a releasing owner may have removed it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist (what ``mkdir -p`` creates)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+_SCOPE: contextvars.ContextVar[list | None] = contextvars.ContextVar("run_folder_locks", default=None)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def lock_scope(func: F) -> F:
+    """Decorates a stage's ``run``: the run-folder locks taken during a call end with the call.
+
+    ``RunFolder.finish`` drops the lock after writing DONE; this drops it as well when the stage
+    returns early (nothing to do) or raises, so that this process (a library caller, a test,
+    ``msagg crossval``) can run a stage on that folder again. A killed process needs nothing:
+    the OS drops its locks.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        token = _SCOPE.set([])
+        try:
+            return func(*args, **kwargs)
+        finally:
+            locks = _SCOPE.get()
+            _SCOPE.reset(token)
+            for lock in reversed(locks):
+                lock.release()
+
+    return wrapper  # type: ignore[return-value]
+
+
+class FolderLock:
+    """An exclusive lock on a folder: ``flock`` on ``<folder>/.lock``, a file holding the owner's pid.
+
+    The OS drops the lock when its process ends, however it ends, so a lock file that a killed
+    process left behind locks nothing (the next owner takes it over). ``release`` removes the file
+    while still holding the lock, and ``acquire`` starts again when the file it locked is no
+    longer the one at ``<folder>/.lock``, so two owners never overlap and an ended run leaves no
+    file behind. Locks are per lock object: a second one on the same folder is refused even in
+    the same process.
+
+    Args:
+        folder: The folder (created by ``acquire`` if missing).
+
+    Use as a context manager, or call ``acquire`` and ``release``.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self._owner: int | None = None
+        self._created: Path | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock in this process (not in a forked child)."""
+        return self._fd is not None and self._owner == os.getpid()
+
+    def acquire(self) -> FolderLock:
+        """Takes the lock without waiting; a no-op if this object holds it already.
+
+        Returns:
+            self.
+
+        Raises:
+            RunFolderBusy: If another process (or lock object) holds it; nothing in the folder
+                is written or truncated.
+            OSError: If the folder or its lock file cannot be created (naming the path).
+        """
+        if self.held:
+            return self
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.folder))
+        created = _first_missing(self.folder)
+        for _ in range(1000):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # a releasing owner removed the folder it had made: make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise RunFolderBusy(self.folder, pid) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if not _same_file(fd, self.path):  # its owner removed it after we opened it: lock the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd, self._owner, self._created = fd, os.getpid(), created
+            scope = _SCOPE.get()
+            if scope is not None:
+                scope.append(self)
+            return self
+        raise OSError(errno.EAGAIN, "lock file keeps being replaced", str(self.path))
+
+    def release(self) -> None:
+        """Removes the lock file, then drops the lock, then removes the folders ``acquire`` made if
+        they are empty. A no-op when not held (in a forked child too: the lock is its parent's)."""
+        if not self.held:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        finally:
+            os.close(fd)  # type: ignore[arg-type]
+        if self._created is not None:
+            folder = self.folder
+            while True:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == self._created:
+                    break
+                folder = folder.parent
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class RunFolder:
     """One stage's output folder.
+
+    A stage takes the folder's exclusive lock before it reads or writes anything there
+    (``RunFolder(...).lock()`` in a ``@lock_scope`` function, or ``with RunFolder(...)``;
+    ``start`` takes it too if not yet taken) and holds it until ``finish`` has written DONE.
+    A second process gets ``RunFolderBusy``. Readers of a finished folder need no lock.
 
     Args:
         out_dir: The folder.
@@ -88,31 +303,107 @@ class RunFolder:
         self.config_json = config_dict(config)
         self.hash = config_hash(self.config_json)
         self.upstream = {k: Path(v) for k, v in (upstream or {}).items()}
+        self._lock = FolderLock(self.path)
+
+    def lock(self) -> RunFolder:
+        """Takes the folder's exclusive lock (creating the folder if needed); a no-op if held.
+
+        Returns:
+            self.
+
+        A finished run of this config in a folder this process cannot write (a read-only disk,
+        runs shared read-only) needs no lock: nothing will be written there, and readers of a
+        finished folder take none.
+
+        Raises:
+            RunFolderBusy: If another process holds it ("<folder> is in use by process N").
+            OSError: If the lock file cannot be created (naming it), unless the run is done.
+        """
+        try:
+            self._lock.acquire()
+        except OSError as err:
+            if err.errno not in _READ_ONLY or not self.done:
+                raise
+            logger.debug("%s: finished and not writable (%s); no lock needed to find it done", self.path, err)
+        return self
+
+    def release(self) -> None:
+        """Drops the lock (``finish`` does; ``lock_scope`` and ``with`` do on any exit)."""
+        self._lock.release()
+
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the folder's lock."""
+        return self._lock.held
+
+    def __enter__(self) -> RunFolder:
+        return self.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     @property
     def done(self) -> bool:
         """Whether this folder holds a finished run of this very config."""
-        return (self.path / "DONE").is_file() and self._stored_hash() == self.hash
+        if not (self.path / "DONE").is_file():
+            return False
+        try:
+            return self._stored_hash() == self.hash
+        except MsaggError:
+            return False
 
     def _stored_hash(self) -> str | None:
-        cfg = self.path / "config.json"
-        if not cfg.is_file():
-            return None
-        try:
-            return config_hash(json.loads(cfg.read_text()))
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    def start(self, overwrite: bool = False) -> bool:
-        """Prepares the folder.
-
-        Returns:
-            False when the same config already finished here (nothing to do), else True.
+        """The hash of the folder's config.json; None if it has none.
 
         Raises:
-            RunConflictError: If the folder holds another config and ``overwrite`` is False.
+            MsaggError: If config.json cannot be read or is not a JSON config, naming it.
         """
-        stored = self._stored_hash()
+        try:
+            return config_hash(read_json_config(self.path / "config.json"))
+        except FileNotFoundError:
+            return None
+
+    def _clear(self) -> None:
+        """Removes everything in the folder but the lock file, which is what this run holds."""
+        for child in self.path.iterdir():
+            if child.name == LOCK_NAME:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def start(self, overwrite: bool = False) -> bool:
+        """Takes the lock (if not yet taken) and prepares the folder.
+
+        Returns:
+            False when the same config already finished here (nothing to do; the lock is
+            dropped), else True.
+
+        Raises:
+            RunFolderBusy: If another process is running a stage in this folder.
+            RunConflictError: If the folder holds another config, or a config.json that is not
+                valid JSON, and ``overwrite`` is False. A lock this call took is dropped.
+        """
+        took = not self.locked
+        self.lock()
+        try:
+            return self._start(overwrite)
+        except BaseException:
+            if took:
+                self.release()
+            raise
+
+    def _start(self, overwrite: bool) -> bool:
+        try:
+            stored = self._stored_hash()
+        except MsaggError as err:
+            if not overwrite:
+                raise RunConflictError(f"{err}; choose another output folder or pass --overwrite to replace "
+                                       "this run") from None
+            logger.warning("overwriting %s: %s", self.path, err)
+            self._clear()
+            stored = None
         if stored is not None and stored != self.hash:
             if not overwrite:
                 raise RunConflictError(
@@ -120,21 +411,21 @@ class RunFolder:
                     f"this one {self.hash}); choose another output folder or pass --overwrite"
                 )
             logger.warning("overwriting %s (old config hash %s)", self.path, stored)
-            shutil.rmtree(self.path)
+            self._clear()
         elif stored == self.hash and (self.path / "DONE").is_file():
             if not overwrite:
                 logger.info("%s: %s already done with config %s; nothing to do", self.path, self.stage, self.hash)
+                self.release()
                 return False
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        logger.info("%s config %s: %s", self.stage, self.hash, json.dumps(self.config_json, sort_keys=True))
-        write_json(self.path / "config.json", self.config_json)
+            self._clear()
         upstream = {}
         for key, folder in self.upstream.items():
             hashed = None
             if (folder / "config.json").is_file():
-                hashed = config_hash(json.loads((folder / "config.json").read_text()))
+                hashed = config_hash(read_json_config(folder / "config.json"))
             upstream[key] = {"path": str(folder), "config_hash": hashed}
+        logger.info("%s config %s: %s", self.stage, self.hash, json.dumps(self.config_json, sort_keys=True))
+        write_json(self.path / "config.json", self.config_json)
         write_json(
             self.path / "metadata.json",
             {
@@ -151,7 +442,7 @@ class RunFolder:
         return True
 
     def finish(self, summary: Mapping[str, Any] | None = None) -> None:
-        """Writes the DONE marker (with an optional summary) last."""
+        """Writes the DONE marker (with an optional summary) last, then drops the lock."""
         write_json(
             self.path / "DONE",
             {
@@ -160,3 +451,4 @@ class RunFolder:
                 **(dict(summary) if summary else {}),
             },
         )
+        self.release()

@@ -26,11 +26,15 @@ def test_lifecycle(tmp_path):
     assert "numpy" in meta["packages"]
     with pytest.raises(ValueError, match="has not finished"):
         read_config(out)
-    # Interrupted: same config starts again (resume), outputs kept.
+    # Interrupted (its lock dropped, as when the process dies): same config starts again (resume), outputs kept.
     (out / "partial.txt").write_text("x")
-    assert RunFolder(out, "toy", Cfg()).start() is True
+    rf.release()
+    rf = RunFolder(out, "toy", Cfg())
+    assert rf.start() is True
     assert (out / "partial.txt").exists()
     rf.finish({"n": 1})
+    assert not rf.locked and sorted(p.name for p in out.iterdir()) == ["DONE", "config.json", "metadata.json",
+                                                                        "partial.txt"]
     assert read_config(out)["seed"] == 0
     assert RunFolder(out, "toy", Cfg()).done
     assert RunFolder(out, "toy", Cfg()).start() is False  # no-op
