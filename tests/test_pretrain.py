@@ -235,10 +235,17 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     with pytest.raises(Interrupt):
         pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=stop_after_three)
     folder = out / "3^2"
-    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    # One checkpoint folder, of the last epoch finished; older ones are removed.
+    assert [p.name for p in (folder / "checkpoint").iterdir()] == ["epoch-0003"]
+    checkpoint = folder / "checkpoint" / "epoch-0003"
+    state = json.loads((checkpoint / "state.json").read_text())
     # Epoch 2 ended the first lr stage; the checkpoint already holds the second one.
     assert state["epoch"] == 3 and state["lr_stage"] == 1 and state["lr"] == pytest.approx(0.002)
-    assert (folder / "checkpoint" / "last.keras").is_file() and not (folder / "DONE").exists()
+    assert (checkpoint / "last.keras").is_file() and not (folder / "DONE").exists()
+    # The best model so far, as model.keras was when the checkpoint was written.
+    assert (checkpoint / "best.keras").read_bytes() == (folder / "model.keras").read_bytes()
+    rng = json.loads((checkpoint / "rng.json").read_text())
+    assert set(rng) == {"python", "numpy", "seed_generators"} and len(rng["seed_generators"]) == 1  # dropout
     assert not (out / "DONE").exists()
     first_rows = read_history(folder / "history.csv")
     assert [r["epoch"] for r in first_rows] == ["1", "2", "3"]
@@ -246,7 +253,7 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
 
     from stages.pretrain import load_model
 
-    saved = load_model(folder / "checkpoint" / "last.keras")
+    saved = load_model(checkpoint / "last.keras")
     # The optimizer state is kept: epoch 3 ran on the fresh optimizer of lr stage 2.
     assert int(saved.optimizer.iterations.numpy()) == config.steps_per_epoch
     assert float(saved.optimizer.learning_rate.numpy()) == pytest.approx(0.002)
@@ -259,6 +266,7 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[:3] == first_rows
     assert [r["lr_stage"] for r in rows] == ["0", "0", "1", "1"]
+    assert (folder / "curves.png").is_file()
     assert (folder / "DONE").is_file() and (out / "DONE").is_file() and not (folder / "checkpoint").exists()
     assert json.loads((folder / "metrics.json").read_text())["epochs"] == 4
 
