@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import crops, pretrain, training_log
+from stages import checkpoint, crops, pretrain, training_log
 from test_pretrain import write_tiny_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +36,12 @@ CHANGES = {"scales": (SCALE,), "num_lr_stages": 3, "max_epochs_per_stage": 1, "p
 LRS = [0.01, 0.002, 0.0004]
 
 # Runs the stage and SIGKILLs itself at one point: ["checkpoint", point, epoch] (see
-# pretrain._checkpoint_hook) or ["batch", epoch, index]: when the CropSequence reads that batch.
+# checkpoint.hook) or ["batch", epoch, index]: when the CropSequence reads that batch.
 # Training epoch e (counted from 1) reads crop epoch e: fit() ends a pass before it trains; under
 # TensorFlow it first reads batches 0 and 1 of crop epoch e - 1 for its input signature.
 DRIVER = r"""
 import json, os, signal, sys
-from stages import crops, pretrain, training_log
+from stages import checkpoint, crops, pretrain, training_log
 
 training_log.draw_curves = lambda *args, **kwargs: None
 config, out, kill = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
@@ -52,7 +52,7 @@ def die():
 
 
 if kill[0] == "checkpoint":
-    pretrain._checkpoint_hook = lambda point, epoch: die() if [point, epoch] == kill[1:] else None
+    checkpoint.hook = lambda point, epoch: die() if [point, epoch] == kill[1:] else None
 else:
     get = crops.CropSequence.__getitem__
 
@@ -86,7 +86,7 @@ def config(tmp_path_factory) -> pretrain.Config:
 def outcome(out: Path) -> dict:
     """What a finished run must reproduce: weights, history (less timing), metrics (less timing)."""
     folder = out / SCALE
-    assert (out / "DONE").is_file() and not (folder / pretrain.CHECKPOINT_DIR).exists()
+    assert (out / "DONE").is_file() and not (folder / checkpoint.CHECKPOINT_DIR).exists()
     rows = [{k: v for k, v in row.items() if k not in TIMING} for row in history_rows(out)]
     metrics = {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if k not in TIMING}
     return {"weights": pretrain.load_model(folder / "model.keras").get_weights(), "history": rows, "metrics": metrics}
@@ -125,7 +125,7 @@ def history_rows(out: Path) -> list[dict]:
 
 def committed(out: Path) -> list[str]:
     """The checkpoint folders a killed run left, committed and temporary."""
-    root = out / SCALE / pretrain.CHECKPOINT_DIR
+    root = out / SCALE / checkpoint.CHECKPOINT_DIR
     return sorted(p.name.split(".tmp-")[0] for p in root.iterdir()) if root.is_dir() else []
 
 
@@ -164,10 +164,10 @@ def test_sigkilled_mid_epoch_then_between_model_and_state_at_an_lr_boundary(conf
 
 def check_restored_from_the_checkpoint(config, out, monkeypatch):
     """A resumed run first makes model.keras and history.csv those of its checkpoint."""
-    checkpoint = out / SCALE / pretrain.CHECKPOINT_DIR / "epoch-0001"
+    epoch_one = out / SCALE / checkpoint.CHECKPOINT_DIR / "epoch-0001"
     model = out / SCALE / "model.keras"
     # Epoch 2's (uncommitted) best model, and its history row.
-    assert model.stat().st_ino != (checkpoint / pretrain.BEST_FILE).stat().st_ino
+    assert model.stat().st_ino != (epoch_one / checkpoint.BEST_FILE).stat().st_ino
     assert len(history_rows(out)) == 2
 
     def stop(self, index):
@@ -177,7 +177,7 @@ def check_restored_from_the_checkpoint(config, out, monkeypatch):
         patch.setattr(crops.CropSequence, "__getitem__", stop)
         with pytest.raises(Exception):  # Keras may wrap an error of its input pipeline
             pretrain.run(config, out, progress=False, tensorboard=False)
-    assert model.read_bytes() == (checkpoint / pretrain.BEST_FILE).read_bytes()
+    assert model.read_bytes() == (epoch_one / checkpoint.BEST_FILE).read_bytes()
     assert len(history_rows(out)) == 1
 
 
@@ -204,11 +204,11 @@ def test_interrupted_at_every_step_of_an_epoch_end(config, uninterrupted, tmp_pa
             if (point, epoch) == stop:
                 raise Interrupted(stop)
 
-        monkeypatch.setattr(pretrain, "_checkpoint_hook", hook)
+        monkeypatch.setattr(checkpoint, "hook", hook)
         with pytest.raises(Interrupted):
             pretrain.run(config, out, progress=False, tensorboard=False)
         assert (committed(out), len(history_rows(out))) == left, stop
-    monkeypatch.setattr(pretrain, "_checkpoint_hook", None)
+    monkeypatch.setattr(checkpoint, "hook", None)
     assert_same(resume(config, out), uninterrupted)
 
 
@@ -221,19 +221,19 @@ def test_old_checkpoints_resume_unless_cut_at_an_lr_boundary(config, tmp_path, m
         if (point, epoch) == ("committed", 2):
             raise Interrupted
 
-    monkeypatch.setattr(pretrain, "_checkpoint_hook", hook)
+    monkeypatch.setattr(checkpoint, "hook", hook)
     with pytest.raises(Interrupted):
         pretrain.run(config, out, progress=False, tensorboard=False)
-    monkeypatch.setattr(pretrain, "_checkpoint_hook", None)
-    root = out / SCALE / pretrain.CHECKPOINT_DIR
-    states = [(root / f"epoch-000{n}" / pretrain.STATE_FILE).read_text() for n in (1, 2)]
-    (root / "epoch-0002" / pretrain.LAST_FILE).rename(root / pretrain.LAST_FILE)
+    monkeypatch.setattr(checkpoint, "hook", None)
+    root = out / SCALE / checkpoint.CHECKPOINT_DIR
+    states = [(root / f"epoch-000{n}" / checkpoint.STATE_FILE).read_text() for n in (1, 2)]
+    (root / "epoch-0002" / checkpoint.LAST_FILE).rename(root / checkpoint.LAST_FILE)
     for name in ("epoch-0001", "epoch-0002"):
         shutil.rmtree(root / name)
-    (root / pretrain.STATE_FILE).write_text(states[0])
-    with pytest.raises(pretrain.PretrainError, match=r"learning rate 0\.0004 is not the recorded 0\.002"):
+    (root / checkpoint.STATE_FILE).write_text(states[0])
+    with pytest.raises(checkpoint.CheckpointError, match=r"learning rate 0\.0004 is not the recorded 0\.002"):
         pretrain.run(config, out, progress=False, tensorboard=False)
-    (root / pretrain.STATE_FILE).write_text(states[1])
+    (root / checkpoint.STATE_FILE).write_text(states[1])
     resumed = []
     pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=lambda s, r: resumed.append(r["epoch"]))
     assert resumed == [3] and len(history_rows(out)) == 3 and (out / "DONE").is_file()
