@@ -177,13 +177,13 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
 
     Raises:
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
-        UnfinishedRunError: If the extract run folder (the folder holding it, for a path to the
-            file) has no DONE marker, or its DONE belongs to another run than the file.
-        FeaturesError: For a missing, unfinished or unknown-version features file, or features
-            that fail their checksum (naming the rows).
-        WriteError: When the disk refuses a write (naming the file); no DONE is written.
+        FeaturesError: For a missing, unfinished or unknown-version features file.
         FeatureSetError: For a feature set naming a scale that is not in the file.
         ClassifyError: For an unknown ``tsne_label``, or a file without train or test tracks.
+        UnfinishedRunError: If the extract run folder (the folder holding it, for a path to the
+            file) has no DONE marker, or its DONE belongs to another run than the file.
+        FeaturesError: Also for features that fail their checksum, naming the rows.
+        WriteError: When the disk refuses a write (naming the file); no DONE is written.
     """
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir, "classify", config, upstream={"features": config.features})

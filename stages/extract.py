@@ -314,13 +314,13 @@ def run(
 
     Raises:
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
-        UnfinishedRunError: If the cache's prepare run folder (the folder holding it, for a path to
-            the file) has no DONE marker, or its DONE belongs to another run than the cache.
-        CacheError: For a missing or unreadable cache, or audio that fails its checksum (naming
-            the tracks).
+        CacheError: For a missing or unreadable cache.
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
         ExtractError: For an empty cache.
+        UnfinishedRunError: If the cache's prepare run folder (the folder holding it, for a path to
+            the file) has no DONE marker, or its DONE belongs to another run than the cache.
+        CacheError: Also for audio that fails its checksum, naming the tracks.
         WriteError: When the disk refuses a write (naming the file); no DONE is written, and a
             later run resumes from the rows durably written.
     """
