@@ -12,6 +12,12 @@ Layout (schema version 1; docs/DESIGN.md is the reference):
     /label_names  str (num_labels,)
     /split        str (num_tracks,)           train / valid / test
     /skipped      str (num_skipped, 2)        source, reason
+
+The numeric datasets (/audio, /offsets, /lengths, /labels) carry HDF5's per-chunk Fletcher-32
+checksum, verified on every read: a damaged chunk raises ``CacheError`` naming the tracks whose
+samples lie in it. Caches written before the checksum existed read as before (unverified).
+The writer streams through ``data.atomic.CheckedFile``: a failed write (a full disk) raises
+``WriteError`` at once and leaves no file behind.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import Iterable
 import h5py
 import numpy as np
 
-from data.atomic import atomic_write
+from data.atomic import CheckedFile, atomic_write
 from data.errors import MsaggError
+from data.integrity import CHECKSUM, damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem
 from data.runs import run_file
 from data.tracklist import SPLITS, TrackList
 
@@ -99,19 +106,37 @@ def write_cache(
     Raises:
         ValueError: If the number of waveforms differs from the number of tracks, or a waveform
             is not 1-D or holds non-finite samples.
+        WriteError: Naming ``path``, at the first write the disk refuses (checked after every
+            block); nothing is left behind.
     """
     path = Path(path)
+    with atomic_write(path) as tmp:
+        raw = CheckedFile(tmp, "w")
+        try:
+            with raw.checked():
+                total = _write_layout(raw, path, tracklist, waveforms, sample_rate, config_hash, flush_samples)
+        finally:
+            raw.close()
+    logger.info("wrote %s: %d tracks, %.1f min of audio at %d Hz, %d skipped",
+                path, len(tracklist), total / sample_rate / 60, sample_rate, len(tracklist.skipped))
+    return path
+
+
+def _write_layout(raw: CheckedFile, path: Path, tracklist: TrackList, waveforms: Iterable[np.ndarray],
+                  sample_rate: int, config_hash: str, flush_samples: int) -> int:
+    """Writes the whole layout through ``raw``; returns the number of samples."""
     num_tracks = len(tracklist)
     offsets = np.zeros(num_tracks, dtype=np.int64)
     lengths = np.zeros(num_tracks, dtype=np.int64)
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+    with h5py.File(raw, "w") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["sample_rate"] = int(sample_rate)
         f.attrs["task"] = tracklist.task
         f.attrs["dataset"] = tracklist.name
         f.attrs["split_info"] = json.dumps(tracklist.split_info, sort_keys=True, default=str)
         f.attrs["config_hash"] = config_hash
-        audio = f.create_dataset("audio", shape=(0,), maxshape=(None,), dtype=np.int16, chunks=(CHUNK_SAMPLES,))
+        audio = f.create_dataset("audio", shape=(0,), maxshape=(None,), dtype=np.int16, chunks=(CHUNK_SAMPLES,),
+                                 **CHECKSUM)
         pending: list[np.ndarray] = []
         num_pending = 0
         total = 0
@@ -123,6 +148,7 @@ def write_cache(
                 start = audio.shape[0]
                 audio.resize((start + num_pending,))
                 audio[start:] = np.concatenate(pending)
+                raw.check()  # the chunks that left HDF5's cache were written: stop at the first failure
             pending, num_pending = [], 0
 
         for count, wave in enumerate(waveforms, start=1):
@@ -146,11 +172,11 @@ def write_cache(
         if count != num_tracks:
             raise ValueError(f"{path}: got {count} waveforms for {num_tracks} tracks")
         flush()
-        f.create_dataset("offsets", data=offsets)
-        f.create_dataset("lengths", data=lengths)
+        f.create_dataset("offsets", data=offsets, **CHECKSUM)
+        f.create_dataset("lengths", data=lengths, **CHECKSUM)
         f.create_dataset("track_ids", data=list(tracklist.track_ids), dtype=_STR)
         f.create_dataset("sources", data=list(tracklist.sources), dtype=_STR)
-        f.create_dataset("labels", data=np.asarray(tracklist.labels, dtype=np.uint8))
+        f.create_dataset("labels", data=np.asarray(tracklist.labels, dtype=np.uint8), **CHECKSUM)
         f.create_dataset("label_names", data=list(tracklist.label_names), dtype=_STR)
         f.create_dataset("split", data=list(tracklist.split), dtype=_STR)
         skipped = [[str(source), str(reason)] for source, reason in tracklist.skipped]
@@ -158,9 +184,7 @@ def write_cache(
             f.create_dataset("skipped", data=skipped, dtype=_STR)
         else:
             f.create_dataset("skipped", shape=(0, 2), dtype=_STR)
-    logger.info("wrote %s: %d tracks, %.1f min of audio at %d Hz, %d skipped",
-                path, num_tracks, total / sample_rate / 60, sample_rate, len(skipped))
-    return path
+    return total
 
 
 FILE_NAME = "cache.h5"
@@ -195,7 +219,8 @@ class AudioCache:
 
     Raises:
         CacheError: If the file is missing, is not a readable HDF5 file, has another
-            ``schema_version``, or lacks part of the layout.
+            ``schema_version`` (or one that is not an integer), lacks part of the layout, or a
+            table fails its checksum.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -218,9 +243,10 @@ class AudioCache:
         version = f.attrs.get("schema_version")
         if version is None:
             raise CacheError(f"{self.path}: not an audio cache (no schema_version attribute)")
-        if int(version) != SCHEMA_VERSION:
-            raise CacheError(f"{self.path}: audio cache schema version {int(version)} is not supported "
-                             f"(this msagg reads version {SCHEMA_VERSION}); prepare the dataset again")
+        problem = schema_version_problem(version, SCHEMA_VERSION)
+        if problem:
+            raise CacheError(f"{self.path}: audio cache {problem} is not supported (this msagg reads schema "
+                             f"version {SCHEMA_VERSION}, an integer); prepare the dataset again")
         missing = [f"/{name}" for name in _DATASETS if name not in f] + [
             f"attribute {name}" for name in _ATTRS if name not in f.attrs]
         if missing:
@@ -230,14 +256,22 @@ class AudioCache:
         self.dataset = str(f.attrs["dataset"])
         self.split_info = json.loads(f.attrs["split_info"])
         self.config_hash = str(f.attrs["config_hash"])
-        self.label_names = [str(s) for s in f["label_names"].asstr()[()]]
-        self.track_ids = np.asarray(f["track_ids"].asstr()[()], dtype=str)
-        self.sources = np.asarray(f["sources"].asstr()[()], dtype=str)
-        self.labels = np.asarray(f["labels"][()], dtype=np.uint8)
-        self.split = np.asarray(f["split"].asstr()[()], dtype=str)
-        self.offsets = np.asarray(f["offsets"][()], dtype=np.int64)
-        self.lengths = np.asarray(f["lengths"][()], dtype=np.int64)
-        self.skipped = [(str(a), str(b)) for a, b in f["skipped"].asstr()[()].reshape(-1, 2)]
+
+        def read(name: str, text: bool = False) -> np.ndarray:
+            try:
+                return f[name].asstr()[()] if text else f[name][()]
+            except OSError as err:
+                raise CacheError(f"{self.path}: damaged audio cache: /{name} {describe_read_error(err)}; "
+                                 f"prepare the dataset again") from None
+
+        self.label_names = [str(s) for s in read("label_names", True)]
+        self.track_ids = np.asarray(read("track_ids", True), dtype=str)
+        self.sources = np.asarray(read("sources", True), dtype=str)
+        self.labels = np.asarray(read("labels"), dtype=np.uint8)
+        self.split = np.asarray(read("split", True), dtype=str)
+        self.offsets = np.asarray(read("offsets"), dtype=np.int64)
+        self.lengths = np.asarray(read("lengths"), dtype=np.int64)
+        self.skipped = [(str(a), str(b)) for a, b in read("skipped", True).reshape(-1, 2)]
         n = self.offsets.shape[0]
         shapes = {"lengths": self.lengths.shape[0], "track_ids": self.track_ids.shape[0],
                   "sources": self.sources.shape[0], "labels": self.labels.shape[0], "split": self.split.shape[0]}
@@ -285,15 +319,37 @@ class AudioCache:
             raise IndexError(f"{self.path}: track index {i} out of range (0..{self.num_tracks - 1})")
         return i
 
+    @property
+    def checksummed(self) -> bool:
+        """Whether /audio carries Fletcher-32 checksums (False for caches written before them)."""
+        return bool(self._audio.fletcher32)
+
+    def _samples(self, start: int, stop: int) -> np.ndarray:
+        """int16 samples ``[start, stop)`` of /audio; ``CacheError`` naming the tracks of a damaged chunk."""
+        try:
+            return self._audio[start:stop]
+        except OSError as err:
+            ranges = damaged_ranges(self._audio, start, stop)
+            hit = np.zeros(self.num_tracks, dtype=bool)
+            for lo, hi in ranges:
+                hit |= (self.offsets < hi) & (self.offsets + self.lengths > lo)
+            raise CacheError(
+                f"{self.path}: damaged audio cache: samples {ranges_text(ranges)} {describe_read_error(err)}; "
+                f"tracks affected: {name_some(self.track_ids[hit])}; prepare the dataset again"
+            ) from None
+
     def track(self, i: int) -> np.ndarray:
         """A whole track.
 
         Returns:
             float32 (lengths[i],) in [-1, 1).
+
+        Raises:
+            CacheError: If its samples fail their checksum (naming every track of the damaged chunks).
         """
         i = self._check_index(i)
         start = int(self.offsets[i])
-        return self._audio[start : start + int(self.lengths[i])].astype(np.float32) / READ_SCALE
+        return self._samples(start, start + int(self.lengths[i])).astype(np.float32) / READ_SCALE
 
     def crop(self, i: int, start: int, length: int) -> np.ndarray:
         """Samples ``[start, start + length)`` of a track; what lies outside the track is zeros.
@@ -305,6 +361,9 @@ class AudioCache:
 
         Returns:
             float32 (length,).
+
+        Raises:
+            CacheError: If those samples fail their checksum.
         """
         i = self._check_index(i)
         start, length = int(start), int(length)
@@ -314,7 +373,7 @@ class AudioCache:
         lo, hi = max(start, 0), min(start + length, int(self.lengths[i]))
         if hi > lo:
             base = int(self.offsets[i])
-            out[lo - start : hi - start] = self._audio[base + lo : base + hi].astype(np.float32) / READ_SCALE
+            out[lo - start : hi - start] = self._samples(base + lo, base + hi).astype(np.float32) / READ_SCALE
         return out
 
     def close(self) -> None:

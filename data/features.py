@@ -35,10 +35,18 @@ as variable-length UTF-8.
 While extraction runs the file is ``features.h5.partial``; ``FeaturesWriter.finalize`` renames it
 to ``features.h5`` atomically. A row whose features are not finite marks a track extract could not
 process (it is listed in the run's skipped.csv); readers may drop such rows.
+
+Integrity: the numeric datasets (/labels, /features/*/*, /num_segments/*) carry HDF5's per-chunk
+Fletcher-32 checksum, verified on every read (a damaged chunk raises ``FeaturesError`` naming the
+rows); files written before it read as before, unverified. The writer goes through
+``data.atomic.CheckedFile``: the first write the disk refuses raises ``WriteError`` (naming the
+partial file), ``num_done`` counts only rows flushed and fsynced before it, and a later run
+resumes from there (after reading those rows back to check them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -49,7 +57,9 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
+from data.atomic import CheckedFile, WriteError, fsync_dir
 from data.errors import MsaggError
+from data.integrity import CHECKSUM, damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem
 from data.runs import run_file
 
 logger = logging.getLogger(__name__)
@@ -165,10 +175,12 @@ class FeaturesWriter:
     """Writes ``features.h5.partial`` row block by row block, resumably; ``finalize`` publishes it.
 
     Every dataset is created at its full size (N rows) up front. ``write`` stores rows
-    ``[num_done, num_done + k)``, flushes, and only then advances ``num_done``, so after a kill the
-    rows below ``num_done`` are final. Opening again with the same inputs resumes from ``num_done``;
-    a partial file made with other inputs (config hash, tracks, models, dims) or that cannot be
-    read is started afresh.
+    ``[num_done, num_done + k)``, flushes and fsyncs, and only then advances ``num_done`` (flushed
+    and fsynced again), so after a kill or a full disk the rows below ``num_done`` are final.
+    Opening again with the same inputs resumes from ``num_done`` once those rows read back
+    (checksums) intact; a partial file made with other inputs (config hash, tracks, models, dims)
+    or that cannot be read is started afresh. A finished ``features.h5`` of the same inputs (a
+    run that failed after ``finalize``, e.g. writing DONE) is taken as it is.
 
     Args:
         path: The final file, usually ``<run>/features.h5``; the partial file sits beside it.
@@ -185,6 +197,7 @@ class FeaturesWriter:
 
     Raises:
         FeaturesError: For inconsistent inputs or zero tracks.
+        WriteError: Naming the partial file, at the first write the disk refuses.
     """
 
     def __init__(
@@ -220,6 +233,13 @@ class FeaturesWriter:
             raise FeaturesError(f"{self.path}: no scales to write")
         self.scales = dict(scales)
         self._h5: h5py.File | None = None
+        self._raw: CheckedFile | None = None
+        self._num_done = 0
+        self.finished = False
+        """True when a finished features.h5 of these inputs was found: nothing is left to write."""
+        if not self.partial.exists() and self.path.is_file() and self._try_finished(config_hash):
+            logger.info("%s: already complete with these inputs; using it", self.path)
+            return
         if self.partial.exists() and self._try_resume(config_hash):
             logger.info("%s: resuming after %d of %d tracks", self.partial, self.num_done, self.num_tracks)
             return
@@ -227,8 +247,14 @@ class FeaturesWriter:
 
     def _try_resume(self, config_hash: str) -> bool:
         try:
-            h5 = h5py.File(self.partial, "r+")
+            raw = CheckedFile(self.partial, "r+")
         except OSError as err:
+            logger.warning("%s: cannot reopen (%s); starting again", self.partial, err)
+            return False
+        try:
+            h5 = h5py.File(raw, "r+")
+        except OSError as err:
+            raw.close()
             logger.warning("%s: cannot reopen (%s); starting again", self.partial, err)
             return False
         try:
@@ -238,12 +264,31 @@ class FeaturesWriter:
         if reason:
             logger.warning("%s: %s; starting again", self.partial, reason)
             h5.close()
+            raw.close()
             return False
-        self._h5 = h5
+        self._h5, self._raw, self._num_done = h5, raw, int(h5.attrs["num_done"])
+        return True
+
+    def _try_finished(self, config_hash: str) -> bool:
+        try:
+            h5 = h5py.File(self.path, "r")
+        except OSError:
+            return False
+        try:
+            reason = self._incompatible(h5, config_hash)
+            if not reason and (not bool(h5.attrs.get("complete")) or int(h5.attrs["num_done"]) != self.num_tracks):
+                reason = "unfinished"
+        except (KeyError, OSError, ValueError, TypeError) as err:
+            reason = f"unreadable ({err})"
+        if reason:
+            logger.info("%s: %s; extracting again", self.path, reason)
+            h5.close()
+            return False
+        self._h5, self.finished, self._num_done = h5, True, self.num_tracks
         return True
 
     def _incompatible(self, h5: h5py.File, config_hash: str) -> str | None:
-        if h5.attrs.get("schema_version") != SCHEMA_VERSION:
+        if schema_version_problem(_attr(h5.attrs.get("schema_version")), SCHEMA_VERSION):
             return "another schema version"
         if h5.attrs.get("config_hash") != config_hash:
             return "another config"
@@ -257,11 +302,35 @@ class FeaturesWriter:
                 return f"another model at scale {scale}"
             if {tap: group[tap].shape[1] for tap in group} != dict(info.dims):
                 return f"other feature sizes at scale {scale}"
+        done = int(h5.attrs["num_done"])
+        for name in _numeric_datasets(h5):
+            try:
+                h5[name][:done]
+            except OSError as err:
+                return f"rows written before are damaged (/{name} {describe_read_error(err)})"
         return None
 
     def _create(self, labels, label_names, split, task, dataset, pretrain_dataset, song_pool, config_hash) -> None:
         self.partial.parent.mkdir(parents=True, exist_ok=True)
-        h5 = h5py.File(self.partial, "w")
+        raw = CheckedFile(self.partial, "w")
+        try:
+            h5 = h5py.File(raw, "w")
+        except BaseException:
+            raw.close()
+            raise
+        self._h5, self._raw = h5, raw
+        try:
+            with raw.checked():
+                self._create_layout(h5, labels, label_names, split, task, dataset, pretrain_dataset, song_pool,
+                                    config_hash)
+                h5.flush()
+        except BaseException:
+            with contextlib.suppress(WriteError):
+                self.close()
+            raise
+
+    def _create_layout(self, h5, labels, label_names, split, task, dataset, pretrain_dataset, song_pool,
+                       config_hash) -> None:
         n = self.num_tracks
         h5.attrs["schema_version"] = SCHEMA_VERSION
         h5.attrs["config_hash"] = str(config_hash)
@@ -272,7 +341,7 @@ class FeaturesWriter:
         h5.attrs["complete"] = False
         h5.attrs["num_done"] = 0
         h5.create_dataset("track_ids", data=_str_array(self.track_ids), dtype=_STR)
-        h5.create_dataset("labels", data=np.asarray(labels, dtype=np.uint8))
+        h5.create_dataset("labels", data=np.asarray(labels, dtype=np.uint8), **CHECKSUM)
         h5.create_dataset("label_names", data=_str_array(label_names), dtype=_STR)
         h5.create_dataset("split", data=_str_array(split), dtype=_STR)
         features = h5.create_group("features")
@@ -289,15 +358,13 @@ class FeaturesWriter:
             group.attrs["tap_layers"] = json.dumps(dict(info.tap_layers), sort_keys=True)
             for tap in sorted(info.dims, key=_tap_sort_key):
                 dim = int(info.dims[tap])
-                group.create_dataset(tap, shape=(n, dim), dtype=np.float32, chunks=(min(n, 64), dim))
-            counts.create_dataset(scale, shape=(n,), dtype=np.int32)
-        h5.flush()
-        self._h5 = h5
+                group.create_dataset(tap, shape=(n, dim), dtype=np.float32, chunks=(min(n, 64), dim), **CHECKSUM)
+            counts.create_dataset(scale, shape=(n,), dtype=np.int32, **CHECKSUM)
 
     @property
     def num_done(self) -> int:
-        """Rows already final."""
-        return int(self._h5.attrs["num_done"])
+        """Rows already final (written, flushed and fsynced, and so recorded in the file)."""
+        return self._num_done
 
     def write(self, features: Mapping[str, Mapping[str, np.ndarray]], num_segments: Mapping[str, np.ndarray]) -> None:
         """Appends a block of rows at ``num_done`` and flushes it.
@@ -308,7 +375,9 @@ class FeaturesWriter:
 
         Raises:
             FeaturesError: For missing scales or taps, wrong shapes, or too many rows.
+            WriteError: If the disk refused a write; ``num_done`` is then not advanced.
         """
+        self._writable()
         start = self.num_done
         ks = {np.asarray(a).shape[0] for taps in features.values() for a in taps.values()}
         if len(ks) != 1:
@@ -318,60 +387,116 @@ class FeaturesWriter:
             raise FeaturesError(f"{self.partial}: {start} + {k} rows exceed {self.num_tracks} tracks")
         if set(features) != set(self.scales) or set(num_segments) != set(self.scales):
             raise FeaturesError(f"{self.partial}: expected scales {sorted(self.scales)}, got {sorted(features)}")
+        blocks = {}
         for scale, info in self.scales.items():
             if set(features[scale]) != set(info.dims):
                 raise FeaturesError(f"{self.partial}: scale {scale}: expected taps {sorted(info.dims)}")
             for tap, dim in info.dims.items():
-                block = np.asarray(features[scale][tap], dtype=np.float32)
-                if block.shape != (k, dim):
-                    raise FeaturesError(f"{self.partial}: {scale}/{tap}: expected ({k}, {dim}), got {block.shape}")
+                blocks[scale, tap] = np.asarray(features[scale][tap], dtype=np.float32)
+                if blocks[scale, tap].shape != (k, dim):
+                    raise FeaturesError(f"{self.partial}: {scale}/{tap}: expected ({k}, {dim}), "
+                                        f"got {blocks[scale, tap].shape}")
+        with self._raw.checked():
+            for (scale, tap), block in blocks.items():
                 self._h5["features"][scale][tap][start : start + k] = block
-            self._h5["num_segments"][scale][start : start + k] = np.asarray(num_segments[scale], dtype=np.int32)
-        # Data first, then the counter: after a kill, rows below num_done are whole.
-        self._h5.flush()
-        self._h5.attrs["num_done"] = start + k
-        self._h5.flush()
+            for scale in self.scales:
+                self._h5["num_segments"][scale][start : start + k] = np.asarray(num_segments[scale], dtype=np.int32)
+            # Data first (on disk: flush fsyncs), then the counter: after a kill or a failed write,
+            # the rows below num_done are whole.
+            self._h5.flush()
+        with self._raw.checked():
+            self._h5.attrs["num_done"] = start + k
+            self._h5.flush()
+        self._num_done = start + k
+
+    def _writable(self) -> None:
+        if self._h5 is None or self._raw is None:
+            raise FeaturesError(f"{self.partial}: the writer is closed or its file already complete")
+        self._raw.check()  # a write failed before: nothing more goes to this file
 
     def nonfinite_rows(self, chunk: int = 4096) -> np.ndarray:
         """Rows (among those written) holding a NaN or infinity: int64 indices, sorted."""
-        bad = np.zeros(self.num_tracks, dtype=bool)
-        done = self.num_done
-        for scale in self._h5["features"]:
-            for tap in self._h5["features"][scale]:
-                data = self._h5["features"][scale][tap]
-                for lo in range(0, done, chunk):
-                    hi = min(done, lo + chunk)
-                    bad[lo:hi] |= ~np.isfinite(data[lo:hi]).all(axis=1)
-        return np.flatnonzero(bad)
+        if self._h5 is None:
+            raise FeaturesError(f"{self.partial}: the writer is closed")
+        return _nonfinite_rows(self._h5, self.num_done, chunk)
 
     def finalize(self) -> Path:
-        """Marks the file complete and renames it to its final name atomically.
+        """Marks the file complete, fsyncs it and renames it to its final name atomically.
 
         Returns:
             The final path.
 
         Raises:
             FeaturesError: If rows are missing.
+            WriteError: If the disk refused a write; the file keeps its partial name, so nothing
+                takes it for finished, and a later run resumes it.
         """
+        if self.finished:
+            self.close()
+            return self.path
         if self.num_done != self.num_tracks:
             raise FeaturesError(f"{self.partial}: only {self.num_done} of {self.num_tracks} tracks written")
-        self._h5.attrs["complete"] = True
-        self._h5.close()
-        self._h5 = None
-        os.replace(self.partial, self.path)
+        self._writable()
+        with self._raw.checked():
+            self._h5.attrs["complete"] = True
+            self._h5.flush()
+        self.close()
+        try:
+            os.replace(self.partial, self.path)
+            fsync_dir(self.path.parent)
+        except OSError as err:
+            raise WriteError.from_os_error(self.path, err) from err
         return self.path
 
     def close(self) -> None:
-        """Closes the partial file without finalizing it (it can be resumed)."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        """Closes the file without finalizing it (a partial file can be resumed).
+
+        Raises:
+            WriteError: If a write failed, closing included (HDF5 writes what it cached at close).
+        """
+        h5, raw, self._h5, self._raw = self._h5, self._raw, None, None
+        try:
+            if h5 is not None:
+                h5.close()
+        finally:
+            if raw is not None:
+                raw.flush()
+                raw.close()
+        if raw is not None:
+            raw.check()
 
     def __enter__(self) -> "FeaturesWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except WriteError as err:  # already failing: keep that error, log this one
+            if err is not exc and not isinstance(exc, WriteError):
+                logger.warning("%s", err)
+
+
+def _nonfinite_rows(h5: h5py.File, done: int, chunk: int = 4096) -> np.ndarray:
+    bad = np.zeros(len(h5["track_ids"]), dtype=bool)
+    for scale in h5["features"]:
+        for tap in h5["features"][scale]:
+            data = h5["features"][scale][tap]
+            for lo in range(0, done, chunk):
+                hi = min(done, lo + chunk)
+                bad[lo:hi] |= ~np.isfinite(data[lo:hi]).all(axis=1)
+    return np.flatnonzero(bad)
+
+
+def _numeric_datasets(h5: h5py.File) -> list[str]:
+    """Paths of the datasets indexed by track that hold numbers: labels, features, num_segments."""
+    names = ["labels"]
+    for scale in h5["features"]:
+        names += [f"features/{scale}/{tap}" for tap in h5["features"][scale]]
+    names += [f"num_segments/{scale}" for scale in h5["num_segments"]]
+    return names
 
 
 # --- reader ------------------------------------------------------------------------------------
@@ -403,7 +528,9 @@ class FeaturesFile:
 
     Raises:
         FeaturesError: Naming the file, when it is missing, unreadable, of an unknown schema
-            version, or unfinished.
+            version (or one that is not an integer), or unfinished; and from ``get``,
+            ``num_segments`` (and here, for /labels) naming the rows of a chunk that fails its
+            checksum.
     """
 
     def __init__(self, path: str | os.PathLike, *, allow_partial: bool = False):
@@ -417,7 +544,7 @@ class FeaturesFile:
         try:
             self._check(allow_partial)
             self.track_ids = np.array(self._h5["track_ids"].asstr()[...], dtype=str)
-            self.labels = np.asarray(self._h5["labels"][...], dtype=np.uint8)
+            self.labels = np.asarray(self._read(self._h5["labels"]), dtype=np.uint8)
             self.label_names = [str(s) for s in self._h5["label_names"].asstr()[...]]
             self.split = np.array(self._h5["split"].asstr()[...], dtype=str)
             self.scales = sorted(self._h5["features"], key=scale_sort_key)
@@ -432,13 +559,32 @@ class FeaturesFile:
         version = _attr(self._h5.attrs.get("schema_version"))
         if version is None:
             raise FeaturesError(f"{self.path}: not a features file (no schema_version attribute)")
-        if version != SCHEMA_VERSION:
+        problem = schema_version_problem(version, SCHEMA_VERSION)
+        if problem:
             raise FeaturesError(
-                f"{self.path}: features schema version {version} is not supported "
-                f"(this msagg reads version {SCHEMA_VERSION}); extract the features again"
+                f"{self.path}: features {problem} is not supported "
+                f"(this msagg reads schema version {SCHEMA_VERSION}, an integer); extract the features again"
             )
         if not allow_partial and not bool(self._h5.attrs.get("complete", False)):
             raise FeaturesError(f"{self.path}: unfinished features file; run `msagg extract` again to complete it")
+
+    def _read(self, dataset: h5py.Dataset) -> np.ndarray:
+        """All of a dataset indexed by track; ``FeaturesError`` naming the rows of a damaged chunk."""
+        try:
+            return dataset[...]
+        except OSError as err:
+            ranges = damaged_ranges(dataset, 0, dataset.shape[0])
+            rows = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+            ids = self.track_ids[rows] if hasattr(self, "track_ids") else rows
+            raise FeaturesError(
+                f"{self.path}: damaged features file: {dataset.name} rows {ranges_text(ranges)} "
+                f"{describe_read_error(err)} (tracks {name_some(ids)}); extract the features again"
+            ) from None
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether the feature datasets carry Fletcher-32 checksums (False for older files)."""
+        return all(self._group(scale)[tap].fletcher32 for scale in self.scales for tap in self.taps(scale))
 
     @property
     def attrs(self) -> dict:
@@ -472,7 +618,7 @@ class FeaturesFile:
         group = self._group(scale)
         if tap not in group:
             raise FeaturesError(f"{self.path}: scale {scale} has no tap {tap!r}; it has {', '.join(self.taps(scale))}")
-        return np.asarray(group[tap][...], dtype=np.float32)
+        return np.asarray(self._read(group[tap]), dtype=np.float32)
 
     def scale_attrs(self, scale: str) -> dict:
         """The attributes of one scale as stored (``input_length``, ``sample_rate``,
@@ -493,7 +639,7 @@ class FeaturesFile:
     def num_segments(self, scale: str) -> np.ndarray:
         """int32 (N,) segments per track at ``scale``."""
         self._group(scale)
-        return np.asarray(self._h5["num_segments"][scale][...], dtype=np.int32)
+        return np.asarray(self._read(self._h5["num_segments"][scale]), dtype=np.int32)
 
     def indices(self, split: str) -> np.ndarray:
         """int64 indices of the tracks in ``split``."""

@@ -19,9 +19,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.atomic import write_json, write_text
+from data.atomic import remove_stale_temps, write_json, write_text
 from data.errors import ConfigError
 from data.features import FeaturesFile
+from data.integrity import check_same_run, require_done
 from models import sample_cnn
 from stages import featuresets, plots
 from stages.checks import check_int
@@ -181,13 +182,19 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         FeaturesError: For a missing, unfinished or unknown-version features file.
         FeatureSetError: For a feature set naming a scale that is not in the file.
         ClassifyError: For an unknown ``tsne_label``, or a file without train or test tracks.
+        UnfinishedRunError: If the extract run folder (the folder holding it, for a path to the
+            file) has no DONE marker, or its DONE belongs to another run than the file.
+        FeaturesError: Also for features that fail their checksum, naming the rows.
+        WriteError: When the disk refuses a write (naming the file); no DONE is written.
     """
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir, "classify", config, upstream={"features": config.features}).lock()
     if folder.done and not overwrite:
         logger.info("%s: classify already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
+    features_done = require_done(config.features, "extract")
     with FeaturesFile(config.features) as ff:
+        check_same_run(ff.path, ff.config_hash, features_done)
         task, names = ff.task, ff.label_names
         sets = feature_sets(ff.scales, config.feature_sets, config.include_single, source=str(ff.path))
         if config.tsne_label is not None and config.tsne_label not in names:
@@ -204,6 +211,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         rows, validation = split_rows(ff, np.flatnonzero(usable), config.seed)
         if not folder.start(overwrite):
             return out_dir
+        remove_stale_temps(out_dir)  # temps of atomic writes (plots, models, reports) a killed run left
         y = {split: ff.labels[idx] for split, idx in rows.items()}
         chance = chance_levels(task, y["train"], y["test"])
         report: dict[str, Any] = {

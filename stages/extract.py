@@ -16,9 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data import features as features_lib
-from data.atomic import write_text
+from data.atomic import remove_stale_temps, write_text
 from data.cache import AudioCache
 from data.errors import ConfigError, MsaggError
+from data.integrity import check_same_run, require_done
 from data.segments import num_segments, segment
 from models import sample_cnn
 from stages.pretrain_run import PretrainRun
@@ -319,6 +320,11 @@ def run(
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
         ExtractError: For an empty cache.
+        UnfinishedRunError: If the cache's prepare run folder (the folder holding it, for a path to
+            the file) has no DONE marker, or its DONE belongs to another run than the cache.
+        CacheError: Also for audio that fails its checksum, naming the tracks.
+        WriteError: When the disk refuses a write (naming the file); no DONE is written, and a
+            later run resumes from the rows durably written.
     """
     out_dir = Path(out_dir)
     if batch_size < 1:
@@ -329,7 +335,9 @@ def run(
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
+    cache_done = require_done(config.cache, "prepare")
     with AudioCache(config.cache) as cache:
+        check_same_run(cache.path, cache.config_hash, cache_done)
         pretrain = PretrainRun(config.pretrain)
         scales = pretrain.select(config.scales)
         pretrain.check_sample_rate(cache.sample_rate, f"the audio cache {cache.path}", scales)
@@ -337,6 +345,7 @@ def run(
             raise ExtractError(f"{cache.path}: the cache holds no tracks")
         if not folder.start(overwrite):
             return final
+        remove_stale_temps(out_dir)  # temps of atomic writes a killed run left (skipped.csv, DONE)
         models = load_tap_models(pretrain, scales)
         infos = {
             scale: features_lib.ScaleInfo(

@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    """Writes ``fig`` as a PNG atomically and closes it (``WriteError`` if the disk refuses)."""
     path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 
 import h5py
 import numpy as np
@@ -177,3 +178,53 @@ def test_reader_closes_and_pickles(cache_path):
         pass
     with pytest.raises(ValueError, match="the audio cache is closed"):
         copy.track(0)
+
+
+def test_numeric_datasets_carry_checksums(cache_path):
+    with h5py.File(cache_path, "r") as f:
+        assert {name for name in f if f[name].fletcher32} == {"audio", "offsets", "lengths", "labels"}
+    with AudioCache(cache_path) as cache:
+        assert cache.checksummed
+
+
+def test_cache_written_before_checksums_still_reads(cache_path):
+    """A cache of an older msagg (no Fletcher-32 filter anywhere) reads as before, unverified."""
+    with h5py.File(cache_path, "a") as f:
+        for name in ("audio", "offsets", "lengths", "labels"):
+            data = f[name][()]
+            del f[name]
+            f.create_dataset(name, data=data)
+    with AudioCache(cache_path) as cache:
+        assert not cache.checksummed
+        np.testing.assert_allclose(cache.track(2), make_waves()[2], atol=1.5 / 32768)
+        np.testing.assert_array_equal(cache.lengths, LENGTHS)
+
+
+@pytest.mark.parametrize("value, shown", [("1", "schema_version '1' (a str)"), (1.0, "schema_version 1.0 (a float)"),
+                                          (True, "schema_version True (a bool)")])
+def test_schema_version_of_another_type_is_refused_saying_what_it_is(cache_path, value, shown):
+    """Only the integer 1 is version 1: msagg writes an integer, so a string "1" was written by
+    something else, and the message says what was found and its type."""
+    with h5py.File(cache_path, "a") as f:
+        f.attrs["schema_version"] = value
+    expected = f"cache.h5: audio cache {shown} is not supported (this msagg reads schema version 1, an integer)"
+    with pytest.raises(CacheError, match=re.escape(expected + "; prepare the dataset again")):
+        AudioCache(cache_path)
+
+
+def test_numpy_integer_schema_versions_are_accepted(cache_path):
+    for value in (np.int32(1), np.uint8(1), np.int64(1)):
+        with h5py.File(cache_path, "a") as f:
+            f.attrs["schema_version"] = value
+        with AudioCache(cache_path) as cache:
+            assert cache.num_tracks == 4
+
+
+def test_damaged_table_is_named(cache_path):
+    with h5py.File(cache_path, "r") as f:
+        info = f["lengths"].id.get_chunk_info(0)
+    with open(cache_path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\xff" * 8)
+    with pytest.raises(CacheError, match=r"cache\.h5: damaged audio cache: /lengths fail their Fletcher-32 checksum"):
+        AudioCache(cache_path)

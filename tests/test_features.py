@@ -190,3 +190,81 @@ def test_model_variant_attributes_and_files_without_them(tmp_path):
     with F.FeaturesFile(path) as ff:
         assert ff.variant("3^2") == {"block": "basic", "multi": False, "tap_layers": {}}
         assert ff.scale_attrs("3^2")["input_length"] == 27
+
+
+def _finished(path):
+    with _writer(path) as w:
+        w.write(*_block([0, 1, 2, 3, 4]))
+        w.finalize()
+    return path
+
+
+def test_numeric_datasets_carry_checksums(tmp_path):
+    path = _finished(tmp_path / "features.h5")
+    with h5py.File(path, "r") as h5:
+        assert h5["labels"].fletcher32 and not h5["track_ids"].fletcher32  # strings take no filter
+        assert all(h5["features"][s][t].fletcher32 for s in SCALES for t in SCALES[s].dims)
+        assert all(h5["num_segments"][s].fletcher32 for s in SCALES)
+    with F.FeaturesFile(path) as ff:
+        assert ff.checksummed
+
+
+def test_file_written_before_checksums_still_reads(tmp_path):
+    path = _finished(tmp_path / "features.h5")
+    with h5py.File(path, "r+") as h5:
+        for name in ["labels"] + [f"features/{s}/{t}" for s in SCALES for t in SCALES[s].dims]:
+            data = h5[name][...]
+            del h5[name]
+            h5.create_dataset(name, data=data)
+    with F.FeaturesFile(path) as ff:
+        assert not ff.checksummed
+        np.testing.assert_array_equal(ff.get("3^2", "-1"), _block([0, 1, 2, 3, 4])[0]["3^2"]["-1"])
+
+
+def test_schema_version_string_is_refused_saying_so(tmp_path):
+    """A string "1" is refused (msagg writes the integer 1); the message shows the value and type."""
+    path = _finished(tmp_path / "features.h5")
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["schema_version"] = "1"
+    with pytest.raises(F.FeaturesError, match=r"features\.h5: features schema_version '1' \(a str\) is not supported "
+                                              r"\(this msagg reads schema version 1, an integer\)"):
+        F.FeaturesFile(path)
+
+
+def test_resume_checks_the_rows_already_written(tmp_path, caplog):
+    """A partial file whose rows below num_done fail their checksum is started afresh, not trusted."""
+    path = tmp_path / "features.h5"
+    w = _writer(path)
+    w.write(*_block([0, 1, 2]))
+    w.close()
+    partial = tmp_path / "features.h5.partial"
+    with h5py.File(partial, "r") as h5:
+        info = h5["features"]["4^2"]["-2"].id.get_chunk_info(0)
+    with open(partial, "r+b") as fh:
+        fh.seek(info.byte_offset + 4)
+        fh.write(b"\x7f" * 8)
+    with caplog.at_level("WARNING"):
+        w = _writer(path)
+    assert w.num_done == 0
+    assert "rows written before are damaged (/features/4^2/-2 fail their Fletcher-32 checksum)" in caplog.text
+    w.close()
+
+
+def test_a_finished_file_of_the_same_inputs_is_taken_as_it_is(tmp_path):
+    """A run that failed after finalize (e.g. writing DONE) finds its features.h5 and writes nothing."""
+    path = _finished(tmp_path / "features.h5")
+    before = path.read_bytes()
+    with _writer(path) as w:
+        assert w.finished and w.num_done == 5 and w.nonfinite_rows().size == 0
+        assert w.finalize() == path
+    assert path.read_bytes() == before
+    with _writer(path, config_hash="other") as w:  # other inputs: written again
+        assert not w.finished and w.num_done == 0
+
+
+def test_writer_refuses_writes_after_close(tmp_path):
+    w = _writer(tmp_path / "features.h5")
+    w.close()
+    w.close()
+    with pytest.raises(F.FeaturesError, match="closed"):
+        w.write(*_block([0]))
