@@ -28,9 +28,10 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from data.atomic import write_json
+from data.atomic import remove_stale_temps, write_json
 from data.cache import AudioCache
 from data.errors import ConfigError, MsaggError
+from data.integrity import check_same_run, require_done
 from models import sample_cnn
 from stages.checks import check_int, check_number
 # CropSequence, the evaluation functions and HISTORY_FIELDS were defined here before; importing
@@ -446,10 +447,16 @@ def run(
     """
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": config.cache}).lock()
+    if folder.done and not overwrite:
+        logger.info("%s: pretrain already done with config %s; nothing to do", out_dir, folder.hash)
+        return out_dir
+    cache_done = require_done(config.cache, "prepare")
     if not folder.start(overwrite):
         return out_dir
+    remove_stale_temps(out_dir)  # temps of atomic writes (model.keras, history.csv, ...) a killed run left
     summary: dict[str, Any] = {}
     with AudioCache(config.cache) as cache:
+        check_same_run(cache.path, cache.config_hash, cache_done)
         logger.info("pretrain on %s: %d tracks, task %s, %d labels, %d Hz", config.cache, cache.num_tracks,
                     cache.task, len(cache.label_names), cache.sample_rate)
         keras.utils.set_random_seed(config.seed)

@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from data.cache import write_cache
 from data.features import FeaturesFile
 from data.segments import segment
 from data.tracklist import TrackList
 import pretrain_runs
+from prepare_runs import make_prepare_run
 from stages import extract
 from stages.pretrain_run import PretrainRun
 
@@ -33,11 +33,7 @@ def make_cache(folder, dataset="toy", sample_rate=SAMPLE_RATE):
         labels=(rng.random((n, 3)) < 0.5).astype(np.uint8),
         split=["train"] * 6 + ["valid"] * 2 + ["test"] * 4,
     )
-    folder.mkdir(parents=True)
-    write_cache(folder / "cache.h5", tracks, waves, sample_rate=sample_rate)
-    (folder / "config.json").write_text(json.dumps({"dataset": dataset}))
-    (folder / "DONE").write_text("{}")
-    return folder
+    return make_prepare_run(folder, tracks, waves, sample_rate=sample_rate)
 
 
 def make_pretrain(folder, cache_dir, sample_rate=SAMPLE_RATE, scales=SCALES):

@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 
 from data.errors import ConfigError, MsaggError
+from data.tracklist import TrackList
 from models import sample_cnn
+from prepare_runs import make_prepare_run
 from stages import pretrain
 from stages.runfolder import RunConflictError
 
 
 def write_tiny_cache(folder: Path, task: str = "tags", num_tracks: int = 24, seed: int = 0) -> Path:
-    """Writes ``folder/cache.h5`` directly with h5py, following docs/DESIGN.md's table.
+    """A finished prepare run in ``folder`` (``tests/prepare_runs.py``) with a tiny toy cache.
 
     Tracks are 40-400 samples (some shorter than the 64-sample input of 4^2): a sine whose
     frequency and a noise level carry the labels, so the labels are learnable.
     """
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
     lengths = rng.integers(40, 400, size=num_tracks)
     num_labels = 3
     if task == "tags":
@@ -38,26 +39,18 @@ def write_tiny_cache(folder: Path, task: str = "tags", num_tracks: int = 24, see
         freq = 0.05 + 0.15 * lab[0] + 0.05 * lab[-1]
         wave = 0.5 * np.sin(2 * np.pi * freq * t) + (0.3 if lab[1] else 0.02) * rng.standard_normal(n)
         waves.append(np.round(np.clip(wave, -1, 1) * 32767).astype(np.int16))
-    split = np.array((["train"] * 2 + ["valid", "test"]) * (num_tracks // 4))
-    string = h5py.string_dtype("utf-8")
-    path = folder / "cache.h5"
-    with h5py.File(path, "w") as f:
-        f.attrs["schema_version"] = 1
-        f.attrs["sample_rate"] = 22050
-        f.attrs["task"] = task
-        f.attrs["dataset"] = f"toy-{task}"
-        f.attrs["split_info"] = json.dumps({"kind": "fixed"})
-        f.attrs["config_hash"] = "0" * 12
-        f.create_dataset("audio", data=np.concatenate(waves))
-        f.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64))
-        f.create_dataset("lengths", data=lengths.astype(np.int64))
-        f.create_dataset("track_ids", data=[f"t{i:02d}" for i in range(num_tracks)], dtype=string)
-        f.create_dataset("sources", data=[f"toy:{i}" for i in range(num_tracks)], dtype=string)
-        f.create_dataset("labels", data=labels)
-        f.create_dataset("label_names", data=[f"label{j}" for j in range(num_labels)], dtype=string)
-        f.create_dataset("split", data=list(split), dtype=string)
-        f.create_dataset("skipped", shape=(0, 2), dtype=string)
-    return folder
+    split = (["train"] * 2 + ["valid", "test"]) * (num_tracks // 4)
+    tracks = TrackList(
+        name=f"toy-{task}",
+        task=task,
+        label_names=[f"label{j}" for j in range(num_labels)],
+        track_ids=[f"t{i:02d}" for i in range(num_tracks)],
+        sources=[f"toy:{i}" for i in range(num_tracks)],
+        labels=labels,
+        split=split,
+        split_info={"kind": "fixed"},
+    )
+    return make_prepare_run(folder, tracks, [w / 32767 for w in waves], sample_rate=22050)
 
 
 @pytest.fixture(scope="module")
@@ -308,10 +301,9 @@ def test_a_cache_without_valid_tracks_is_refused_as_a_user_error(tmp_path):
 
 
 def test_missing_cache_is_named(tmp_path):
-    from data.cache import CacheError
-
-    with pytest.raises(CacheError, match="no such audio cache"):
+    with pytest.raises(MsaggError, match=r"nowhere: no such prepare run folder"):
         pretrain.run(tiny_config(tmp_path / "nowhere"), tmp_path / "pretrain", progress=False)
+    assert not (tmp_path / "pretrain" / "DONE").exists()
 
 
 # --- CLI -------------------------------------------------------------------------------------
