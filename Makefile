@@ -18,11 +18,12 @@ CLASSIFY_ARGS ?=
 # The prepare preset only sizes the synthetic datasets; real data ignores it.
 PREP_PRESET := $(if $(filter synth-%,$(DATASET)),--preset $(if $(filter paper,$(PRESET)),demo,$(PRESET)),)
 
-.PHONY: help venv demo prepare pretrain extract classify test bench eval-esc10 clean
+.PHONY: help venv demo prepare pretrain extract classify test faults bench eval-esc10 clean
 
 help:
 	@echo "make demo       venv + every stage on the embedded synthetic dataset, then the results tables"
 	@echo "make test       the test suite"
+	@echo "make faults     only the fault-injection tests (kills, full disk, locks, bad files; tiny data)"
 	@echo "make prepare | pretrain | extract | classify   one stage (PRESET=$(PRESET) DATASET=$(DATASET) RUN=$(RUN))"
 	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
 	@echo "make eval-esc10 5-fold ESC-10 protocol with the demo preset (needs ../shared/datasets/esc10)"
@@ -62,6 +63,10 @@ demo:
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+faults: venv
+	$(BIN)/python -m pytest -q tests/test_faults_lock.py tests/test_faults_disk.py tests/test_faults_files.py \
+		tests/test_faults_resume.py
 
 bench: venv
 	$(MSAGG) bench --out runs/bench/bench.json

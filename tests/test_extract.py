@@ -14,7 +14,7 @@ from prepare_runs import make_prepare_run
 from stages import extract
 from stages.pretrain_run import PretrainRun
 
-SAMPLE_RATE = 800
+SAMPLE_RATE = 1000  # the lowest rate prepare accepts; tiny models need no more
 SCALES = ("3^2", "4^2")  # input lengths 27 and 64
 LENGTHS = [10, 27, 100, 64, 300, 5, 150, 200, 64, 90, 130, 40]  # includes tracks shorter than a segment
 
@@ -151,7 +151,7 @@ def test_meanmax_doubles_dims_and_scale_subset(upstream):
 def test_sample_rate_mismatch_refused(upstream, tmp_path):
     _, _, pretrain = upstream
     other = make_cache(tmp_path / "prepare-16k", dataset="toy16k", sample_rate=16000)
-    with pytest.raises(ValueError, match=r"sample rate mismatch.*trained at.*3\^2 at 800 Hz.*16000 Hz"):
+    with pytest.raises(ValueError, match=r"sample rate mismatch.*trained at.*3\^2 at 1000 Hz.*16000 Hz"):
         extract.run(extract.Config(pretrain=str(pretrain), cache=str(other)), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
 
