@@ -37,24 +37,18 @@ logger = logging.getLogger(__name__)
 
 PER_LABEL = {"tags": "roc_auc", "classes": "f1"}
 MAX_TSNE_SONGS = 2000
-_MLP = MLP()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(MLP):
     """What the classify stage trains and reports. Defaults are the paper's values.
 
     Attributes:
         features: An extract run folder (holding ``features.h5``).
         classifiers: "mlp" (the paper's song-level MLP) and/or "logreg" (a scikit-learn
             logistic-regression baseline).
-        hidden_layers: Hidden layers of the MLP (the paper: 1 or 2).
-        hidden_units: Units per hidden layer.
-        dropout: Dropout after each hidden layer.
-        learning_rate: Adam learning rate of the MLP.
-        batch_size: MLP mini-batch size (songs).
-        epochs: Most MLP epochs; early stopping on the validation loss usually ends sooner.
-        patience: Epochs without a lower validation loss before stopping (best weights kept).
+        hidden_layers, hidden_units, dropout, learning_rate, batch_size, epochs, patience: The
+            MLP's hyper-parameters, inherited from ``stages.song_classifier.MLP``.
         repeats: MLP trainings with seeds ``seed .. seed + repeats - 1`` (mean and std reported).
         seed: First seed.
         feature_sets: Feature-set specs (grammar: ``stages.featuresets``), e.g. ("3^8+3^9",
@@ -69,13 +63,6 @@ class Config:
 
     features: str
     classifiers: tuple[str, ...] = CLASSIFIERS
-    hidden_layers: int = _MLP.hidden_layers
-    hidden_units: int = _MLP.hidden_units
-    dropout: float = _MLP.dropout
-    learning_rate: float = _MLP.learning_rate
-    batch_size: int = _MLP.batch_size
-    epochs: int = _MLP.epochs
-    patience: int = _MLP.patience
     repeats: int = 1
     seed: int = 0
     feature_sets: tuple[str, ...] = ()
@@ -84,6 +71,7 @@ class Config:
     tsne: bool = True
 
     def __post_init__(self):
+        super().__post_init__()  # the MLP's hyper-parameters
         if isinstance(self.features, os.PathLike):
             object.__setattr__(self, "features", os.fspath(self.features))
         if not isinstance(self.features, str) or not self.features:
@@ -93,14 +81,8 @@ class Config:
         if bad or not classifiers or len(set(classifiers)) != len(classifiers):
             raise ConfigError(f"classifiers must be distinct names among {', '.join(CLASSIFIERS)}, got {classifiers!r}")
         object.__setattr__(self, "classifiers", classifiers)
-        check_int("hidden_layers", self.hidden_layers, 0)
-        for name in ("hidden_units", "batch_size", "epochs", "patience", "repeats"):
-            check_int(name, getattr(self, name), 1)
+        check_int("repeats", self.repeats, 1)
         check_int("seed", self.seed, 0)
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
         specs = (self.feature_sets,) if isinstance(self.feature_sets, str) else tuple(self.feature_sets)
         try:
             specs = tuple(dict.fromkeys(featuresets.normalize_spec(s, known=sample_cnn.SCALES)

@@ -25,7 +25,7 @@ from data.features import FeaturesFile
 from stages.featuresets import FeatureSet, assemble, parse_feature_set, read_features
 from stages.pretrain_run import PretrainRun, pretrain_dir_of
 from stages.runfolder import read_config
-from stages.song_classifier import MLP, MLPSettings, Standardizer, Trained, predict_proba, split_rows, train_classifier
+from stages.song_classifier import MLP, Standardizer, Trained, predict_proba, split_rows, train_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def train_and_save(
     features: str | os.PathLike,
     feature_set: str | FeatureSet,
     folder: str | os.PathLike,
-    config: MLPSettings | None = None,
+    config: MLP | None = None,
     classifier: str = "mlp",
     seed: int | None = None,
 ) -> Path:

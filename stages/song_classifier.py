@@ -10,11 +10,12 @@ import dataclasses
 import logging
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data.errors import MsaggError
+from data.errors import ConfigError, MsaggError
+from stages.checks import check_int
 
 if TYPE_CHECKING:
     import keras
@@ -26,18 +27,6 @@ CLASSIFIERS = ("mlp", "logreg")
 
 class ClassifyError(MsaggError):
     """Features a classifier cannot be trained on (no train or test tracks, a single class)."""
-
-
-class MLPSettings(Protocol):
-    """What ``train_classifier`` reads from a config (``stages.classify.Config`` has all of it)."""
-
-    hidden_layers: int
-    hidden_units: int
-    dropout: float
-    learning_rate: float
-    batch_size: int
-    epochs: int
-    patience: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,6 +50,15 @@ class MLP:
     batch_size: int = 32
     epochs: int = 200
     patience: int = 10
+
+    def __post_init__(self):
+        check_int("hidden_layers", self.hidden_layers, 0)
+        for name in ("hidden_units", "batch_size", "epochs", "patience"):
+            check_int(name, getattr(self, name), 1)
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
 
 
 class Standardizer:
@@ -152,7 +150,7 @@ def _batches(num: int, batch_size: int, rng: np.random.Generator) -> list[np.nda
     return batches
 
 
-def _fit_early_stopping(model: keras.Model, x_train, y_train, x_valid, y_valid, config: MLPSettings, seed: int) -> int:
+def _fit_early_stopping(model: keras.Model, x_train, y_train, x_valid, y_valid, config: MLP, seed: int) -> int:
     """Mini-batch training with early stopping on the validation loss; the best weights are kept.
 
     Same rule as ``keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True)``,
@@ -200,7 +198,7 @@ def train_classifier(
     y_train: np.ndarray,
     x_valid: np.ndarray,
     y_valid: np.ndarray,
-    config: MLPSettings,
+    config: MLP,
     seed: int,
 ) -> Trained:
     """Fits one song-level classifier on standardized features.
