@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data import features as features_lib
+from data.features_writer import FeaturesWriter, ScaleInfo
 from data.atomic import remove_stale_temps, write_text
 from data.cache import AudioCache
 from data.errors import ConfigError, MsaggError
@@ -348,7 +349,7 @@ def run(
         remove_stale_temps(out_dir)  # temps of atomic writes a killed run left (skipped.csv, DONE)
         models = load_tap_models(pretrain, scales)
         infos = {
-            scale: features_lib.ScaleInfo(
+            scale: ScaleInfo(
                 input_length=m.input_length,
                 sample_rate=m.sample_rate,
                 model_hash=m.model_hash,
@@ -360,7 +361,7 @@ def run(
             )
             for scale, m in models.items()
         }
-        writer = features_lib.FeaturesWriter(
+        writer = FeaturesWriter(
             final,
             track_ids=list(cache.track_ids),
             labels=cache.labels,

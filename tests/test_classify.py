@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pretrain_runs
-from data.features import FeaturesWriter, ScaleInfo
+from data.features_writer import FeaturesWriter, ScaleInfo
 from models.classifier import build_classifier
 from stages import classify, extract
 from stages.featuresets import feature_sets, parse_feature_set

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 import pretrain_runs
 from data import features as F
+from data import features_writer as FW
 from data.atomic import WriteError, write_json, write_text
 from data.cache import AudioCache, CacheError, write_cache
 from data.integrity import UnfinishedRunError
@@ -199,7 +200,7 @@ def test_full_disk_when_writing_done_keeps_the_features_and_a_rerun_only_finishe
 
     config, reference = upstream
     out = disk.path / "extract"
-    real_finalize = F.FeaturesWriter.finalize
+    real_finalize = FW.FeaturesWriter.finalize
     ballast = []
 
     def finalize_then_fill(self):
@@ -207,7 +208,7 @@ def test_full_disk_when_writing_done_keeps_the_features_and_a_rerun_only_finishe
         ballast.append(disk.fill())
         return path
 
-    monkeypatch.setattr(F.FeaturesWriter, "finalize", finalize_then_fill)
+    monkeypatch.setattr(FW.FeaturesWriter, "finalize", finalize_then_fill)
     with pytest.raises(WriteError) as caught:
         extract.run(config, out, batch_size=16, progress=False)
     assert str(caught.value) == f"no space left on device while writing {out / 'DONE'}"
@@ -217,7 +218,7 @@ def test_full_disk_when_writing_done_keeps_the_features_and_a_rerun_only_finishe
         classify.run(classify.Config(features=str(out)), disk.path / "classify", progress=False)
 
     ballast[0].unlink()
-    monkeypatch.setattr(F.FeaturesWriter, "finalize", real_finalize)
+    monkeypatch.setattr(FW.FeaturesWriter, "finalize", real_finalize)
     seen = count_tracks(monkeypatch)
     extract.run(config, out, batch_size=16, progress=False)
     assert seen == [] and (out / "DONE").is_file()
@@ -327,12 +328,12 @@ def test_damaged_features_chunk_names_the_rows(tmp_path):
     the other taps read as before.
     """
     n = 130
-    info = {s: F.ScaleInfo(input_length=27, sample_rate=SAMPLE_RATE, model_hash=s, num_params=1,
+    info = {s: FW.ScaleInfo(input_length=27, sample_rate=SAMPLE_RATE, model_hash=s, num_params=1,
                            dims={"-3": 4, "-2": 4, "-1": 40}) for s in SCALES}
     rng = np.random.default_rng(0)
     feats = {s: {t: rng.standard_normal((n, d)).astype(np.float32) for t, d in info[s].dims.items()} for s in SCALES}
     path = tmp_path / "features.h5"
-    with F.FeaturesWriter(path, track_ids=[f"t{i:03d}" for i in range(n)], labels=np.zeros((n, 2), np.uint8),
+    with FW.FeaturesWriter(path, track_ids=[f"t{i:03d}" for i in range(n)], labels=np.zeros((n, 2), np.uint8),
                           label_names=["a", "b"], split=["train"] * n, task="tags", dataset="toy",
                           pretrain_dataset="toy", song_pool="mean", config_hash="h", scales=info) as w:
         w.write(feats, {s: np.ones(n, np.int32) for s in SCALES})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data import features as F
+from data import features_writer as FW
 
 TAP = np.array(
     [
@@ -43,15 +44,15 @@ def test_pool_song_single_segment_and_bad_pool():
 
 
 SCALES = {
-    "3^2": F.ScaleInfo(input_length=27, sample_rate=800, model_hash="a" * 64, num_params=123,
+    "3^2": FW.ScaleInfo(input_length=27, sample_rate=800, model_hash="a" * 64, num_params=123,
                        dims={"-3": 4, "-2": 5, "-1": 6}),
-    "4^2": F.ScaleInfo(input_length=64, sample_rate=800, model_hash="b" * 64, num_params=456,
+    "4^2": FW.ScaleInfo(input_length=64, sample_rate=800, model_hash="b" * 64, num_params=456,
                        dims={"-3": 2, "-2": 3, "-1": 3}),
 }
 
 
 def _writer(path, config_hash="abc123", scales=SCALES):
-    return F.FeaturesWriter(
+    return FW.FeaturesWriter(
         path,
         track_ids=["t0", "t1", "t2", "t3", "t4"],
         labels=np.eye(5, 3, dtype=np.uint8),
