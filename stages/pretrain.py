@@ -44,10 +44,8 @@ from stages.metrics import PRIMARY
 from stages import pretrain_run
 from stages.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
 from stages.runfolder import RunFolder, lock_scope
-from stages.training_log import HISTORY_FIELDS
 
-__all__ = ["Config", "PRESETS", "BLOCKS", "HISTORY_FIELDS", "PretrainError", "run", "load_model", "CropSequence",
-           "predict_segments", "segment_loss", "song_metrics", "song_predictions"]
+__all__ = ["Config", "PRESETS", "BLOCKS", "PretrainError", "run"]
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import crops, pretrain
+from stages import crops
 from test_pretrain import write_tiny_cache
 
 
@@ -71,7 +71,3 @@ def test_the_training_input_has_no_tensorflow():
     modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not {m for m in modules if m.split(".")[0] in ("tensorflow", "tf")}, modules
     assert "tf" not in {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-
-
-def test_pretrain_still_exports_the_crop_sequence():
-    assert pretrain.CropSequence is crops.CropSequence

@@ -244,7 +244,7 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     assert [r["epoch"] for r in first_rows] == ["1", "2", "3"]
     assert len(curves) == 3 and curves == sorted(curves) and len(set(curves)) == 3
 
-    from stages.pretrain import load_model
+    from stages.pretrain_run import load_model
 
     saved = load_model(checkpoint / "last.keras")
     # The optimizer state is kept: epoch 3 ran on the fresh optimizer of lr stage 2.
