@@ -10,9 +10,9 @@ option, its help text, and the one check of how they combine). ``ADAPTERS`` maps
 in file names, whether it is generated, and its defaults. Per adapter (track id; labels; default
 split):
 
-- ``synth-tags``: ``synth<seed>-<index:05d>``; ``SYNTH_TAGS`` (tags); stratified. ``synth-genre``:
-  the same with corpus seed ``seed + GENRE_SEED_OFFSET``; ``SYNTH_GENRES`` (classes). Unless given:
-  300 tracks of 10-30 s, seed 0. (synthetic.py)
+- ``synth-tags``: ``synth<seed>-<index:05d>``; ``SYNTH_TAGS`` (tags, grouped by level:
+  ``label_groups``); stratified. ``synth-genre``: the same with corpus seed
+  ``seed + GENRE_SEED_OFFSET``; ``SYNTH_GENRES`` (classes). Unless given: 300 tracks of 10-30 s, seed 0. (synthetic.py)
 - ``folder``: ``<class folder>/<file path in it without extension>``; class = sub-folder name
   (sorted; spaces allowed); stratified. Audio = ``AUDIO_EXTENSIONS``, hidden files ignored.
   ``esc10``: ``folder`` with fold_from_name ``^(\\d+)-`` and fold 1 unless folds or split is given.
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish
 from data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN
@@ -56,7 +57,7 @@ from data.tracklist import TrackList
 
 __all__ = [
     "ADAPTERS", "AUDIO_EXTENSIONS", "Adapter", "AdapterOptions", "DatasetError", "ESC10_FOLD_PATTERN", "FSDD_PATTERN",
-    "GENRE_SEED_OFFSET", "GTZAN_FOLDERS", "GTZAN_GENRES", "get_adapter", "make_tracklist",
+    "GENRE_SEED_OFFSET", "GTZAN_FOLDERS", "GTZAN_GENRES", "get_adapter", "label_groups", "make_tracklist",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,28 @@ def get_adapter(name: str) -> Adapter:
     if name not in ADAPTERS:
         raise DatasetError(str(name), {"unknown dataset": [f"{name!r}; known: {', '.join(ADAPTERS)}"]})
     return ADAPTERS[name]
+
+
+def label_groups(dataset: str, label_names: Sequence[str]) -> dict[str, str] | None:
+    """The group of each label (synth-tags: its level, "acoustic", "instrument" or "high-level").
+
+    Args:
+        dataset: An adapter name (a features file's ``dataset``).
+        label_names: The labels to group.
+
+    Returns:
+        label -> group for every label, ordered by group (in the adapter's order of groups), then
+        as in ``label_names``; None for an unknown dataset, one that does not group its labels,
+        or a label it does not know.
+    """
+    adapter = ADAPTERS.get(dataset)
+    if adapter is None or adapter.label_groups is None:
+        return None
+    known = adapter.label_groups()
+    if not label_names or any(label not in known for label in label_names):
+        return None
+    order = list(dict.fromkeys(known.values()))
+    return {label: known[label] for group in order for label in label_names if known[label] == group}
 
 
 def make_tracklist(

@@ -115,6 +115,8 @@ class Adapter:
             ``fold_from_name`` (with ``fold=default_fold``) unless folds or split is given.
         default_fold: The test fold with ``fold_pattern`` when none is given.
         defaults: Values for options left None (the size of a generated corpus).
+        label_groups: Returns label -> group (e.g. a tag's level of abstraction), groups in
+            the order to report them; None: the dataset does not group its labels.
     """
 
     name: str
@@ -125,6 +127,7 @@ class Adapter:
     fold_pattern: str | None = None
     default_fold: int = 1
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    label_groups: Callable[[], Mapping[str, str]] | None = None
 
     def with_defaults(self, options: AdapterOptions) -> AdapterOptions:
         """The options with this dataset's defaults in place of the values left None."""

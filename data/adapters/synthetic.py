@@ -58,6 +58,12 @@ def _list_synth(name: str, genre: bool, source, opts: AdapterOptions, problems: 
     )
 
 
+def _tag_levels() -> dict[str, str]:
+    from data import synth
+
+    return dict(synth.TAG_LEVELS)
+
+
 def _list_synth_tags(source, opts: AdapterOptions, problems: Problems) -> Listing:
     return _list_synth("synth-tags", False, source, opts, problems)
 
@@ -67,6 +73,6 @@ def _list_synth_genre(source, opts: AdapterOptions, problems: Problems) -> Listi
 
 
 SYNTH_TAGS = Adapter("synth-tags", _list_synth_tags, "generated songs, tags", generated=True,
-                     defaults=CORPUS_DEFAULTS)
+                     defaults=CORPUS_DEFAULTS, label_groups=_tag_levels)
 SYNTH_GENRE = Adapter("synth-genre", _list_synth_genre, "generated songs, one genre each",
                       generated=True, defaults=CORPUS_DEFAULTS)
