@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from data.adapters import label_groups
 from data.atomic import remove_stale_temps, write_json, write_text
 from data.errors import ConfigError
 from data.features import FeaturesFile
@@ -29,7 +30,8 @@ from stages.checks import check_int
 from stages.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
 from stages.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
 from stages.predictor import INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
-from stages.report import METRIC_TITLES, end_to_end_rows, fmt, results_csv, results_markdown
+from stages.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
+                           results_csv, results_markdown)
 from stages.runfolder import RunFolder, lock_scope
 from stages.song_classifier import CLASSIFIERS, MLP, ClassifyError, Standardizer, split_rows, train_classifier
 
@@ -126,6 +128,19 @@ def _plots(out_dir: Path, report: dict, ff: FeaturesFile, feats: Mapping[str, Ma
                                     metric_title, f"{ff.dataset}: per-{'tag' if task == 'tags' else 'class'} "
                                     f"test {metric_title}", chance=0.5 if task == "tags" else None)
         written.append(str(path.relative_to(out_dir)))
+    layers = report.get("per_label_layers")
+    if layers:
+        labels = list(layers["rows"])
+        groups = [layers["rows"][label]["group"] for label in labels]
+        matrix = np.array([[np.nan if v is None else v for v in (layers["rows"][label]["scores"][n]
+                                                                 for n in layers["columns"])] for label in labels])
+        metric_title = "ROC-AUC" if task == "tags" else "F1"
+        path = plots.per_label_heatmap(
+            folder / "per_label_layers.png", labels, None if set(groups) == {NO_GROUP} else groups,
+            [f"{s} {t}" for s, t in zip(layers["column_scales"], layers["column_taps"])], matrix, metric_title,
+            f"{ff.dataset}: per-label test {metric_title} of each single layer ({layers['classifier']})",
+            center=0.5 if task == "tags" else None)
+        written.append(str(path.relative_to(out_dir)))
     test = rows["test"]
     if config.tsne and test.size >= 5:
         if test.size > MAX_TSNE_SONGS:
@@ -151,7 +166,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
     Args:
         config: The stage config.
         out_dir: The run folder: ``metrics.json``, ``results.csv``, ``results.md``,
-            ``plots/*.png``, ``models/`` (classifiers saved for ``msagg predict``).
+            ``per_label_layers.csv`` (per-label scores of each single layer), ``plots/*.png``, ``models/`` (classifiers saved for ``msagg predict``).
         overwrite: Replace a folder holding another config (or redo a finished one).
         progress: Show a progress bar over feature sets.
 
@@ -278,12 +293,17 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                        {"best": keep["best"][1].name, "all_scales": all_name, "saved": saved, "classifier": chosen,
                         "selected_on": report["best"]["selected_on"]})
         report["saved_classifiers"] = saved
+        layers = per_label_layers(report, chosen, PER_LABEL[task], label_groups(ff.dataset, names))
+        if layers is not None:
+            report["per_label_layers"] = layers
         report["plots"] = _plots(out_dir, report, ff, feats, rows, config, chosen)
         report["seconds"] = round(time.monotonic() - began, 1)
     write_json(out_dir / "metrics.json", report)
     write_text(out_dir / "results.csv", results_csv(report))
     markdown = results_markdown(report)
     write_text(out_dir / "results.md", markdown)
+    if "per_label_layers" in report:
+        write_text(out_dir / "per_label_layers.csv", per_label_layers_csv(report["per_label_layers"]))
     logger.info("wrote %s", out_dir / "results.md")
     folder.finish({"num_feature_sets": len(sets), "best": report.get("best"), "seconds": report["seconds"]})
     return out_dir

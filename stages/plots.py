@@ -1,4 +1,5 @@
-"""Figures (PNG): per-label score bars and t-SNE maps of song features (classify), training curves (pretrain)."""
+"""Figures (PNG): per-label score bars, the per-label layer heat map and t-SNE maps of song features
+(classify), training curves (pretrain)."""
 
 from __future__ import annotations
 
@@ -186,4 +187,71 @@ def training_curves(
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+MAX_ANNOTATED_CELLS = 400
+"""Heat maps with at most this many cells show their values."""
+
+
+def per_label_heatmap(
+    path: str | os.PathLike,
+    label_names: Sequence[str],
+    label_groups: Sequence[str] | None,
+    columns: Sequence[str],
+    scores: np.ndarray,
+    metric: str,
+    title: str,
+    center: float | None = None,
+) -> Path:
+    """Heat map of per-label scores: one row per label, one column per feature set.
+
+    Args:
+        path: PNG to write.
+        label_names: Row labels, grouped (rows of one group adjacent).
+        label_groups: Group of each row (None: no groups); lines separate the groups, named at
+            the right.
+        columns: Column titles, e.g. "3^9 -1".
+        scores: float (num_labels, num_columns); NaN: not scored (grey).
+        metric: Colour-bar title, e.g. "ROC-AUC".
+        title: Figure title.
+        center: Diverging colours centred here (e.g. chance, 0.5 for ROC-AUC); None: sequential.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    scores = np.asarray(scores, dtype=float)
+    num_rows, num_cols = scores.shape
+    if center is not None and 0.0 < center < 1.0:
+        cmap, norm = plt.get_cmap("RdBu_r"), TwoSlopeNorm(vcenter=center, vmin=0.0, vmax=1.0)
+    else:
+        cmap, norm = plt.get_cmap("viridis"), Normalize(vmin=0.0, vmax=1.0)
+    cmap = cmap.with_extremes(bad="lightgrey")
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * num_cols + 3.5), max(3.0, 0.32 * num_rows + 1.6)))
+    image = ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, norm=norm, aspect="auto")
+    if scores.size <= MAX_ANNOTATED_CELLS:
+        for i in range(num_rows):
+            for j in range(num_cols):
+                value = scores[i, j]
+                text = "n/a" if not np.isfinite(value) else f"{value:.2f}"
+                shade = float(norm(value)) if np.isfinite(value) else 0.5
+                dark = abs(shade - 0.5) > 0.3 if center is not None else shade < 0.5
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(np.arange(num_cols))
+    ax.set_xticklabels(columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(num_rows))
+    ax.set_yticklabels(label_names, fontsize=8)
+    if label_groups is not None:
+        starts = [i for i in range(num_rows) if i == 0 or label_groups[i] != label_groups[i - 1]]
+        for k, start in enumerate(starts):
+            end = starts[k + 1] if k + 1 < len(starts) else num_rows
+            if start > 0:
+                ax.axhline(start - 0.5, color="black", linewidth=1.5)
+            ax.text(num_cols - 0.5 + 0.15, (start + end - 1) / 2, label_groups[start], rotation=-90, ha="left",
+                    va="center", fontsize=8, fontweight="bold")
+    colorbar = fig.colorbar(image, ax=ax, pad=0.08 if label_groups is not None else 0.03)
+    colorbar.set_label(metric)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)

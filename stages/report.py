@@ -120,7 +120,8 @@ def _group_title(group: str, members: list[Mapping[str, Any]]) -> str:
 
 
 def results_markdown(report: Mapping[str, Any]) -> str:
-    """The results tables in the shape of the paper's Tables 1 and 2, one table per classifier.
+    """The results tables in the shape of the paper's Tables 1 and 2, one table per classifier,
+    then the per-label scores of the single layers (``per_label_layers``) when the report has them.
 
     Args:
         report: The classify stage's metrics.json content.
@@ -162,6 +163,8 @@ def results_markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
     lines.append("Bold: best feature set per column. End-to-end rows "
                  f"{e2e['note'] if e2e['available'] else 'not comparable'}.")
+    if report.get("per_label_layers"):
+        lines += ["", *per_label_layers_markdown(report["per_label_layers"])[:-1]]
     return "\n".join(lines) + "\n"
 
 
@@ -188,4 +191,114 @@ def results_csv(report: Mapping[str, Any]) -> str:
         for m in metrics:
             row[f"{m}_mean"], row[f"{m}_std"] = vals.get(m), ""
         writer.writerow(row)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which layer suits which label: per-label scores of the single-layer sets (the paper's Figure 2)
+
+NO_GROUP = "all"
+"""The one group of labels of a dataset that does not group them (``data.adapters.label_groups``)."""
+
+
+def per_label_layers(report: Mapping[str, Any], classifier: str, metric: str,
+                     groups: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The per-label test score of every single-layer set (``<scale>@<tap>``) for one classifier.
+
+    Args:
+        report: The classify stage's metrics.json content (its ``feature_sets``).
+        classifier: The classifier whose scores are taken (classify's kept one).
+        metric: The per-label metric ("roc_auc" for tags, "f1" for classes).
+        groups: label -> group, ordered by group (None: every label in one group, ``NO_GROUP``).
+
+    Returns:
+        ``{"metric", "classifier", "columns": [set name], "column_scales", "column_taps",
+        "rows": {label: {"group", "scores": {set: score | None}, "best": [set]}},
+        "group_summary": {group: {"labels", "mean": {set: mean | None}, "tap_wins": {tap: n},
+        "best_tap": [tap]}}}`` (a row's best: the sets at its maximum; a tap wins a row when one
+        of its sets is at the maximum); None when no single-layer set was trained with
+        ``classifier``.
+    """
+    columns = [name for name, r in report["feature_sets"].items()
+               if len(r["scales"]) == 1 and len(r["layers"]) == 1 and classifier in r["classifiers"]]
+    if not columns:
+        return None
+    sets = report["feature_sets"]
+    taps = {name: sets[name]["layers"][0] for name in columns}
+    labels = list(groups) if groups else list(report["label_names"])
+    rows = {}
+    for label in labels:
+        scores = {name: sets[name]["classifiers"][classifier]["per_label"].get(metric, {}).get(label)
+                  for name in columns}
+        values = [v for v in scores.values() if v is not None]
+        top = max(values, default=None)
+        rows[label] = {"group": groups[label] if groups else NO_GROUP, "scores": scores,
+                       "best": [n for n, v in scores.items() if top is not None and v == top]}
+    summary: dict[str, Any] = {}
+    for group in dict.fromkeys(r["group"] for r in rows.values()):
+        members = [label for label, r in rows.items() if r["group"] == group]
+        means = {}
+        for name in columns:
+            values = [rows[label]["scores"][name] for label in members if rows[label]["scores"][name] is not None]
+            means[name] = sum(values) / len(values) if values else None
+        wins = {tap: 0 for tap in dict.fromkeys(taps.values())}
+        for label in members:
+            for tap in dict.fromkeys(taps[n] for n in rows[label]["best"]):
+                wins[tap] += 1
+        most = max(wins.values(), default=0)
+        summary[group] = {"labels": members, "mean": means, "tap_wins": wins,
+                          "best_tap": [t for t, n in wins.items() if n == most and most > 0]}
+    return {"metric": metric, "classifier": classifier, "columns": columns,
+            "column_scales": [sets[n]["scales"][0] for n in columns], "column_taps": [taps[n] for n in columns],
+            "rows": rows, "group_summary": summary}
+
+
+def _score_text(value: float | None, bold: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"**{value:.3f}**" if bold else f"{value:.3f}"
+
+
+def per_label_layers_markdown(section: Mapping[str, Any]) -> list[str]:
+    """The "which layer suits which label" section of results.md (lines)."""
+    columns = section["columns"]
+    titles = [f"{s} {t}" for s, t in zip(section["column_scales"], section["column_taps"])]
+    metric = {"f1": "F1", **METRIC_TITLES}.get(section["metric"], section["metric"])
+    clf = CLASSIFIER_TITLES.get(section["classifier"], section["classifier"])
+    lines = ["## Which layer suits which label (cf. the paper's Figure 2)", "",
+             f"Per-label test {metric} of each single layer of each model ({clf}). Bold: the best layer of "
+             "each label. Per group: the mean over its labels, and how many labels each tap wins (ties count "
+             "for every tap at the maximum).", ""]
+    lines.append("| Label | " + " | ".join(titles) + " |")
+    lines.append("|---|" + "---:|" * len(columns))
+    blank = " |" * len(columns)
+    grouped = len(section["group_summary"]) > 1 or NO_GROUP not in section["group_summary"]
+    for group, summ in section["group_summary"].items():
+        if grouped:
+            lines.append(f"| **{group}** |" + blank)
+        for label in summ["labels"]:
+            row = section["rows"][label]
+            cells = [_score_text(row["scores"][n], n in row["best"]) for n in columns]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        name = f"{group} mean" if grouped else "mean"
+        lines.append(f"| *{name}* | " + " | ".join(_score_text(summ["mean"][n]) for n in columns) + " |")
+    lines.append("")
+    for group, summ in section["group_summary"].items():
+        wins = ", ".join(f"{tap}: {n}" for tap, n in summ["tap_wins"].items())
+        best = " and ".join(summ["best_tap"]) or "none"
+        lines.append(f"- {group if grouped else 'All labels'} ({len(summ['labels'])}): tap winning most often "
+                     f"**{best}** ({wins})")
+    lines.append("")
+    return lines
+
+
+def per_label_layers_csv(section: Mapping[str, Any]) -> str:
+    """per_label_layers.csv: one row per label and single-layer set (label, level, scale, tap, score)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["label", "level", "scale", "tap", "score"])
+    for label, row in section["rows"].items():
+        for name, scale, tap in zip(section["columns"], section["column_scales"], section["column_taps"]):
+            value = row["scores"][name]
+            writer.writerow([label, row["group"], scale, tap, "" if value is None else repr(float(value))])
     return buf.getvalue()

@@ -669,3 +669,17 @@ def test_fsdd_fake_tree(tmp_path):
     tl = make_tracklist("fsdd", tmp_path)
     assert tl.split_info["counts"] == {"train": 4, "valid": 10, "test": 10}
     assert tl.split[tl.track_ids.index("1_lucas_4")] == "test"
+
+
+def test_label_groups_synth_tag_levels_and_unknown():
+    from data import synth
+    from data.adapters import label_groups
+
+    tags = ["sad", "loud", "piano", "fast"]
+    groups = label_groups("synth-tags", tags)
+    assert groups == {"loud": "acoustic", "fast": "acoustic", "piano": "instrument", "sad": "high-level"}
+    assert list(groups) == ["loud", "fast", "piano", "sad"]  # by level (acoustic, instrument, high-level)
+    assert set(label_groups("synth-tags", list(synth.SYNTH_TAGS)).values()) == set(synth.TAG_LEVELS.values())
+    assert label_groups("no-such-dataset", tags) is None
+    assert label_groups("synth-genre", list(synth.SYNTH_GENRES)) is None  # classes: no levels
+    assert label_groups("synth-tags", ["loud", "not-a-tag"]) is None

@@ -104,8 +104,73 @@ def test_reports_have_expected_rows(classes_run):
     assert "| 3^2 | -1 | 6 |" in md and "| 3^2 | last 3 | 15 |" in md
     assert "| all 2 scales (3^2 + 4^2) | last 3 each | 30 |" in md
     assert "| 4^2 | output | — | 0.710 | 0.700 |" in md  # end-to-end row from the pretrain run
-    assert {p.name for p in (out / "plots").iterdir()} == {"per_label_f1.png", "tsne.png"}
-    assert all((out / "plots" / p).stat().st_size > 1000 for p in ("per_label_f1.png", "tsne.png"))
+    assert {p.name for p in (out / "plots").iterdir()} == {"per_label_f1.png", "per_label_layers.png", "tsne.png"}
+    assert all((out / "plots" / p).stat().st_size > 1000
+               for p in ("per_label_f1.png", "per_label_layers.png", "tsne.png"))
+
+
+def _layer_table(md):
+    """The per-label layers section of results.md: header cells and {label: cells}."""
+    section = md.split("## Which layer suits which label")[1]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rows = {}
+    for line in table[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not cells[0].startswith(("*", "---")):
+            rows[cells[0]] = cells[1:]
+    return header, rows
+
+
+def test_per_label_layers_table_csv_and_heatmap(classes_run):
+    _, out, _, _ = classes_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    layers = metrics["per_label_layers"]
+    single = ["3^2@-3", "3^2@-2", "3^2@-1", "4^2@-3", "4^2@-2", "4^2@-1"]
+    assert layers["columns"] == single and layers["metric"] == "f1" and layers["classifier"] == "mlp"
+    assert list(layers["group_summary"]) == ["all"]  # "toy": no label groups
+    with open(out / "per_label_layers.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * len(single) and set(rows[0]) == {"label", "level", "scale", "tap", "score"}
+    for row in rows:
+        expected = metrics["feature_sets"][f"{row['scale']}@{row['tap']}"]["classifiers"]["mlp"]["per_label"]["f1"]
+        assert float(row["score"]) == expected[row["label"]]
+    md = (out / "results.md").read_text()
+    assert md.index("## Which layer suits which label") > md.index("Bold: best feature set per column")
+    header, table = _layer_table(md)
+    assert header == ["Label", "3^2 -3", "3^2 -2", "3^2 -1", "4^2 -3", "4^2 -2", "4^2 -1"]
+    assert list(table) == ["a", "b", "c"]
+    for label, cells in table.items():
+        values = [float(c.strip("*")) for c in cells]
+        bold = [c.startswith("**") for c in cells]
+        assert any(bold) and all(v == max(values) for v, b in zip(values, bold) if b), (label, cells)
+        assert max(values) > 0.9 and (bold[2] or bold[5])  # a planted -1 tap wins
+    assert "tap winning most often **-1**" in md
+    assert (out / "plots" / "per_label_layers.png").stat().st_size > 1000
+
+
+def test_per_label_layers_grouped_by_level(tmp_path):
+    from stages import plots, report
+
+    def fs(scale, tap, f1):
+        return {"scales": [scale], "layers": [tap], "classifiers": {"mlp": {"per_label": {"f1": f1}}}}
+
+    rep = {"label_names": ["x", "y", "z"], "feature_sets": {
+        "3^2@-3": fs("3^2", "-3", {"x": 0.9, "y": 0.2, "z": None}),
+        "3^2@-1": fs("3^2", "-1", {"x": 0.5, "y": 0.8, "z": 0.7}),
+        "3^2@last3": {"scales": ["3^2"], "layers": ["-3", "-2", "-1"], "classifiers": {"mlp": {}}}}}
+    section = report.per_label_layers(rep, "mlp", "f1", {"y": "acoustic", "x": "high-level", "z": "high-level"})
+    assert section["columns"] == ["3^2@-3", "3^2@-1"]
+    assert list(section["group_summary"]) == ["acoustic", "high-level"]
+    high = section["group_summary"]["high-level"]
+    assert high["mean"] == {"3^2@-3": 0.9, "3^2@-1": 0.6} and high["tap_wins"] == {"-3": 1, "-1": 1}
+    md = "\n".join(report.per_label_layers_markdown(section))
+    assert "| **acoustic** |" in md and "| x | **0.900** | 0.500 |" in md and "| z | n/a | **0.700** |" in md
+    assert report.per_label_layers_csv(section).splitlines()[1:3] == ["y,acoustic,3^2,-3,0.2", "y,acoustic,3^2,-1,0.8"]
+    path = plots.per_label_heatmap(tmp_path / "h.png", ["y", "x", "z"], ["acoustic", "high-level", "high-level"],
+                                   ["3^2 -3", "3^2 -1"], np.array([[0.2, 0.8], [0.9, 0.5], [np.nan, 0.7]]), "F1",
+                                   "t", center=0.5)
+    assert path.stat().st_size > 1000
 
 
 def test_rerun_is_noop(classes_run):
