@@ -166,7 +166,8 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
     Args:
         config: The stage config.
         out_dir: The run folder: ``metrics.json``, ``results.csv``, ``results.md``,
-            ``per_label_layers.csv`` (per-label scores of each single layer), ``plots/*.png``, ``models/`` (classifiers saved for ``msagg predict``).
+            ``per_label_layers.csv`` (per-label scores of each single layer), ``plots/*.png``,
+            ``models/`` (classifiers saved for ``msagg predict``).
         overwrite: Replace a folder holding another config (or redo a finished one).
         progress: Show a progress bar over feature sets.
 
