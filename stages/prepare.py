@@ -37,7 +37,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from data.atomic import atomic_write, stale_temps, write_text
+from data.atomic import atomic_write, remove_stale_temps, write_text
 from data.audio import AudioError
 from data import adapters
 from data.adapters import AdapterOptions
@@ -169,6 +169,7 @@ def run(
     cache_path = out_dir / CACHE_NAME
     if not folder.start(overwrite):
         return cache_path
+    remove_stale_temps(out_dir)  # temps of atomic writes (cache.h5, parts) a killed run left
     parts = out_dir / PARTS_NAME
     if overwrite and parts.exists():
         shutil.rmtree(parts)
@@ -199,8 +200,6 @@ def run(
         )
 
     kept = _subset(tracklist, keep, skipped)
-    for stale in stale_temps(cache_path):
-        stale.unlink()
     write_cache(cache_path, _as_text(kept), _read_parts(parts, keep), sample_rate=config.sample_rate,
                 config_hash=folder.hash)
     shutil.rmtree(parts)
@@ -301,8 +300,6 @@ def _open_parts(parts: Path, tracklist: TrackList) -> None:
     marker = parts / "listing.sha256"
     if parts.exists():
         if marker.is_file() and marker.read_text().strip() == digest:
-            for stale in parts.glob(".*.tmp-*"):
-                stale.unlink()
             return
         logger.warning("%s: left by a run over another listing of the dataset; decoding again", parts)
         shutil.rmtree(parts)
@@ -356,7 +353,9 @@ def _decode_one(index: int, source: str, sample_rate: int, parts: str) -> tuple[
         return index, 0, err.reason
     except (ValueError, OSError) as err:
         return index, 0, str(err) or type(err).__name__
-    with atomic_write(_part(Path(parts), index, "npy")) as tmp, open(tmp, "wb") as fh:
+    # Not fsynced: a part only has to survive a killed process (the kernel keeps its pages); a
+    # power cut during prepare is not covered for parts (the finished cache.h5 is fsynced).
+    with atomic_write(_part(Path(parts), index, "npy"), durable=False) as tmp, open(tmp, "wb") as fh:
         np.save(fh, quantised)
     return index, int(quantised.shape[0]), None
 
