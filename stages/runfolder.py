@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -222,11 +223,14 @@ class FolderLock:
         """
         if self.held:
             return self
-        if self.folder.exists() and not self.folder.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.folder))
+        self._refuse_non_folder()
         created = _first_missing(self.folder)
         for _ in range(1000):
-            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # a file, or a folder a releasing owner removed between two checks
+                self._refuse_non_folder()
+                continue
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:  # a releasing owner removed the folder it had made: make it again
@@ -251,6 +255,19 @@ class FolderLock:
                 scope.append(self)
             return self
         raise OSError(errno.EAGAIN, "lock file keeps being replaced", str(self.path))
+
+    def _refuse_non_folder(self) -> None:
+        """Raises NotADirectoryError if something other than a folder is at ``folder``.
+
+        One ``stat``, not ``exists()`` then ``is_dir()``: another owner's ``release`` may remove the
+        folder between two calls, and a folder that vanished is not a file.
+        """
+        try:
+            mode = os.stat(self.folder).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.folder))
 
     def release(self) -> None:
         """Removes the lock file, then drops the lock, then removes the folders ``acquire`` made if
