@@ -7,7 +7,8 @@ Schema version 1::
     attrs
       schema_version   int 1; readers refuse any other version
       config_hash      str, the extract run's config hash
-      song_pool        str, "mean" | "max" | "meanmax" (how segment vectors became one song vector)
+      song_pool        str, "mean" | "max" | "meanmax" | "meanstd" (how segment vectors became one
+                       song vector)
       dataset          str, the dataset of the audio cache the features come from
       pretrain_dataset str, the dataset the models were trained on ("" when unknown)
       task             str, "tags" (multi-label) | "classes" (single-label)
@@ -18,14 +19,19 @@ Schema version 1::
     /label_names       str (L,)
     /split             str (N,), "train" | "valid" | "test"
     /features/<scale>/<tap>   float32 (N, dim): the tap's activations max-pooled over time within
-                       each segment, then pooled over the song's segments (mean, max, or both
-                       concatenated as [mean, max] for "meanmax", so dim = 2 x channels)
+                       each segment, then pooled over the song's segments (mean, max, or two
+                       concatenated: [mean, max] for "meanmax", [mean, std] for "meanstd", so
+                       dim = 2 x channels)
     /features/<scale> attrs   input_length (samples), sample_rate (Hz), model_hash (sha256 of
                        model.keras), num_params; and the model variant: block (str, e.g. "basic"),
                        multi (bool, the in-network multi-level head), tap_layers (JSON str, tap key
                        -> name of the layer it reads). Files written before these three existed
                        lack them; readers take "basic", False and {} (``FeaturesFile.variant``)
     /num_segments/<scale>     int32 (N,), segments per track at that scale
+    /classic/<name>    float32 (N, dim), optional: a classic hand-crafted song vector computed from
+                       the same audio (``data.classic``; "mfcc": 120 MFCC/delta/delta2 mean and std
+                       statistics), the baseline that reports compare learned features with. Files
+                       written before it existed lack the group (``FeaturesFile.classic`` is empty)
 
 Scale keys are "m^n" strings (e.g. "3^9"); tap keys are "-3", "-2", "-1": the model's last three
 hidden layers (the outputs of its last two blocks, then the 1x1 convolution of the basic SampleCNN
@@ -62,7 +68,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 FILE_NAME = "features.h5"
 PARTIAL_SUFFIX = ".partial"
-SONG_POOLS = ("mean", "max", "meanmax")
+SONG_POOLS = ("mean", "max", "meanmax", "meanstd")
 DEFAULT_BLOCK = "basic"
 STRING_DTYPE = h5py.string_dtype("utf-8")
 
@@ -94,10 +100,11 @@ def pool_song(vectors: np.ndarray, song_pool: str = "mean") -> np.ndarray:
 
     Args:
         vectors: (num_segments, channels) segment vectors (``pool_time`` output).
-        song_pool: "mean", "max", or "meanmax" (``[mean, max]`` concatenated).
+        song_pool: "mean", "max", "meanmax" (``[mean, max]`` concatenated) or "meanstd"
+            (``[mean, standard deviation]``).
 
     Returns:
-        float32 (channels,), or (2 * channels,) for "meanmax".
+        float32 (channels,), or (2 * channels,) for "meanmax" and "meanstd".
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] < 1:
@@ -108,6 +115,9 @@ def pool_song(vectors: np.ndarray, song_pool: str = "mean") -> np.ndarray:
         return vectors.max(axis=0)
     if song_pool == "meanmax":
         return np.concatenate([vectors.mean(axis=0, dtype=np.float64).astype(np.float32), vectors.max(axis=0)])
+    if song_pool == "meanstd":
+        return np.concatenate([vectors.mean(axis=0, dtype=np.float64), vectors.std(axis=0, dtype=np.float64)]
+                              ).astype(np.float32)
     raise ValueError(f"song_pool must be one of {SONG_POOLS}, got {song_pool!r}")
 
 
@@ -115,7 +125,7 @@ def pooled_dim(channels: int, song_pool: str) -> int:
     """Length of a song vector for a tap of ``channels`` channels."""
     if song_pool not in SONG_POOLS:
         raise ValueError(f"song_pool must be one of {SONG_POOLS}, got {song_pool!r}")
-    return 2 * channels if song_pool == "meanmax" else channels
+    return 2 * channels if song_pool in ("meanmax", "meanstd") else channels
 
 
 def scale_sort_key(scale: str) -> tuple:
@@ -160,6 +170,7 @@ class FeaturesFile:
         split: str array (N,).
         task, dataset, pretrain_dataset, song_pool, config_hash: root attributes (str).
         scales: Scale keys, ordered by (m, n).
+        classic: Names of the classic feature sets in the file (e.g. ["mfcc"]; [] for none).
 
     Raises:
         FeaturesError: Naming the file, when it is missing, unreadable, of an unknown schema
@@ -183,6 +194,7 @@ class FeaturesFile:
             self.label_names = [str(s) for s in self._h5["label_names"].asstr()[...]]
             self.split = np.array(self._h5["split"].asstr()[...], dtype=str)
             self.scales = sorted(self._h5["features"], key=scale_sort_key)
+            self.classic = sorted(self._h5["classic"]) if "classic" in self._h5 else []
         except KeyError as err:
             self._h5.close()
             raise FeaturesError(f"{self.path}: malformed features file (missing {err})") from None
@@ -254,6 +266,13 @@ class FeaturesFile:
         if tap not in group:
             raise FeaturesError(f"{self.path}: scale {scale} has no tap {tap!r}; it has {', '.join(self.taps(scale))}")
         return np.asarray(self._read(group[tap]), dtype=np.float32)
+
+    def get_classic(self, name: str) -> np.ndarray:
+        """float32 (N, dim) of the classic feature set ``name`` (e.g. "mfcc")."""
+        if name not in self.classic:
+            held = ", ".join(self.classic) or "none (extracted without classic features)"
+            raise FeaturesError(f"{self.path}: no classic features {name!r}; the file holds {held}")
+        return np.asarray(self._read(self._h5["classic"][name]), dtype=np.float32)
 
     def scale_attrs(self, scale: str) -> dict:
         """The attributes of one scale as stored (``input_length``, ``sample_rate``,

@@ -82,6 +82,8 @@ class FeaturesWriter:
         song_pool: One of ``SONG_POOLS``.
         config_hash: The extract run's config hash.
         scales: Scale key -> ``ScaleInfo``.
+        classic: Classic feature set name (``data.classic.CLASSIC``) -> its dim; written to
+            ``/classic/<name>`` beside the learned features (empty: none).
 
     Raises:
         FeaturesError: For inconsistent inputs or zero tracks.
@@ -102,6 +104,7 @@ class FeaturesWriter:
         song_pool: str,
         config_hash: str,
         scales: Mapping[str, ScaleInfo],
+        classic: Mapping[str, int] | None = None,
     ):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
@@ -120,6 +123,7 @@ class FeaturesWriter:
         if not scales:
             raise FeaturesError(f"{self.path}: no scales to write")
         self.scales = dict(scales)
+        self.classic = {str(k): int(v) for k, v in (classic or {}).items()}
         self._h5: h5py.File | None = None
         self._raw: CheckedFile | None = None
         self._num_done = 0
@@ -184,6 +188,9 @@ class FeaturesWriter:
             return "other tracks"
         if set(h5["features"]) != set(self.scales):
             return "other scales"
+        classic = h5["classic"] if "classic" in h5 else {}
+        if {name: classic[name].shape[1] for name in classic} != self.classic:
+            return "other classic features"
         for scale, info in self.scales.items():
             group = h5["features"][scale]
             if group.attrs["model_hash"] != info.model_hash:
@@ -248,18 +255,24 @@ class FeaturesWriter:
                 dim = int(info.dims[tap])
                 group.create_dataset(tap, shape=(n, dim), dtype=np.float32, chunks=(min(n, 64), dim), **CHECKSUM)
             counts.create_dataset(scale, shape=(n,), dtype=np.int32, **CHECKSUM)
+        if self.classic:
+            classic = h5.create_group("classic")
+            for name, dim in sorted(self.classic.items()):
+                classic.create_dataset(name, shape=(n, dim), dtype=np.float32, chunks=(min(n, 64), dim), **CHECKSUM)
 
     @property
     def num_done(self) -> int:
         """Rows already final (written, flushed and fsynced, and so recorded in the file)."""
         return self._num_done
 
-    def write(self, features: Mapping[str, Mapping[str, np.ndarray]], num_segments: Mapping[str, np.ndarray]) -> None:
+    def write(self, features: Mapping[str, Mapping[str, np.ndarray]], num_segments: Mapping[str, np.ndarray],
+              classic: Mapping[str, np.ndarray] | None = None) -> None:
         """Appends a block of rows at ``num_done`` and flushes it.
 
         Args:
             features: Scale -> tap -> float32 (k, dim) for the next k tracks.
             num_segments: Scale -> (k,) segment counts.
+            classic: Classic set name -> float32 (k, dim); every set given at creation.
 
         Raises:
             FeaturesError: For missing scales or taps, wrong shapes, or too many rows.
@@ -284,11 +297,21 @@ class FeaturesWriter:
                 if blocks[scale, tap].shape != (k, dim):
                     raise FeaturesError(f"{self.partial}: {scale}/{tap}: expected ({k}, {dim}), "
                                         f"got {blocks[scale, tap].shape}")
+        classic = dict(classic or {})
+        if set(classic) != set(self.classic):
+            raise FeaturesError(f"{self.partial}: expected classic features {sorted(self.classic)}, got {sorted(classic)}")
+        classic_blocks = {name: np.asarray(classic[name], dtype=np.float32) for name in self.classic}
+        for name, block in classic_blocks.items():
+            if block.shape != (k, self.classic[name]):
+                raise FeaturesError(f"{self.partial}: classic/{name}: expected ({k}, {self.classic[name]}), "
+                                    f"got {block.shape}")
         with self._raw.checked():
             for (scale, tap), block in blocks.items():
                 self._h5["features"][scale][tap][start : start + k] = block
             for scale in self.scales:
                 self._h5["num_segments"][scale][start : start + k] = np.asarray(num_segments[scale], dtype=np.int32)
+            for name, block in classic_blocks.items():
+                self._h5["classic"][name][start : start + k] = block
             # Data first (on disk: flush fsyncs), then the counter: after a kill or a failed write,
             # the rows below num_done are whole.
             self._h5.flush()
@@ -369,12 +392,12 @@ class FeaturesWriter:
 
 def _nonfinite_rows(h5: h5py.File, done: int, chunk: int = 4096) -> np.ndarray:
     bad = np.zeros(len(h5["track_ids"]), dtype=bool)
-    for scale in h5["features"]:
-        for tap in h5["features"][scale]:
-            data = h5["features"][scale][tap]
-            for lo in range(0, done, chunk):
-                hi = min(done, lo + chunk)
-                bad[lo:hi] |= ~np.isfinite(data[lo:hi]).all(axis=1)
+    datasets = [h5["features"][scale][tap] for scale in h5["features"] for tap in h5["features"][scale]]
+    datasets += [h5["classic"][name] for name in h5.get("classic", {})]
+    for data in datasets:
+        for lo in range(0, done, chunk):
+            hi = min(done, lo + chunk)
+            bad[lo:hi] |= ~np.isfinite(data[lo:hi]).all(axis=1)
     return np.flatnonzero(bad)
 
 
@@ -384,4 +407,5 @@ def _numeric_datasets(h5: h5py.File) -> list[str]:
     for scale in h5["features"]:
         names += [f"features/{scale}/{tap}" for tap in h5["features"][scale]]
     names += [f"num_segments/{scale}" for scale in h5["num_segments"]]
+    names += [f"classic/{name}" for name in h5.get("classic", {})]
     return names

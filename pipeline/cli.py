@@ -150,19 +150,24 @@ def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, con
 )
 @click.option(
     "--song-pool",
-    type=click.Choice(["mean", "max", "meanmax"]),
-    help="How segment vectors become one song vector (default mean; meanmax concatenates both).",
+    type=click.Choice(["mean", "max", "meanmax", "meanstd"]),
+    help="How segment vectors become one song vector (default mean, the paper's; meanmax concatenates mean "
+    "and max, meanstd mean and standard deviation).",
 )
 @click.option("--scales", help="Comma-separated scales to use (default: every model of the pretrain run).")
+@click.option("--classic", "classic", type=click.Choice(["mfcc", "none"]),
+              help="Classic features stored beside the learned ones for the baseline rows of every report "
+              "(default mfcc: 20 MFCCs + deltas, mean and std over the song, by librosa; none: skip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
 @config_options
 @friendly_errors
-def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwrite, config_file, sets):
+def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, out_dir, overwrite, config_file, sets):
     """Song-level features from the last three layers of every pretrained model.
 
     Each track is read once; for every model its non-overlapping segments go through one forward
     pass that yields the three taps (-3, -2, -1), each max-pooled over time within a segment and
-    then averaged (or max-pooled) over the song. Writes features.h5 (layout: data/features.py);
+    then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
+    (the classic baseline of every report). Writes features.h5 (layout: data/features.py);
     a killed extraction resumes from the last track written.
 
     \b
@@ -178,7 +183,8 @@ def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwri
         stage.Config,
         config_file=config_file,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool,
-                     scales=scales and tuple(s.strip() for s in scales.split(","))),
+                     scales=scales and tuple(s.strip() for s in scales.split(",")),
+                     classic=None if classic is None else (() if classic == "none" else (classic,))),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
@@ -209,18 +215,24 @@ def extract(pretrain_dir, cache, song_pool, scales, batch_size, out_dir, overwri
     "--classifier",
     "classifiers",
     multiple=True,
-    type=click.Choice(["mlp", "logreg"]),
-    help="Which song-level classifiers (default both): the Keras MLP and a logistic-regression baseline.",
+    type=click.Choice(["mlp", "logreg", "svm"]),
+    help="Which song-level classifiers (default all three): the paper's Keras MLP, logistic regression and an "
+    "RBF SVM (these two with C chosen on the validation split). Repeatable.",
 )
 @click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
+@click.option("--predictor-set", type=click.Choice(["all", "valid"]),
+              help="The feature set `msagg predict` uses by default: all (the all-scales set; default) or valid "
+              "(the set best on the validation split).")
 @config_options
 @friendly_errors
-def classify(features, combos, specs, repeats, classifiers, tsne_label, out_dir, overwrite, config_file, sets):
+def classify(features, combos, specs, repeats, classifiers, tsne_label, predictor_set, out_dir, overwrite, config_file,
+             sets):
     """Train song-level classifiers on aggregated features and report the results tables.
 
     Feature sets: every scale's -3, -2, -1 layer and the three concatenated, then multi-scale
-    combinations of the last-three features (or the sets given with --combo / --feature-set).
-    Features are standardized with train statistics; metrics are computed on the test split
+    combinations of the last-three features (or the sets given with --combo / --feature-set),
+    then the MFCC baseline alone and joined to all scales (when extract stored it; --feature-set
+    mfcc, all+mfcc). Features are standardized with train statistics; metrics are computed on the test split
     (ROC-AUC and PR-AUC for tags, accuracy and macro F1 for classes). Writes metrics.json,
     results.csv, results.md (the paper's Tables 1 and 2) and plots/ (per-tag ROC-AUC bars, t-SNE
     of -3 vs -1 layer features).
@@ -242,7 +254,7 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, out_dir,
         stage.Config,
         config_file=config_file,
         options=dict(features=features, feature_sets=tuple(combos) + tuple(specs) or None, repeats=repeats,
-                     classifiers=tuple(classifiers) or None, tsne_label=tsne_label),
+                     classifiers=tuple(classifiers) or None, tsne_label=tsne_label, predictor_set=predictor_set),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), overwrite=overwrite)
@@ -302,8 +314,8 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 @click.option("--preset", default="demo", show_default=True,
               help="The pretrain preset used in every fold (as for msagg pretrain: paper, demo, tiny, ...).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a pretrain config key. Repeatable.")
-@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg"]),
-              help="Song-level classifiers (default both).")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg", "svm"]),
+              help="Song-level classifiers (default all three: mlp, logreg, svm).")
 @click.option("--workers", type=int, help="Decoding processes for prepare.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the folds' run folders and the summary (crossval.md, crossval.json).")

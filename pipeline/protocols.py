@@ -51,6 +51,13 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict:
             values = [m["feature_sets"][fs_name]["classifiers"][clf]["test"][metric]["mean"] for m in fold_metrics.values()]
             rows[f"{fs_name} ({clf})"] = {"feature_set": fs_name, "classifier": clf, "group": entry["group"],
                                           **mean_std([v for v in values if v is not None])}
+        if entry.get("selected"):  # per fold, the classifier best on that fold's validation split
+            picked = [m["feature_sets"][fs_name].get("selected") for m in fold_metrics.values()]
+            values = [p["test"][metric]["mean"] for p in picked if p]
+            chosen = sorted({p["classifier"] for p in picked if p})
+            rows[f"{fs_name} (chosen on valid)"] = {
+                "feature_set": fs_name, "classifier": f"chosen on valid ({', '.join(chosen)})", "group": entry["group"],
+                **mean_std([v for v in values if v is not None])}
     for scale in first["end_to_end"].get("scales", {}):
         values = [m["end_to_end"]["scales"].get(scale, {}).get(metric) for m in fold_metrics.values()]
         rows[f"{scale} end-to-end"] = {"feature_set": scale, "classifier": "end-to-end SampleCNN",

@@ -33,12 +33,14 @@ from stages.predictor import INDEX_FILE, MODELS_DIR, predictor_info, save_classi
 from stages.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
 from stages.runfolder import RunFolder, lock_scope
-from stages.song_classifier import CLASSIFIERS, MLP, ClassifyError, Standardizer, split_rows, train_classifier
+from stages.song_classifier import (CLASSIFIERS, MLP, SAVABLE, ClassifyError, Standardizer, split_rows,
+                                    train_classifier)
 
 logger = logging.getLogger(__name__)
 
 PER_LABEL = {"tags": "roc_auc", "classes": "f1"}
 MAX_TSNE_SONGS = 2000
+PREDICTOR_SETS = ("all", "valid")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,8 +49,8 @@ class Config(MLP):
 
     Attributes:
         features: An extract run folder (holding ``features.h5``).
-        classifiers: "mlp" (the paper's song-level MLP) and/or "logreg" (a scikit-learn
-            logistic-regression baseline).
+        classifiers: Any of "mlp" (the paper's song-level MLP), "logreg" (logistic regression)
+            and "svm" (RBF support-vector machine); the last two choose C on the validation split.
         hidden_layers, hidden_units, dropout, learning_rate, batch_size, epochs, patience: The
             MLP's hyper-parameters, inherited from ``stages.song_classifier.MLP``.
         repeats: MLP trainings with seeds ``seed .. seed + repeats - 1`` (mean and std reported).
@@ -56,11 +58,16 @@ class Config(MLP):
         feature_sets: Feature-set specs (grammar: ``stages.featuresets``), e.g. ("3^8+3^9",
             "3^8+3^9@-1", "3^9@-2,-1", "all@-1"); stored in canonical form. Empty: the paper's
             Table 2 multi-scale sets present in the file. The all-scales last-three set is always
-            included. (A comma-separated ``--set feature_sets=3^9@-2,-1,3^8+3^9`` keeps "-1"
+            included, and so are the file's classic sets (``mfcc``) alone and joined to it. (A comma-separated ``--set feature_sets=3^9@-2,-1,3^8+3^9`` keeps "-1"
             with the spec before it.)
         include_single: Also evaluate every scale's -3, -2, -1 and last-three features (Table 1).
         tsne_label: Label colouring the t-SNE map (None: the class, or the commonest tag).
         tsne: Draw the t-SNE map.
+        predictor_set: The feature set ``msagg predict`` uses by default: "all" (the all-scales
+            last-three set, the paper's aggregation) or "valid" (the set best on the validation
+            split). Both are saved either way. "all" is the default because a validation split
+            of a few dozen songs cannot reliably choose among some thirty sets: on real sets the
+            one it chose was often a single layer while the all-scales set was best on test.
     """
 
     features: str
@@ -71,6 +78,7 @@ class Config(MLP):
     include_single: bool = True
     tsne_label: str | None = None
     tsne: bool = True
+    predictor_set: str = "all"
 
     def __post_init__(self):
         super().__post_init__()  # the MLP's hyper-parameters
@@ -92,8 +100,23 @@ class Config(MLP):
         except FeatureSetError as err:
             raise ConfigError(f"feature_sets: {err}") from None
         object.__setattr__(self, "feature_sets", specs)
+        if self.predictor_set not in PREDICTOR_SETS:
+            raise ConfigError(f"predictor_set must be one of {', '.join(PREDICTOR_SETS)}, got {self.predictor_set!r}")
         if self.tsne_label is not None and (not isinstance(self.tsne_label, str) or not self.tsne_label):
             raise ConfigError(f"tsne_label must be a label name, got {self.tsne_label!r}")
+
+
+def _select_classifier(results: Mapping[str, Any], primary: str) -> dict[str, Any] | None:
+    """The classifier of one feature set with the best mean validation score (test scores never
+    take part); ties go to the earlier classifier in the config's order."""
+    best = None
+    for clf, res in results.items():
+        value = res["valid"][primary]["mean"]
+        if value is not None and (best is None or value > best[1]):
+            best = (clf, value)
+    if best is None:
+        return None
+    return {"classifier": best[0], f"valid_{primary}": best[1], "test": results[best[0]]["test"]}
 
 
 def _tsne_colours(task: str, label_names: Sequence[str], labels: np.ndarray, tsne_label: str | None):
@@ -194,15 +217,16 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
     with FeaturesFile(config.features) as ff:
         check_same_run(ff.path, ff.config_hash, features_done)
         task, names = ff.task, ff.label_names
-        sets = feature_sets(ff.scales, config.feature_sets, config.include_single, source=str(ff.path))
+        sets = feature_sets(ff.scales, config.feature_sets, config.include_single, source=str(ff.path),
+                            classic=ff.classic)
         if config.tsne_label is not None and config.tsne_label not in names:
             raise ClassifyError(f"tsne_label {config.tsne_label!r} is not a label of {ff.path}; "
                                 f"labels: {', '.join(names)}")
         feats = read_features(ff)
         usable = np.ones(ff.num_tracks, dtype=bool)
-        for scale in ff.scales:
-            for tap in ff.taps(scale):
-                usable &= np.isfinite(feats[scale][tap]).all(axis=1)
+        for taps in feats.values():
+            for values in taps.values():
+                usable &= np.isfinite(values).all(axis=1)
         num_excluded = int((~usable).sum())
         if num_excluded:
             logger.warning("%s: %d tracks with non-finite features left out", ff.path, num_excluded)
@@ -221,6 +245,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             "song_pool": ff.song_pool,
             "label_names": names,
             "num_scales": len(ff.scales),
+            "classic": list(ff.classic),
             "num_tracks": {split: int(idx.size) for split, idx in rows.items()},
             "num_excluded": num_excluded,
             "validation": validation,
@@ -233,8 +258,9 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             "feature_sets": {},
             "end_to_end": end_to_end_rows(ff, config.features),
         }
-        # The classifier kept for prediction: the paper's MLP if trained, else the baseline.
-        chosen = "mlp" if "mlp" in config.classifiers else "logreg"
+        # The classifier kept for prediction (and the per-label map): the paper's MLP if trained, else
+        # the logistic regression; an SVM alone leaves nothing for `msagg predict`.
+        chosen = next((c for c in SAVABLE if c in config.classifiers), config.classifiers[0])
         all_name = FeatureSet.of(ff.scales).name
         primary = PRIMARY[task]
         keep: dict[str, tuple] = {}  # "best" / "all" -> (valid score, fs, trained, standardizer)
@@ -245,7 +271,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             x = assemble(feats, fs)
             std = Standardizer.fit(x[rows["train"]])
             xs = {split: std(x[idx]) for split, idx in rows.items()}
-            entry = {"group": fs.group, "scales": list(fs.scales), "layers": list(fs.layers),
+            entry = {"group": fs.group, "scales": list(fs.scales), "layers": list(fs.layers), "classic": list(fs.classic),
                      "layers_label": fs.layers_label, "dim": int(x.shape[1]), "classifiers": {}}
             for clf in config.classifiers:
                 seeds = [config.seed + r for r in range(config.repeats)] if clf == "mlp" else [config.seed]
@@ -256,7 +282,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                     test_scores.append(score(task, y["test"], trained.predict(xs["test"]), names))
                     valid_scores.append(score(task, y["valid"], trained.predict(xs["valid"]), names))
                     epochs.append(trained.epochs)
-                    if clf == chosen and seed == config.seed:
+                    if clf == chosen and clf in SAVABLE and seed == config.seed:
                         v = valid_scores[-1][primary]
                         v = -math.inf if v is None else v
                         if "best" not in keep or v > keep["best"][0]:
@@ -274,9 +300,11 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                     "valid": {m: mean_std([s[m] for s in valid_scores]) for m in METRICS[task]},
                     "per_label": per_label,
                     "epochs": epochs if clf == "mlp" else None,
+                    "params": trained.params or None,
                 }
                 logger.info("%-28s %-6s %s", fs.name, clf, ", ".join(
                     f"{METRIC_TITLES[m]} {fmt(entry['classifiers'][clf]['test'][m])}" for m in METRICS[task]))
+            entry["selected"] = _select_classifier(entry["classifiers"], primary)
             report["feature_sets"][fs.name] = entry
         bar.close()
         saved = []
@@ -284,6 +312,8 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             report["best"] = {"feature_set": keep["best"][1].name, "classifier": chosen,
                               "selected_on": f"valid {primary} (seed {config.seed})",
                               f"valid_{primary}": None if keep["best"][0] == -math.inf else keep["best"][0]}
+            default = keep["all"][1].name if config.predictor_set == "all" and "all" in keep else keep["best"][1].name
+            report["predictor_default"] = {"feature_set": default, "rule": config.predictor_set}
             info = predictor_info(ff, config.features, config.seed, out_dir / MODELS_DIR)
             for key in ("best", "all"):
                 if key in keep and keep[key][1].name not in saved:
@@ -291,7 +321,8 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                     save_classifier(trained, std, fs, out_dir / MODELS_DIR, info)
                     saved.append(fs.name)
             write_json(out_dir / MODELS_DIR / INDEX_FILE,
-                       {"best": keep["best"][1].name, "all_scales": all_name, "saved": saved, "classifier": chosen,
+                       {"best": default, "best_on_valid": keep["best"][1].name, "all_scales": all_name,
+                        "saved": saved, "classifier": chosen, "rule": config.predictor_set,
                         "selected_on": report["best"]["selected_on"]})
         report["saved_classifiers"] = saved
         layers = per_label_layers(report, chosen, PER_LABEL[task], label_groups(ff.dataset, names))

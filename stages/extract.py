@@ -19,6 +19,7 @@ from data import features as features_lib
 from data.features_writer import FeaturesWriter, ScaleInfo
 from data.atomic import remove_stale_temps, write_text
 from data.cache import AudioCache
+from data.classic import CLASSIC, classic_dim, classic_features
 from data.errors import ConfigError, MsaggError
 from data.integrity import check_same_run, require_done
 from data.segments import num_segments, segment
@@ -38,14 +39,18 @@ class Config:
         cache: A prepare run folder holding ``cache.h5`` (or the ``.h5`` file itself); it may be
             another dataset than the models were trained on (transfer).
         song_pool: How a song's segment vectors become one vector: "mean" (the paper), "max",
-            or "meanmax" ([mean, max] concatenated).
+            "meanmax" ([mean, max] concatenated) or "meanstd" ([mean, standard deviation]).
         scales: Scales to use (empty: every scale of the pretrain run).
+        classic: Classic hand-crafted feature sets computed from the same audio and stored beside
+            the learned ones (``data.classic``: "mfcc"), the baseline every report compares
+            with; empty: none.
     """
 
     pretrain: str
     cache: str
     song_pool: str = "mean"
     scales: tuple[str, ...] = ()
+    classic: tuple[str, ...] = CLASSIC
 
     def __post_init__(self):
         for name in ("pretrain", "cache"):
@@ -65,6 +70,11 @@ class Config:
         if duplicates:
             raise ConfigError(f"scales lists {', '.join(duplicates)} more than once")
         object.__setattr__(self, "scales", normalized)
+        classic = (self.classic,) if isinstance(self.classic, str) else tuple(self.classic)
+        bad = [c for c in classic if c not in CLASSIC]
+        if bad or len(set(classic)) != len(classic):
+            raise ConfigError(f"classic must list distinct names among {', '.join(CLASSIC)}, got {classic!r}")
+        object.__setattr__(self, "classic", classic)
 
 
 class ExtractError(MsaggError):
@@ -373,19 +383,22 @@ def run(
             song_pool=config.song_pool,
             config_hash=folder.hash,
             scales=infos,
+            classic={name: classic_dim(name) for name in config.classic},
         )
         num_tracks = cache.num_tracks
         start = writer.num_done
-        logger.info("extract %d tracks of %s (%d Hz) with scales %s, song pooling %s%s", num_tracks, cache.dataset,
-                    cache.sample_rate, ", ".join(scales), config.song_pool,
+        logger.info("extract %d tracks of %s (%d Hz) with scales %s, song pooling %s, classic features %s%s",
+                    num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales), config.song_pool,
+                    ", ".join(config.classic) or "none",
                     f"; resuming after {start}" if start else "")
         began = time.monotonic()
         with writer, tqdm(total=num_tracks, initial=start, unit="track", desc="extract", disable=not progress,
                           dynamic_ncols=True) as bar:
             for chunk in _chunks(range(start, num_tracks), lambda i: cache.lengths[i], models, batch_size):
-                block, counts = features_of_waves([cache.track(i) for i in chunk], models, config.song_pool,
-                                                  batch_size)
-                writer.write(block, counts)
+                waves = [cache.track(i) for i in chunk]
+                block, counts = features_of_waves(waves, models, config.song_pool, batch_size)
+                classic = {name: classic_features(name, waves, cache.sample_rate) for name in config.classic}
+                writer.write(block, counts, classic)
                 bar.update(len(chunk))
                 done = writer.num_done
                 if stop_after is not None and stop_after <= done < num_tracks:

@@ -10,6 +10,10 @@ A bare ``SCALES`` means ``@last3`` (the last three layers of each scale, the pap
 Table 1), ``3^9@last3``, ``3^9@-2,-1``, ``3^8+3^9`` (Table 2), ``3^8+3^9@-1`` (several models,
 one layer each), ``all@last3``.
 
+A classic set (``data.classic.CLASSIC``: ``mfcc``) may stand among the scales: ``mfcc`` alone is the
+MFCC baseline, ``all+mfcc`` or ``3^9@-1+mfcc`` joins it to learned features (it takes no layers;
+``@LAYERS`` applies to the scales). Its canonical name comes last: ``3^8+3^9+mfcc``.
+
 Canonical names, used as metrics.json keys, results rows and saved classifier file names: scales
 ordered by (m, n) and taps as -3, -2, -1, each once ("-3,-2,-1" is "last3"); one scale is always
 written with its layers (``3^9@-1``, ``3^9@last3``); several scales with their last three layers
@@ -26,6 +30,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from data.classic import CLASSIC
 from data.errors import MsaggError
 from data.features import scale_sort_key
 
@@ -38,7 +43,9 @@ LAYER_CHOICES = TAPS + (LAST3,)
 PAPER_SCALES = ("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")
 TABLE2_COMBOS = (("3^9",), ("3^8", "3^9"), ("2^13", "2^14", "3^8", "3^9"), PAPER_SCALES)
 """The multi-scale sets of the paper's Table 2."""
-MULTI_LEVEL, MULTI_SCALE = "multi-level", "multi-scale"
+MULTI_LEVEL, MULTI_SCALE, CLASSIC_GROUP, COMBINED = "multi-level", "multi-scale", "classic", "learned + classic"
+CLASSIC_KEY = "classic"
+"""The key of the classic sets in ``read_features``' mapping (never a scale: scales are m^n)."""
 _SCALE = re.compile(r"^(\d+)\^(\d+)$")
 
 
@@ -51,30 +58,49 @@ class FeatureSet:
     """Which taps of which scales are concatenated into one song vector.
 
     Attributes:
-        name: Canonical name, e.g. "3^9@-1", "3^9@last3", "3^8+3^9", "3^8+3^9@-1".
-        group: "multi-level" (one scale) or "multi-scale" (several).
-        scales: Scale keys, ordered by (m, n).
-        layers: Tap keys taken from every scale, in concatenation order.
+        name: Canonical name, e.g. "3^9@-1", "3^9@last3", "3^8+3^9", "3^8+3^9@-1", "mfcc",
+            "3^8+3^9+mfcc".
+        group: "multi-level" (one scale), "multi-scale" (several), "classic" (only a classic set)
+            or "learned + classic".
+        scales: Scale keys, ordered by (m, n); empty for a classic set alone.
+        layers: Tap keys taken from every scale, in concatenation order (empty without scales).
+        classic: Classic sets appended after the learned parts (``data.classic.CLASSIC``).
     """
 
     name: str
     group: str
     scales: tuple[str, ...]
     layers: tuple[str, ...]
+    classic: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, scales: Iterable[str], layers: Iterable[str] = TAPS) -> "FeatureSet":
-        """The set of ``layers`` of each of ``scales``, with its canonical name and group."""
+    def of(cls, scales: Iterable[str], layers: Iterable[str] = TAPS, classic: Iterable[str] = ()) -> "FeatureSet":
+        """The set of ``layers`` of each of ``scales`` (then the ``classic`` sets), with its
+        canonical name and group."""
         scales = tuple(sorted(dict.fromkeys(scales), key=scale_sort_key))
-        layers = tuple(t for t in TAPS if t in set(layers))
-        if not scales or not layers:
+        classic = tuple(c for c in CLASSIC if c in set(classic))
+        layers = tuple(t for t in TAPS if t in set(layers)) if scales else ()
+        if not classic and (not scales or not layers):
             raise ValueError(f"a feature set needs scales and layers, got {scales!r} @ {layers!r}")
-        return cls(_name(scales, layers), MULTI_LEVEL if len(scales) == 1 else MULTI_SCALE, scales, layers)
+        learned = _name(scales, layers) if scales else ""
+        name = "+".join(p for p in (learned, *classic) if p)
+        if not scales:
+            group = CLASSIC_GROUP
+        elif classic:
+            group = COMBINED
+        else:
+            group = MULTI_LEVEL if len(scales) == 1 else MULTI_SCALE
+        return cls(name, group, scales, layers, classic)
 
     @property
     def parts(self) -> list[tuple[str, str]]:
-        """(scale, tap) pairs in concatenation order."""
-        return [(s, t) for s in self.scales for t in self.layers]
+        """(scale, tap) pairs in concatenation order, then (``CLASSIC_KEY``, name) per classic set."""
+        return [(s, t) for s in self.scales for t in self.layers] + [(CLASSIC_KEY, c) for c in self.classic]
+
+    @property
+    def learned(self) -> "FeatureSet | None":
+        """The set without its classic part (None for a classic set alone)."""
+        return FeatureSet.of(self.scales, self.layers) if self.scales else None
 
     @property
     def last3(self) -> bool:
@@ -83,7 +109,10 @@ class FeatureSet:
 
     @property
     def layers_label(self) -> str:
-        """The Layers column of the results tables: "last 3", "last 3 each" or "-2, -1"."""
+        """The Layers column of the results tables: "last 3", "last 3 each", "-2, -1", or "-" for a
+        classic set alone."""
+        if not self.scales:
+            return "-"
         if self.last3:
             return "last 3" if len(self.scales) == 1 else "last 3 each"
         return ", ".join(self.layers)
@@ -109,15 +138,32 @@ def normalize_scale(text: str) -> str:
     return key
 
 
-def _split(text: str) -> tuple[list[str] | None, tuple[str, ...]]:
-    """``"3^9+3^8 @ -1"`` -> (["3^9", "3^8"], ("-1",)); scales None for "all"."""
+def _split(text: str) -> tuple[list[str] | None, tuple[str, ...], tuple[str, ...]]:
+    """``"3^9+3^8 @ -1"`` -> (["3^9", "3^8"], ("-1",), ()); scales None for "all";
+    ``"all+mfcc"`` -> (None, TAPS, ("mfcc",)); ``"mfcc"`` -> ([], (), ("mfcc",))."""
     compact = "".join(str(text).split())
-    scales_text, sep, layers_text = compact.partition("@")
-    if not scales_text:
+    names: list[str] = []
+    layer_texts: list[str] = []
+    for token in compact.split("+"):
+        name, sep, layers_text = token.partition("@")
+        names.append(name)
+        if sep:
+            if not layers_text:
+                raise FeatureSetError(f"feature set {text!r}: no layers after '@'; use last3 or taps like -2,-1")
+            layer_texts.append(layers_text)
+    if len(layer_texts) > 1:
+        raise FeatureSetError(f"feature set {text!r}: one '@' per set; its layers apply to every scale")
+    classic = tuple(n for n in names if n in CLASSIC)
+    if len(set(classic)) != len(classic):
+        raise FeatureSetError(f"feature set {text!r}: a classic set named twice")
+    names = [n for n in names if n not in CLASSIC]
+    if classic and not names:
+        if layer_texts:
+            raise FeatureSetError(f"feature set {text!r}: {classic[0]} takes no layers ('@' applies to scales)")
+        return [], (), classic
+    if names == [""] or not compact:
         raise FeatureSetError(f"feature set {text!r}: no scales; write it like 3^8+3^9@-1 or all@last3")
-    if sep and not layers_text:
-        raise FeatureSetError(f"feature set {text!r}: no layers after '@'; use last3 or taps like -2,-1")
-    layers_text = layers_text or LAST3
+    layers_text = layer_texts[0] if layer_texts else LAST3
     if layers_text == LAST3:
         layers = TAPS
     else:
@@ -127,37 +173,38 @@ def _split(text: str) -> tuple[list[str] | None, tuple[str, ...]]:
             raise FeatureSetError(f"feature set {text!r}: unknown layer {', '.join(map(repr, bad))}; "
                                   f"layers are {LAST3} or taps among {', '.join(TAPS)} joined by ','")
         layers = tuple(t for t in TAPS if t in taps)
-    if scales_text == ALL:
-        return None, layers
-    parts = scales_text.split("+")
-    if any(not p for p in parts):
+    if names == [ALL]:
+        return None, layers, classic
+    if any(not n for n in names):
         raise FeatureSetError(f"feature set {text!r}: empty scale between '+'")
     try:
-        return [normalize_scale(p) for p in parts], layers
+        return [normalize_scale(n) for n in names], layers, classic
     except FeatureSetError as err:
         raise FeatureSetError(f"feature set {text!r}: {err}") from None
 
 
 def normalize_spec(text: str, known: Iterable[str] | None = None) -> str:
-    """A spec's canonical text: the set's canonical name, or ``all`` / ``all@<layers>``.
+    """A spec's canonical text: the set's canonical name, or ``all`` / ``all@<layers>`` (then
+    ``+mfcc`` when it joins a classic set).
 
     Args:
-        text: A spec, e.g. "3x9 + 3^8", "3^9@-1,-2", "all@last3".
+        text: A spec, e.g. "3x9 + 3^8", "3^9@-1,-2", "all@last3", "all+mfcc", "mfcc".
         known: When given, every named scale must be one of these (e.g. the model family's
             scales), so that a typo fails when a config is made rather than when it runs.
 
     Raises:
         FeatureSetError: For a malformed spec or an unknown scale.
     """
-    scales, layers = _split(text)
+    scales, layers, classic = _split(text)
     if scales is None:
-        return ALL if layers == TAPS else f"{ALL}@{','.join(layers)}"
+        learned = ALL if layers == TAPS else f"{ALL}@{','.join(layers)}"
+        return "+".join((learned, *(c for c in CLASSIC if c in classic)))
     if known is not None:
         known = list(known)
         unknown = [s for s in scales if s not in known]
         if unknown:
             raise FeatureSetError(f"feature set {text!r}: unknown scale {unknown[0]!r}; known: {', '.join(known)}")
-    return FeatureSet.of(scales, layers).name
+    return FeatureSet.of(scales, layers, classic).name
 
 
 def join_continuations(items: Iterable[str]) -> list[str]:
@@ -177,20 +224,29 @@ def join_continuations(items: Iterable[str]) -> list[str]:
 
 
 def parse_feature_set(text: str, available_scales: Sequence[str] | None = None, *,
-                      source: str = "the features file") -> FeatureSet:
+                      source: str = "the features file", available_classic: Sequence[str] | None = None) -> FeatureSet:
     """Parses a spec into a ``FeatureSet``.
 
     Args:
-        text: A spec in the grammar above, e.g. "3^8+3^9@-1", "all@last3", "3^9@-2,-1".
+        text: A spec in the grammar above, e.g. "3^8+3^9@-1", "all@last3", "3^9@-2,-1", "all+mfcc".
         available_scales: The scales of the features; required for ``all``. When given, every
             named scale must be among them.
         source: How to name the features in errors.
+        available_classic: The classic sets of the features; when given, a named one must be
+            among them.
 
     Raises:
         FeatureSetError: For a malformed spec, ``all`` without ``available_scales``, or a scale
-            that is not available (naming the scales that are).
+            or classic set that is not available (naming those that are).
     """
-    scales, layers = _split(text)
+    scales, layers, classic = _split(text)
+    if available_classic is not None:
+        missing = [c for c in classic if c not in available_classic]
+        if missing:
+            raise FeatureSetError(f"feature set {text}: {source} holds no {missing[0]} features "
+                                  f"(extract them with --classic {missing[0]})")
+    if scales == [] and classic:
+        return FeatureSet.of((), (), classic)
     if available_scales is not None:
         available = sorted(available_scales, key=scale_sort_key)
         if scales is None:
@@ -203,11 +259,11 @@ def parse_feature_set(text: str, available_scales: Sequence[str] | None = None, 
         raise FeatureSetError(f"feature set {text!r}: '{ALL}' needs the scales of a features file")
     if not scales:
         raise FeatureSetError(f"feature set {text!r}: {source} holds no scales")
-    return FeatureSet.of(scales, layers)
+    return FeatureSet.of(scales, layers, classic)
 
 
 def feature_sets(available: Sequence[str], specs: Sequence[str] = (), include_single: bool = True,
-                 source: str = "the features file") -> list[FeatureSet]:
+                 source: str = "the features file", classic: Sequence[str] = ()) -> list[FeatureSet]:
     """The feature sets to evaluate, each once.
 
     Args:
@@ -215,10 +271,12 @@ def feature_sets(available: Sequence[str], specs: Sequence[str] = (), include_si
         specs: Feature-set specs (the grammar above); empty: the paper's Table 2 sets present.
         include_single: First every scale's -3, -2, -1 and last-three sets (Table 1).
         source: How to name the file in errors.
+        classic: Classic sets in the features file; each is evaluated alone and joined to the
+            all-scales set (the baseline rows of every report).
 
     Returns:
         The per-scale sets (scale by scale) if asked, then ``specs`` (or the Table 2 sets) in
-        order, the all-scales last-three set last.
+        order, the all-scales last-three set, then each classic set alone and joined to it.
 
     Raises:
         FeatureSetError: If a spec is malformed or names a scale that is not in the file.
@@ -231,10 +289,12 @@ def feature_sets(available: Sequence[str], specs: Sequence[str] = (), include_si
                 fs = FeatureSet.of([scale], TAPS if layer == LAST3 else [layer])
                 out[fs.name] = fs
     if specs:
-        chosen = [parse_feature_set(spec, available, source=source) for spec in specs]
+        chosen = [parse_feature_set(spec, available, source=source, available_classic=classic) for spec in specs]
     else:
         chosen = [FeatureSet.of(c) for c in TABLE2_COMBOS if all(s in available for s in c)]
     chosen.append(FeatureSet.of(available))
+    for name in classic:
+        chosen += [FeatureSet.of((), (), [name]), FeatureSet.of(available, TAPS, [name])]
     for fs in chosen:
         out.setdefault(fs.name, fs)
     return list(out.values())
@@ -244,7 +304,8 @@ def assemble(features: Mapping[str, Mapping[str, np.ndarray]], feature_set: Feat
     """Concatenates a feature set's song vectors.
 
     Args:
-        features: Scale -> tap -> (num_songs, dim) arrays.
+        features: Scale -> tap -> (num_songs, dim) arrays, and ``CLASSIC_KEY`` -> name -> arrays
+            (``read_features``).
         feature_set: What to concatenate.
 
     Returns:
@@ -253,7 +314,13 @@ def assemble(features: Mapping[str, Mapping[str, np.ndarray]], feature_set: Feat
     return np.concatenate([np.asarray(features[s][t], dtype=np.float32) for s, t in feature_set.parts], axis=1)
 
 
-def read_features(ff, scales: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+def read_features(ff, scales: Sequence[str] | None = None,
+                  classic: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Scale -> tap -> float32 (num_tracks, dim) of a ``data.features.FeaturesFile`` for
-    ``scales`` (default: all of the file)."""
-    return {scale: {tap: ff.get(scale, tap) for tap in ff.taps(scale)} for scale in (scales or ff.scales)}
+    ``scales`` (default: all of the file), and ``CLASSIC_KEY`` -> name -> float32 (num_tracks, dim)
+    for ``classic`` (default: all of the file; the key is absent when there are none)."""
+    out = {scale: {tap: ff.get(scale, tap) for tap in ff.taps(scale)} for scale in (scales or ff.scales)}
+    names = ff.classic if classic is None else list(classic)
+    if names:
+        out[CLASSIC_KEY] = {name: ff.get_classic(name) for name in names}
+    return out

@@ -106,8 +106,14 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
     waves, errors = _load_all(paths, predictor.sample_rate)
     results = {e["path"]: e for e in errors}
     if waves:
-        features = extract.song_features(list(waves.values()), pretrain, predictor.scales,
-                                         song_pool=predictor.song_pool)
+        from data.classic import classic_features
+        from stages.featuresets import CLASSIC_KEY
+
+        features = (extract.song_features(list(waves.values()), pretrain, predictor.scales,
+                                          song_pool=predictor.song_pool) if predictor.scales else {})
+        if predictor.fs.classic:
+            features[CLASSIC_KEY] = {name: classic_features(name, list(waves.values()), predictor.sample_rate)
+                                     for name in predictor.fs.classic}
         scores = predictor.predict(features)
         for row, path in enumerate(waves):
             results[path] = {

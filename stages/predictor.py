@@ -66,6 +66,7 @@ def save_classifier(trained: Trained, standardizer: Standardizer, feature_set: F
         "group": feature_set.group,
         "scales": list(feature_set.scales),
         "layers": list(feature_set.layers),
+        "classic": list(feature_set.classic),
         "parts": [list(p) for p in feature_set.parts],
         "dim": dim,
         "classifier": trained.kind,
@@ -127,11 +128,11 @@ def train_and_save(
     seed = int(getattr(config, "seed", 0)) if seed is None else seed
     with FeaturesFile(features) as ff:
         fs = feature_set if isinstance(feature_set, FeatureSet) else parse_feature_set(
-            feature_set, ff.scales, source=str(ff.path))
+            feature_set, ff.scales, source=str(ff.path), available_classic=ff.classic)
         missing = [s for s in fs.scales if s not in ff.scales]
         if missing:
             raise PredictorError(f"{ff.path}: scale {', '.join(missing)} is not in the file ({', '.join(ff.scales)})")
-        x = assemble(read_features(ff, fs.scales), fs)
+        x = assemble(read_features(ff, fs.scales, fs.classic), fs)
         usable = np.flatnonzero(np.isfinite(x).all(axis=1))
         rows, _ = split_rows(ff, usable, seed)
         std = Standardizer.fit(x[rows["train"]])
@@ -167,7 +168,8 @@ class Predictor:
         folder = path.parent
         d = self.description
         self.feature_set = d["feature_set"]
-        self.fs = FeatureSet(d["feature_set"], d["group"], tuple(d["scales"]), tuple(d["layers"]))
+        self.fs = FeatureSet(d["feature_set"], d["group"], tuple(d["scales"]), tuple(d["layers"]),
+                             tuple(d.get("classic", ())))
         self.classifier = d["classifier"]
         self.task = d["task"]
         self.label_names = list(d["label_names"])
@@ -214,7 +216,8 @@ class Predictor:
         """Probabilities from song features.
 
         Args:
-            features: Scale -> tap -> float32 (n, dim), e.g. from ``stages.extract.song_features``.
+            features: Scale -> tap -> float32 (n, dim), e.g. from ``stages.extract.song_features``,
+                and ``CLASSIC_KEY`` -> name -> float32 (n, dim) when the set joins a classic one.
 
         Returns:
             float32 (n, num_labels).

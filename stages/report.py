@@ -12,7 +12,9 @@ from stages.metrics import METRICS, PRIMARY
 from stages.pretrain_run import PretrainRun, PretrainRunError, pretrain_dir_of
 
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
-CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression"}
+CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression", "svm": "RBF SVM"}
+GROUP_ORDER = ("multi-level", "multi-scale", "learned + classic", "classic")
+CLASSIC_TITLES = {"mfcc": "MFCC"}
 
 
 def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[str, Any]:
@@ -87,8 +89,49 @@ def _header_lines(report: Mapping[str, Any]) -> list[str]:
                      "deterministic (one run)")
     best = report.get("best")
     if best:
+        default = report.get("predictor_default", {}).get("feature_set", best["feature_set"])
         lines.append(f"- Best feature set on the validation {METRIC_TITLES[PRIMARY[task]]} ({best['classifier']}): "
-                     f"**{best['feature_set']}**; saved with the all-scales set in `models/` for `msagg predict`")
+                     f"**{best['feature_set']}**; saved with the all-scales set in `models/`; `msagg predict` uses "
+                     f"**{default}** by default")
+    lines.append("")
+    return lines
+
+
+def _set_label(report: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    """The Feature set cell: "3^9", "all 3 scales (3^8 + 3^9 + 4^6)", "MFCC", "all 3 scales + MFCC"."""
+    label = " + ".join(r["scales"])
+    if len(r["scales"]) == report["num_scales"] and report["num_scales"] > 1:
+        label = f"all {report['num_scales']} scales" + ("" if r.get("classic") else f" ({label})")
+    classic = " + ".join(CLASSIC_TITLES.get(c, c) for c in r.get("classic", []))
+    return " + ".join(p for p in (label, classic) if p)
+
+
+def baseline_summary(report: Mapping[str, Any]) -> list[str]:
+    """"Learned features vs the classic baseline": the all-scales set, each classic set, and both
+    joined, for every classifier, with the classifier chosen on the validation split (lines; none
+    when the features hold no classic set)."""
+    sets = report["feature_sets"]
+    rows = [(name, r) for name, r in sets.items()
+            if r["group"] in ("learned + classic", "classic")
+            or (r["group"] in ("multi-scale", "multi-level") and len(r["scales"]) == report["num_scales"]
+                and r["layers_label"].startswith("last 3"))]
+    if not report.get("classic") or not rows:
+        return []
+    metric = PRIMARY[report["task"]]
+    title = METRIC_TITLES[metric]
+    clfs = list(report["classifiers"])
+    lines = ["## Learned features vs the MFCC baseline", "",
+             f"Test {title}. MFCC: 20 coefficients with their deltas and second deltas, mean and standard "
+             "deviation over the song (librosa). Last column: the classifier with the best validation "
+             f"{title} for that set (test scores take no part in the choice).", "",
+             "| Feature set | Dim | " + " | ".join(CLASSIFIER_TITLES[c] for c in clfs) + " | Chosen on validation |",
+             "|---|---:|" + "---:|" * (len(clfs) + 1)]
+    for name, r in rows:
+        cells = [_set_label(report, r), str(r["dim"])]
+        cells += [fmt(r["classifiers"][c]["test"][metric]) if c in r["classifiers"] else "n/a" for c in clfs]
+        chosen = r.get("selected")
+        cells.append(f"{fmt(chosen['test'][metric])} ({CLASSIFIER_TITLES[chosen['classifier']]})" if chosen else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
@@ -106,14 +149,22 @@ def _classifier_intro(report: Mapping[str, Any], clf: str) -> list[str]:
                   f"validation loss (patience {mlp['patience']}, at most {mlp['epochs']} epochs), best weights "
                   "kept.",
                   ""]
+    elif clf == "logreg":
+        lines += ["scikit-learn LogisticRegression (one-vs-rest for tags, multinomial for classes), C chosen on the "
+                  "validation split among 0.001, 0.01, 0.1, 1, 10.", ""]
     else:
-        lines += ["scikit-learn LogisticRegression (C = 1; one-vs-rest for tags, multinomial for classes).", ""]
+        lines += ["scikit-learn SVC with an RBF kernel (gamma \"scale\"; one-vs-rest for tags), C chosen on the "
+                  "validation split among 0.1, 1, 10, 100.", ""]
     return lines
 
 
 def _group_title(group: str, members: list[Mapping[str, Any]]) -> str:
     if group == "multi-level":
         return "Multi-level: one model's layers (cf. the paper's Table 1)"
+    if group == "learned + classic":
+        return "Learned + classic: SampleCNN layers joined to hand-crafted features"
+    if group == "classic":
+        return "Classic baseline: hand-crafted features"
     if all(r["layers_label"] == "last 3 each" for r in members):
         return "Multi-scale: last 3 layers of several models (cf. Table 2)"
     return "Multi-scale: layers of several models (cf. Table 2)"
@@ -127,7 +178,7 @@ def results_markdown(report: Mapping[str, Any]) -> str:
         report: The classify stage's metrics.json content.
     """
     metrics = METRICS[report["task"]]
-    lines = _header_lines(report)
+    lines = _header_lines(report) + baseline_summary(report)
     e2e = report["end_to_end"]
     for clf in report["classifiers"]:
         lines += _classifier_intro(report, clf)
@@ -139,16 +190,13 @@ def results_markdown(report: Mapping[str, Any]) -> str:
                               if r["classifiers"][clf]["test"][m]["mean"] is not None), default=None)
                       for m in metrics}
         blank = " |" * (len(header) - 1)
-        for group in ("multi-level", "multi-scale"):
+        for group in GROUP_ORDER:
             members = [r for r in results.values() if r["group"] == group]
             if not members:
                 continue
             lines.append(f"| **{_group_title(group, members)}** |" + blank)
             for r in members:
-                label = " + ".join(r["scales"])
-                if group == "multi-scale" and len(r["scales"]) == report["num_scales"] and report["num_scales"] > 1:
-                    label = f"all {report['num_scales']} scales ({label})"
-                cells = [label, r["layers_label"], str(r["dim"])]
+                cells = [_set_label(report, r), r["layers_label"], str(r["dim"])]
                 for m in metrics:
                     s = r["classifiers"][clf]["test"][m]
                     cells.append(fmt(s, bold=s["mean"] is not None and s["mean"] == best_value[m]))
@@ -172,7 +220,7 @@ def results_csv(report: Mapping[str, Any]) -> str:
     """One row per feature set and classifier (mean and std of each metric), then one per
     end-to-end model."""
     metrics = METRICS[report["task"]]
-    fields = ["feature_set", "group", "scales", "layers", "classifier", "dim", "num_runs"]
+    fields = ["feature_set", "group", "scales", "layers", "classic", "classifier", "dim", "num_runs"]
     fields += [f"{m}_{k}" for m in metrics for k in ("mean", "std")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -180,7 +228,7 @@ def results_csv(report: Mapping[str, Any]) -> str:
     for name, r in report["feature_sets"].items():
         for clf, res in r["classifiers"].items():
             row = {"feature_set": name, "group": r["group"], "scales": "+".join(r["scales"]),
-                   "layers": ",".join(r["layers"]), "classifier": clf, "dim": r["dim"], "num_runs": res["num_runs"]}
+                   "layers": ",".join(r["layers"]), "classic": "+".join(r.get("classic", [])), "classifier": clf, "dim": r["dim"], "num_runs": res["num_runs"]}
             for m in metrics:
                 row[f"{m}_mean"] = res["test"][m]["mean"]
                 row[f"{m}_std"] = res["test"][m]["std"]

@@ -1,4 +1,5 @@
-"""Song-level classifiers on standardized feature vectors: the paper's MLP and a logistic regression.
+"""Song-level classifiers on standardized feature vectors: the paper's MLP, a logistic regression
+and an RBF support-vector machine, the last two with C chosen on the validation split.
 
 Keras is imported where a model is built or run, not with the module, so that loading a saved
 classifier's description (``stages.predictor``, ``msagg predict``) stays light.
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIERS = ("mlp", "logreg")
+CLASSIFIERS = ("mlp", "logreg", "svm")
+SAVABLE = ("mlp", "logreg")
+"""Classifiers ``msagg predict`` can use (they become a Keras model; the SVM does not)."""
+C_GRIDS = {"logreg": (0.001, 0.01, 0.1, 1.0, 10.0), "svm": (0.1, 1.0, 10.0, 100.0)}
+"""The values of C tried for each scikit-learn classifier; the one scoring best on the validation
+split is kept (ties: the one nearest C = 1, the libraries' default)."""
 
 
 class ClassifyError(MsaggError):
@@ -89,11 +95,17 @@ class Trained:
     """A fitted song-level classifier: ``predict(x) -> (n, num_labels)`` probabilities.
 
     Attributes:
-        kind: "mlp" or "logreg".
+        kind: "mlp", "logreg" or "svm".
         task: "tags" or "classes".
         num_labels: Output size.
-        model: A ``keras.Model`` (mlp) or a fitted scikit-learn estimator (logreg).
+        model: A ``keras.Model`` (mlp) or a fitted scikit-learn estimator.
         epochs: Epochs run (mlp).
+        params: Hyper-parameters chosen on the validation split (``{"C": ...}``), and the
+            validation score of each value tried (``"valid_by_C"``).
+        projection: For the logistic regression trained on fewer songs than dimensions: float32
+            (dim, rank), an orthonormal basis of the training songs' span; the model sees
+            ``x @ projection``. An L2-penalized linear model's weights lie in that span anyway
+            (the representer theorem), so the fit is the same, on far fewer dimensions.
     """
 
     kind: str
@@ -101,11 +113,19 @@ class Trained:
     num_labels: int
     model: Any
     epochs: int | None = None
+    params: dict = dataclasses.field(default_factory=dict)
+    projection: np.ndarray | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """float32 (n, num_labels) probabilities of float32 (n, dim) standardized features."""
+        """float32 (n, num_labels) scores of float32 (n, dim) standardized features: probabilities,
+        except for the SVM, whose decision values are squashed into (0, 1) (a logistic for tags
+        and two classes, a softmax over classes), which keeps their ranking and arg-max."""
         if self.kind == "mlp":
             return predict_proba(self.model, x)
+        if self.kind == "svm":
+            return _svm_scores(self.model, self.task, self.num_labels, x)
+        if self.projection is not None:
+            x = np.asarray(x, dtype=np.float32) @ self.projection
         proba = self.model.predict_proba(x)
         if self.task == "tags":
             return np.asarray(proba, dtype=np.float32)
@@ -119,8 +139,11 @@ class Trained:
 
         if self.kind == "mlp":
             return self.model
+        if self.kind not in SAVABLE:
+            raise ValueError(f"a {self.kind} classifier has no Keras form; save one of {', '.join(SAVABLE)}")
         model = build_classifier(input_dim, self.num_labels, self.task, hidden_layers=0, name="song_logreg")
-        kernel = np.zeros((input_dim, self.num_labels), dtype=np.float32)
+        fit_dim = input_dim if self.projection is None else self.projection.shape[1]
+        kernel = np.zeros((fit_dim, self.num_labels), dtype=np.float32)
         bias = np.zeros(self.num_labels, dtype=np.float32)
         if self.task == "tags":
             for j, est in enumerate(self.model.estimators_):
@@ -138,6 +161,8 @@ class Trained:
             else:
                 kernel[:, classes] = self.model.coef_.T
                 bias[classes] = self.model.intercept_
+        if self.projection is not None:  # back from the training span to the features
+            kernel = (self.projection @ kernel).astype(np.float32)
         model.get_layer("output").set_weights([kernel, bias])
         return model
 
@@ -204,8 +229,10 @@ def train_classifier(
     """Fits one song-level classifier on standardized features.
 
     Args:
-        kind: "mlp" (Keras, Adam, early stopping on the validation loss, best weights restored)
-            or "logreg" (scikit-learn; one-vs-rest for tags, multinomial for classes; C = 1).
+        kind: "mlp" (Keras, Adam, early stopping on the validation loss, best weights restored),
+            "logreg" (scikit-learn; one-vs-rest for tags, multinomial for classes) or "svm"
+            (scikit-learn ``SVC``, RBF kernel, ``gamma="scale"``; one-vs-rest for tags); for
+            these two, C is chosen among ``C_GRIDS[kind]`` by the validation score.
         task: "tags" or "classes".
         x_train, x_valid: float32 (n, dim).
         y_train, y_valid: uint8 (n, num_labels) multi-hot / one-hot.
@@ -233,22 +260,73 @@ def train_classifier(
         epochs = _fit_early_stopping(model, x_train, y_train.astype(np.float32), x_valid, y_valid.astype(np.float32),
                                      config, seed)
         return Trained("mlp", task, num_labels, model, epochs=epochs)
-    if kind == "logreg":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.multiclass import OneVsRestClassifier
+    if kind in C_GRIDS:
+        y = y_train if task == "tags" else y_train.argmax(axis=1)
+        if task == "classes" and np.unique(y).size < 2:
+            raise ClassifyError("the train split holds a single class; a classifier cannot be trained")
+        from stages.metrics import PRIMARY, score
 
-        base = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # tags constant in training
-            if task == "tags":
-                model = OneVsRestClassifier(base).fit(x_train, y_train)
-            else:
-                y = y_train.argmax(axis=1)
-                if np.unique(y).size < 2:
-                    raise ClassifyError("the train split holds a single class; a classifier cannot be trained")
-                model = base.fit(x_train, y)
-        return Trained("logreg", task, num_labels, model)
+        projection = _span(x_train) if kind == "logreg" else None
+        x_fit = x_train if projection is None else x_train @ projection
+        best: tuple | None = None  # (valid score, -|log10 C|, C, model)
+        by_c = {}
+        for c in C_GRIDS[kind]:
+            model = _fit_sklearn(kind, task, x_fit, y, c, seed)
+            trained = Trained(kind, task, num_labels, model, projection=projection)
+            value = score(task, y_valid, trained.predict(x_valid))[PRIMARY[task]]
+            by_c[str(c)] = value
+            key = (-math.inf if value is None else value, -abs(math.log10(c)))
+            if best is None or key > best[:2]:
+                best = (*key, c, model)
+        _, _, c, model = best
+        return Trained(kind, task, num_labels, model, params={"C": c, "valid_by_C": by_c}, projection=projection)
     raise ValueError(f"unknown classifier {kind!r}; use one of {', '.join(CLASSIFIERS)}")
+
+
+def _span(x: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (dim, rank) of the rows of ``x`` when there are fewer rows than
+    columns, else None (nothing to gain)."""
+    n, dim = x.shape
+    if n >= dim:
+        return None
+    _, s, vt = np.linalg.svd(np.asarray(x, dtype=np.float64), full_matrices=False)
+    rank = int((s > s[0] * max(n, dim) * np.finfo(np.float64).eps).sum()) if s.size and s[0] > 0 else 0
+    return np.ascontiguousarray(vt[: max(rank, 1)].T, dtype=np.float32)
+
+
+def _fit_sklearn(kind: str, task: str, x: np.ndarray, y: np.ndarray, c: float, seed: int):
+    """A fitted logistic regression or RBF SVM (one-vs-rest over tags)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import SVC
+
+    if kind == "logreg":
+        # tol 1e-3 (not 1e-4): on a few hundred songs of ~1000 dimensions, lbfgs then needs a third of
+        # the time for the same validation scores, which matters when five values of C are tried.
+        base = LogisticRegression(C=c, tol=1e-3, max_iter=1000, random_state=seed)
+    else:
+        base = SVC(C=c, kernel="rbf", gamma="scale", decision_function_shape="ovr", random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tags constant in training
+        warnings.simplefilter("ignore", ConvergenceWarning)  # large C on separable data: the fit is still usable
+        return OneVsRestClassifier(base).fit(x, y) if task == "tags" else base.fit(x, y)
+
+
+def _svm_scores(model, task: str, num_labels: int, x: np.ndarray) -> np.ndarray:
+    decision = np.asarray(model.decision_function(x), dtype=np.float64)
+    if task == "tags":
+        return (1.0 / (1.0 + np.exp(-decision.reshape(len(x), -1)))).astype(np.float32)
+    classes = model.classes_
+    out = np.zeros((x.shape[0], num_labels), dtype=np.float32)
+    if len(classes) == 2:
+        p = 1.0 / (1.0 + np.exp(-decision.reshape(-1)))
+        out[:, classes[0]], out[:, classes[1]] = 1.0 - p, p
+        return out
+    z = decision - decision.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out[:, classes] = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def split_rows(ff, usable: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], str]:

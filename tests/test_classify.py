@@ -3,6 +3,7 @@
 import csv
 import json
 
+import h5py
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from stages.featuresets import feature_sets, parse_feature_set
 from stages.metrics import score
 from stages.predictor import load_predictor
 from stages.runfolder import RunFolder
-from stages.song_classifier import train_classifier
+from stages.song_classifier import C_GRIDS, train_classifier
 
 DIMS = {"-3": 4, "-2": 5, "-1": 6}
 SCALES = ("3^2", "4^2")
@@ -22,7 +23,7 @@ FAST = dict(hidden_units=32, epochs=60, patience=5, batch_size=16)
 
 
 def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="toy", pretrain_dataset="toy", seed=0,
-                   e2e=None):
+                   e2e=None, classic=None):
     """A finished extract run folder whose features.h5 is written directly (its pretrain run holds
     metrics.json files but no models).
 
@@ -55,8 +56,9 @@ def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="to
                          dims=DIMS) for s in SCALES}
     with FeaturesWriter(out / "features.h5", track_ids=[f"t{i}" for i in range(n)], labels=labels, label_names=names,
                         split=split, task=task, dataset=dataset, pretrain_dataset=pretrain_dataset, song_pool="mean",
-                        config_hash=run.hash, scales=info) as w:
-        w.write(feats, {s: np.ones(n, np.int32) for s in SCALES})
+                        config_hash=run.hash, scales=info,
+                        classic={k: v.shape[1] for k, v in (classic or {}).items()}) as w:
+        w.write(feats, {s: np.ones(n, np.int32) for s in SCALES}, classic)
         w.finalize()
     run.finish()
     return out, feats, labels
@@ -78,10 +80,10 @@ def test_planted_classes_found_and_noise_at_chance(classes_run):
     assert list(sets) == ["3^2@-3", "3^2@-2", "3^2@-1", "3^2@last3", "4^2@-3", "4^2@-2", "4^2@-1", "4^2@last3",
                           "3^2+4^2"]
     for name in ("3^2@-1", "4^2@-1", "3^2@last3", "3^2+4^2"):
-        for clf in ("mlp", "logreg"):
+        for clf in ("mlp", "logreg", "svm"):
             assert sets[name]["classifiers"][clf]["test"]["accuracy"]["mean"] > 0.9, (name, clf)
     for name in ("3^2@-3", "4^2@-2"):  # pure noise
-        for clf in ("mlp", "logreg"):
+        for clf in ("mlp", "logreg", "svm"):
             assert sets[name]["classifiers"][clf]["test"]["accuracy"]["mean"] < 0.6, (name, clf)
     assert sets["3^2+4^2"]["dim"] == 30 and sets["3^2@last3"]["dim"] == 15
     assert metrics["num_tracks"] == {"train": 90, "valid": 30, "test": 30}
@@ -94,13 +96,13 @@ def test_reports_have_expected_rows(classes_run):
     _, out, _, _ = classes_run
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 9 * 2 + 2  # feature sets x classifiers + one end-to-end row per scale
+    assert len(rows) == 9 * 3 + 2  # feature sets x classifiers + one end-to-end row per scale
     assert {"feature_set", "scales", "layers", "classifier", "dim", "accuracy_mean", "accuracy_std",
             "macro_f1_mean", "macro_f1_std"} <= set(rows[0])
     assert [r["classifier"] for r in rows[-2:]] == ["sample_cnn", "sample_cnn"]
     md = (out / "results.md").read_text()
     assert "test tracks: **30**" in md and "Chance: accuracy 0.333" in md and "models pretrained on **toy**" in md
-    assert md.count("| Feature set | Layers | Dim | Accuracy | Macro F1 |") == 2  # MLP and logistic regression
+    assert md.count("| Feature set | Layers | Dim | Accuracy | Macro F1 |") == 3  # MLP, logistic regression, SVM
     assert "| 3^2 | -1 | 6 |" in md and "| 3^2 | last 3 | 15 |" in md
     assert "| all 2 scales (3^2 + 4^2) | last 3 each | 30 |" in md
     assert "| 4^2 | output | — | 0.710 | 0.700 |" in md  # end-to-end row from the pretrain run
@@ -253,7 +255,7 @@ def test_feature_set_names_and_defaults():
     assert fs.parts == [("3^9", "-3"), ("3^9", "-2"), ("3^9", "-1")] and fs.group == "multi-level"
     assert classify.Config(features="x", feature_sets=("3^9 + 3^8",)).feature_sets == ("3^8+3^9",)
     with pytest.raises(ValueError, match="classifiers"):
-        classify.Config(features="x", classifiers=("svm",))
+        classify.Config(features="x", classifiers=("knn",))
 
 
 def test_score_golden_values():
@@ -345,3 +347,63 @@ def test_train_and_save_one_feature_set(classes_run, tmp_path):
 
     with FeaturesFile(root / "extract") as ff:
         assert (probs.argmax(1) == ff.labels[120:].argmax(1)).mean() > 0.9
+
+
+def test_classic_baseline_rows_and_classifiers_tuned_on_validation(tmp_path):
+    """MFCC-like classic features give the baseline rows, alone and joined to all scales; logreg
+    and the SVM record the C each chose on validation, and every set names the classifier its
+    validation split chose."""
+    rng = np.random.default_rng(1)
+    n = 150
+    classic = rng.standard_normal((n, 12)).astype(np.float32)
+    features, _, labels = write_features(tmp_path, "classes", planted=False, classic={"mfcc": classic})
+    y = labels.argmax(axis=1)
+    with h5py.File(features / "features.h5", "r+") as h5:  # plant the classes in the classic set only
+        h5["classic/mfcc"][...] = classic + 4.0 * np.eye(3, 12, dtype=np.float32)[y]
+    out = classify.run(classify.Config(features=str(features), include_single=False, tsne=False, **FAST),
+                       tmp_path / "classify", progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    sets = metrics["feature_sets"]
+    assert list(sets)[-2:] == ["mfcc", "3^2+4^2+mfcc"]
+    assert sets["mfcc"]["group"] == "classic" and sets["3^2+4^2+mfcc"]["group"] == "learned + classic"
+    assert sets["mfcc"]["dim"] == 12 and sets["3^2+4^2+mfcc"]["dim"] == sets["3^2+4^2"]["dim"] + 12
+    for clf in ("mlp", "logreg", "svm"):
+        assert sets["mfcc"]["classifiers"][clf]["test"]["accuracy"]["mean"] > 0.9, clf
+        assert sets["3^2+4^2"]["classifiers"][clf]["test"]["accuracy"]["mean"] < 0.6, clf
+    for clf, grid in (("logreg", C_GRIDS["logreg"]), ("svm", C_GRIDS["svm"])):
+        params = sets["mfcc"]["classifiers"][clf]["params"]
+        assert params["C"] in grid and set(params["valid_by_C"]) == {str(c) for c in grid}
+        assert params["valid_by_C"][str(params["C"])] == max(params["valid_by_C"].values())
+    for entry in sets.values():
+        chosen = entry["selected"]
+        valid = {c: r["valid"]["accuracy"]["mean"] for c, r in entry["classifiers"].items()}
+        assert valid[chosen["classifier"]] == max(valid.values())
+    markdown = (out / "results.md").read_text()
+    assert "## Learned features vs the MFCC baseline" in markdown
+    assert "| all 2 scales + MFCC | 42 |" in markdown and "**Classic baseline: hand-crafted features**" in markdown
+    index = json.loads((out / "models" / "index.json").read_text())
+    assert index["best"] == index["all_scales"] == "3^2+4^2" and index["rule"] == "all"
+
+
+def test_logreg_in_the_training_span_matches_the_full_fit():
+    """Fewer songs than dimensions: the logistic regression fits in the span of the training songs
+    (exact for an L2 penalty); its predictions and its Keras form match a fit on all dimensions."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 200)).astype(np.float32)
+    y = (x[:, :3].sum(axis=1) > 0).astype(int) + (x[:, 3] > 0.8)
+    onehot = np.eye(3, dtype=np.uint8)[y]
+    trained = train_classifier("logreg", "classes", x[:40], onehot[:40], x[40:], onehot[40:],
+                               classify.Config(features="x"), seed=0)
+    assert trained.projection is not None and trained.projection.shape == (200, 40)
+    # Both fits to a tight tolerance reach the same optimum, through the projection and without it.
+    reduced = LogisticRegression(C=trained.params["C"], tol=1e-10, max_iter=20000).fit(x[:40] @ trained.projection,
+                                                                                      y[:40])
+    full = LogisticRegression(C=trained.params["C"], tol=1e-10, max_iter=20000).fit(x[:40], y[:40])
+    np.testing.assert_allclose(reduced.predict_proba(x[40:] @ trained.projection), full.predict_proba(x[40:]),
+                               atol=1e-3)  # the projection is float32
+    # The classifier kept (fitted to classify's looser tolerance) agrees with the optimum.
+    assert (trained.predict(x[40:]).argmax(axis=1) == full.predict(x[40:])).mean() >= 0.9
+    keras_model = trained.to_keras(200)
+    np.testing.assert_allclose(np.asarray(keras_model(x[40:], training=False)), trained.predict(x[40:]), atol=1e-4)

@@ -1,0 +1,75 @@
+"""Classic hand-crafted song features: the MFCC baseline every report compares learned features with.
+
+``mfcc_stats`` is the standard MIR pipeline (Logan 2000; Tzanetakis & Cook 2002; Piczak's ESC
+baselines): 20 MFCCs of a mel spectrogram plus their first and second time derivatives, each
+summarized over the whole song by its mean and standard deviation, so a song becomes one vector of
+``MFCC_DIM`` = 20 x 3 x 2 = 120 numbers. librosa computes them (its defaults at 22050 Hz: 2048-point
+frames, hop 512, 128 mel bands); at other sample rates the frame is scaled to the same duration
+(about 93 ms, rounded to a power of two) so that a 16 kHz and a 22.05 kHz cache describe a sound alike.
+
+No Keras here, and librosa is imported on first use (it takes a second or two).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CLASSIC = ("mfcc",)
+"""Names of the classic feature sets (a features file's ``/classic/<name>``)."""
+N_MFCC = 20
+MFCC_DIM = N_MFCC * 3 * 2
+"""[mean of MFCC, delta, delta2; std of MFCC, delta, delta2]."""
+_DELTA_WIDTH = 9
+
+
+def frame_length(sample_rate: int) -> int:
+    """FFT size: 2048 at 22050 Hz, the same duration (a power of two) at other rates."""
+    return int(2 ** round(math.log2(2048 * sample_rate / 22050)))
+
+
+def mfcc_stats(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The MFCC statistics of one song.
+
+    Args:
+        wave: float32 (num_samples,) mono audio; any length (a song shorter than one frame is
+            zero-padded by librosa's centred framing).
+        sample_rate: Hz.
+
+    Returns:
+        float32 (``MFCC_DIM``,): means then standard deviations over frames of the 20 MFCCs, their
+        deltas and their second deltas (deltas are 0 for a song of fewer than 3 frames).
+    """
+    import librosa
+
+    wave = np.asarray(wave, dtype=np.float32)
+    n_fft = frame_length(sample_rate)
+    if wave.size == 0:
+        wave = np.zeros(n_fft, dtype=np.float32)
+    mfcc = librosa.feature.mfcc(y=wave, sr=sample_rate, n_mfcc=N_MFCC, n_fft=n_fft, hop_length=n_fft // 4,
+                                n_mels=128)
+    frames = mfcc.shape[1]
+    if frames >= 3:
+        width = min(_DELTA_WIDTH, frames if frames % 2 else frames - 1)
+        d1 = librosa.feature.delta(mfcc, width=width, order=1, mode="interp")
+        d2 = librosa.feature.delta(mfcc, width=width, order=2, mode="interp")
+    else:
+        d1 = d2 = np.zeros_like(mfcc)
+    stacked = np.concatenate([mfcc, d1, d2])  # (60, frames)
+    return np.concatenate([stacked.mean(axis=1), stacked.std(axis=1)]).astype(np.float32)
+
+
+def classic_features(name: str, waves, sample_rate: int) -> np.ndarray:
+    """float32 (len(waves), dim) of the classic set ``name`` (one of ``CLASSIC``)."""
+    if name != "mfcc":
+        raise ValueError(f"unknown classic feature set {name!r}; known: {', '.join(CLASSIC)}")
+    return np.stack([mfcc_stats(w, sample_rate) for w in waves]) if len(waves) else np.zeros((0, MFCC_DIM),
+                                                                                           np.float32)
+
+
+def classic_dim(name: str) -> int:
+    """Vector size of the classic set ``name``."""
+    if name != "mfcc":
+        raise ValueError(f"unknown classic feature set {name!r}; known: {', '.join(CLASSIC)}")
+    return MFCC_DIM
