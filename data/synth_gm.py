@@ -521,13 +521,28 @@ def _swing(beats: np.ndarray) -> np.ndarray:
     return whole + np.where(frac < 0.5, frac * (4 / 3), 2 / 3 + (frac - 0.5) * (2 / 3))
 
 
-def render_track(track: SynthGMTrack, sample_rate: int, soundfont: SoundFontFile) -> np.ndarray:
-    """Plays ``track``'s score through ``soundfont``: float32 (round(duration_sec * sample_rate),), |x| < 1.
+@dataclasses.dataclass
+class Performance:
+    """What the synthesizer is told, sample by sample: channel settings and note events.
 
-    Raises:
-        SoundFontError: When the SoundFont lacks a program (bank 0) the track plays or has no drum
-            kit, or renders silence.
+    Attributes:
+        num_samples: Length of the rendering.
+        programs: MIDI channel -> GM program (bank 0) of each part that plays.
+        volumes: MIDI channel -> linear channel volume (the part's or the kit's mix gain).
+        drum_program: GM drum kit (bank 128) on ``DRUM_CHANNEL``; -1 without drums.
+        events: ``(sample, on, channel, key, velocity)`` sorted by sample, note-offs (``on`` 0)
+            before note-ons (1) at the same sample; velocity in (0, 1] for note-ons, 0 for offs.
     """
+
+    num_samples: int
+    programs: dict[int, int]
+    volumes: dict[int, float]
+    drum_program: int
+    events: list[tuple[int, int, int, int, float]]
+
+
+def perform(track: SynthGMTrack, sample_rate: int) -> Performance:
+    """The track's score (``synth_render.compose``) as MIDI events at ``sample_rate``, timing applied."""
     pool_roles = {part: POOLS[pool].roles for part, pool in zip(track.parts, track.pools) if part != "bass"}
     pool_roles["pad"] = ("pad",)  # the pad part holds chords whatever plays it
     score = synth_render.compose(track, rng=_rng(track.seed, track.index, 2), instruments=track.parts,
@@ -541,10 +556,10 @@ def render_track(track: SynthGMTrack, sample_rate: int, soundfont: SoundFontFile
         return np.interp(_swing(beats) if track.swing else beats, np.arange(score.beat_times.size), score.beat_times)
 
     jitter_sec = 0.0 if track.genre == "electronic" else 0.004
-    events: list[tuple[int, int, int, int, float]] = []  # (sample, 1 = on / 0 = off, channel, key, velocity)
+    events: list[tuple[int, int, int, int, float]] = []
 
-    def add(channel: int, onsets, ends, keys, velocities, jitter: float) -> None:
-        shift = timing.normal(0, jitter, len(onsets)) if jitter else np.zeros(len(onsets))
+    def add(channel: int, onsets: np.ndarray, ends: np.ndarray, keys: list[int], velocities: list[float]) -> None:
+        shift = timing.normal(0, jitter_sec, onsets.size) if jitter_sec else np.zeros(onsets.size)
         starts = np.maximum(0, np.round((seconds(onsets) + shift) * sample_rate).astype(np.int64))
         stops = np.maximum(starts + 1, np.round((seconds(ends) + shift) * sample_rate).astype(np.int64))
         for start, stop, key, velocity in zip(starts.tolist(), stops.tolist(), keys, velocities):
@@ -553,52 +568,87 @@ def render_track(track: SynthGMTrack, sample_rate: int, soundfont: SoundFontFile
                 events.append((stop, 0, channel, int(key), 0.0))
 
     for part in track.parts:
-        notes = score.notes[part]
-        if notes:
-            onsets, beats, keys, velocities = (np.array(column) for column in zip(*notes))
-            add(CHANNELS[part], onsets, onsets + beats, keys.tolist(), velocities.tolist(), jitter_sec)
+        if score.notes[part]:
+            onsets, beats, keys, velocities = (np.array(column) for column in zip(*score.notes[part]))
+            add(CHANNELS[part], onsets, onsets + beats, keys.tolist(), velocities.tolist())
     if track.drum_pattern != "none":
         kit = KITS[track.drum_kit]
         keys = {"kick": kit.kick, "snare": kit.snare,
                 "hat": 46 if kit.electronic and track.drum_pattern == "four-on-the-floor" else kit.hat}
-        hits = {name: list(hits) for name, hits in score.drums.items()}
+        hits = {name: list(played) for name, played in score.drums.items()}
         if kit.crash is not None:  # a crash on the first beat of every eighth bar
-            num_bars = (score.beat_times.size - 1) // 4
-            hits["crash"] = [(bar * 4.0, 0.8) for bar in range(0, num_bars, 8)]
+            hits["crash"] = [(bar * 4.0, 0.8) for bar in range(0, (score.beat_times.size - 1) // 4, 8)]
             keys["crash"] = kit.crash
         for name, played in hits.items():
-            if not played:
-                continue
-            onsets, velocities = (np.array(column, dtype=np.float64) for column in zip(*played))
-            gain = 10.0 ** (score.gains_db.get(name, -3.0) / 20)
-            velocities = np.clip(velocities * gain, 0.05, 1.0)
-            add(DRUM_CHANNEL, onsets, onsets + 1.0, [keys[name]] * onsets.size, velocities.tolist(), jitter_sec)
-    events.sort(key=lambda e: (e[0], e[1]))  # at one sample, note-offs before note-ons
+            if played:
+                onsets, velocities = (np.array(column, dtype=np.float64) for column in zip(*played))
+                velocities = np.clip(velocities * 10.0 ** (score.gains_db.get(name, -3.0) / 20), 0.05, 1.0)
+                add(DRUM_CHANNEL, onsets, onsets + 1.0, [keys[name]] * onsets.size, velocities.tolist())
+    events.sort(key=lambda event: (event[0], event[1]))
+    return Performance(
+        num_samples=num_samples,
+        programs={CHANNELS[part]: program for part, program in zip(track.parts, track.programs)},
+        volumes={CHANNELS[part]: 10.0 ** (score.gains_db[part] / 20) for part in track.parts},
+        drum_program=track.drum_program,
+        events=events,
+    )
 
+
+def render_track(track: SynthGMTrack, sample_rate: int, soundfont: SoundFontFile) -> np.ndarray:
+    """Plays ``track`` through ``soundfont``: float32 (round(duration_sec * sample_rate),), |x| < 1.
+
+    Raises:
+        SoundFontError: When the SoundFont lacks a program (bank 0) the track plays or has no drum
+            kit, or renders silence.
+    """
+    performance = perform(track, sample_rate)
+    mix = play(performance, soundfont, sample_rate, what=track.source).astype(np.float64)
+    num_samples = performance.num_samples
+    t = np.arange(num_samples) / sample_rate
+    mix *= np.minimum(1.0, np.minimum(t / 0.01, (num_samples / sample_rate - t) / 0.3).clip(0))
+    rms = math.sqrt(float(np.mean(mix**2)))
+    if not rms > 1e-7:
+        raise SoundFontError(f"{escape_name(soundfont.path)}: rendered silence for {escape_name(track.source)}")
+    mix *= 10.0 ** (track.level_db / 20) / rms
+    return synth_render.soft_limit(mix).astype(np.float32)
+
+
+def play(performance: Performance, soundfont: SoundFontFile, sample_rate: int, what: str = "a track") -> np.ndarray:
+    """Renders a performance with TinySoundFont: float32 (num_samples,), mono, not yet levelled.
+
+    Args:
+        performance: Channel settings and events (``perform``).
+        soundfont: The SoundFont (loaded once per process, cloned per call: every call starts
+            from silence with fresh channels).
+        sample_rate: Hz.
+        what: Names the track in errors.
+
+    Raises:
+        SoundFontError: When the SoundFont lacks a program (bank 0) or, with drums, any drum kit.
+    """
     synth = soundfonts.load(soundfont)
-    lib = soundfonts.renderer()
-    synth.set_output(lib.OutputMode.Mono, sample_rate, 0.0)
+    synth.set_output(soundfonts.renderer().OutputMode.Mono, sample_rate, 0.0)
     synth.set_max_voices(MAX_VOICES)
-    for part, program in zip(track.parts, track.programs):
+    for channel, program in performance.programs.items():
         if synth.get_preset_index(0, program) < 0:
             raise SoundFontError(f"{escape_name(soundfont.path)}: no preset for GM program {program} (bank 0), which "
-                                 f"{track.source} plays; use a General MIDI SoundFont")
-        channel = CHANNELS[part]
+                                 f"{escape_name(what)} plays; use a General MIDI SoundFont")
         synth.channel_set_bank(channel, 0)
         synth.channel_set_preset_number(channel, program, False)
-        synth.channel_set_volume(channel, 10.0 ** (score.gains_db[part] / 20))
-    if track.drum_pattern != "none":
-        program = track.drum_program if synth.get_preset_index(128, track.drum_program) >= 0 else 0
-        if synth.get_preset_index(128, program) < 0:
-            raise SoundFontError(f"{escape_name(soundfont.path)}: no drum kit (bank 128), which {track.source} "
+        synth.channel_set_volume(channel, performance.volumes[channel])
+    if performance.drum_program >= 0:
+        # GM kits beyond the standard one (room, power, jazz, brush, electronic, TR-808) are optional.
+        kit = performance.drum_program if synth.get_preset_index(128, performance.drum_program) >= 0 else 0
+        if synth.get_preset_index(128, kit) < 0:
+            raise SoundFontError(f"{escape_name(soundfont.path)}: no drum kit (bank 128), which {escape_name(what)} "
                                  "plays; use a General MIDI SoundFont")
-        synth.channel_set_preset_number(DRUM_CHANNEL, program, True)
+        synth.channel_set_preset_number(DRUM_CHANNEL, kit, True)
 
-    out = np.zeros(num_samples, dtype=np.float32)
-    raw = out.view(np.uint8)
+    out = np.zeros(performance.num_samples, dtype=np.float32)
+    raw = out.view(np.uint8)  # what the binding's render takes; 4 bytes per mono float32 sample
     position = 0
-    for sample, on, channel, key, velocity in events:
-        if sample >= num_samples:
+    for sample, on, channel, key, velocity in performance.events:
+        if sample >= performance.num_samples:
             break
         if sample > position:
             synth.render(raw[4 * position : 4 * sample])
@@ -607,14 +657,6 @@ def render_track(track: SynthGMTrack, sample_rate: int, soundfont: SoundFontFile
             synth.channel_note_on(channel, key, velocity)
         else:
             synth.channel_note_off(channel, key)
-    if position < num_samples:
+    if position < performance.num_samples:
         synth.render(raw[4 * position :])
-
-    mix = out.astype(np.float64)
-    t = np.arange(num_samples) / sample_rate
-    mix *= np.minimum(1.0, np.minimum(t / 0.01, (num_samples / sample_rate - t) / 0.3).clip(0))
-    rms = math.sqrt(float(np.mean(mix**2)))
-    if not rms > 1e-7:
-        raise SoundFontError(f"{escape_name(soundfont.path)}: rendered silence for {escape_name(track.source)}")
-    mix *= 10.0 ** (track.level_db / 20) / rms
-    return synth_render.soft_limit(mix).astype(np.float32)
+    return out

@@ -88,14 +88,14 @@ def _soundfont(opts: AdapterOptions):
     """The SoundFont the options name, checked: renderer installed, file readable, sha256 as pinned.
 
     Raises:
-        data.soundfont.SoundFontError: When tinysoundfont is missing (saying how to install it), for
-            a missing or unreadable file or one that is no SoundFont, or a file whose sha256 is not
-            ``soundfont_sha256``; one line naming the file.
+        data.soundfont.SoundFontError: For a missing or unreadable file or one that is no SoundFont,
+            when tinysoundfont is missing (saying how to install it), or for a file whose sha256 is
+            not ``soundfont_sha256``; one line naming the file.
     """
     from data import soundfont
 
-    soundfont.renderer()
     chosen = soundfont.resolve(opts.soundfont)
+    soundfont.renderer()
     if opts.soundfont_sha256 is not None and opts.soundfont_sha256 != chosen.sha256:
         raise soundfont.SoundFontError(
             f"{chosen.path}: sha256 {chosen.sha256}, not soundfont_sha256={opts.soundfont_sha256} as the config "
