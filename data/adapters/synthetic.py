@@ -41,17 +41,18 @@ def _list_synth(name: str, genre: bool, source, opts: AdapterOptions, problems: 
     corpus_seed = opts.seed + (GENRE_SEED_OFFSET if genre else 0)
     size = (opts.num_tracks, corpus_seed, opts.min_sec, opts.max_sec)
     extra: dict[str, Any] = {}
+    named: dict[str, Any] = {}
     if gm:
         from data import soundfont
 
-        chosen = _soundfont(opts)  # the renderer and the file are checked before anything is listed
+        chosen = _soundfont(opts)  # the file and the renderer are checked before anything is listed
         extra = {"soundfont": chosen.path, "soundfont_sha256": chosen.sha256,
                  "renderer": f"tinysoundfont {soundfont.version()}"}
+        # The sources name a chosen SoundFont by its absolute path, the default by nothing.
+        named = {"soundfont": None if chosen.default else chosen.path}
         logger.info("%s: rendering with %s (sha256 %s)", name, chosen.path, chosen.sha256[:12])
     try:
-        # A chosen SoundFont is named in the sources by its absolute path, the default by nothing.
-        tracks = corpus.describe(*size, soundfont=None if chosen.default else chosen.path) if gm else \
-            corpus.describe(*size)
+        tracks = corpus.describe(*size, **named)
     except ValueError as err:
         raise DatasetError(name, {"bad option": [str(err)]}) from None
     label_names = list(genre_names if genre else tag_names)
