@@ -19,6 +19,8 @@ eighths are delayed to the triplet position in swung tracks, onsets get a few ms
 in electronic tracks), the kit adds a crash every eighth bar where it has one. The mix fades in
 over 10 ms and out over 0.3 s, is set to the drawn RMS level and soft-limited below 1, as the
 synth corpus's is. The same source, rate and SoundFont file always give the same samples.
+TinySoundFont reads the samples at the output rate by linear interpolation, without an
+anti-aliasing filter, so at low rates (8-16 kHz) the brightest timbres alias a little.
 
 Sources: ``"synthgm:<seed>:<index>:<min_sec>:<max_sec>"`` renders with the default SoundFont
 (pretty_midi's TimGM6mb.sf2), ``"synthgm:<seed>:<index>:<min_sec>:<max_sec>:<path>"`` with the
