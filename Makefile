@@ -31,10 +31,13 @@ help:
 
 venv: $(VENV)/.installed
 
+# tinysoundfont (synth-gm's renderer) with --no-deps: it declares pyaudio, which only its real-time
+# playback uses and which does not build without the portaudio headers.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps 'tinysoundfont>=0.3.7'
 	touch $@
 
 # prepare one dataset: make prepare DATASET=folder SOURCE="path/to/folders"

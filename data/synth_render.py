@@ -4,6 +4,9 @@
 ``[seed, index, 1]``; ``render_track`` plays it with ``data.synth_instruments`` and mixes,
 filters and levels it with draws from ``[seed, index, 2]`` (sample-rate dependent) and
 ``[seed, index, 3]`` (timing). ``data.synth.render`` is the public entry point.
+
+``data.synth_gm`` composes with the same ``compose``, naming its own parts, their accompaniment
+roles, the lead and the random stream, and plays the ``Score`` through a SoundFont.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import signal
 
-from data.synth_instruments import MELODIC, VOICES, drum_sounds
+from data.synth_instruments import VOICES, drum_sounds
 
 if TYPE_CHECKING:  # only for annotations: data.synth imports this module
     from data.synth import SynthTrack
@@ -29,7 +32,9 @@ _BASS_BASE = 36
 
 
 @dataclasses.dataclass
-class _Score:
+class Score:
+    """What a track plays when, in beats (``beat_times`` maps beats to seconds)."""
+
     beat_times: np.ndarray  # (num_beats,) seconds
     notes: dict[str, list[tuple[float, float, int, float]]]  # instrument -> (onset_beat, beats, midi, velocity)
     drums: dict[str, list[tuple[float, float]]]  # "kick" | "snare" | "hat" -> (onset_beat, velocity)
@@ -50,9 +55,32 @@ _COMP_RHYTHMS = ((0, 1, 2, 3), (0, 1.5, 2, 3), (0, 2), (0, 0.5, 1.5, 2.5, 3), (0
 _ROLES = {"piano": ("comp", "arp", "pad"), "strings": ("pad",), "plucked": ("arp", "comp"), "synth": ("arp", "pad")}
 
 
-def compose(track: SynthTrack) -> _Score:
-    """What the track plays when: beat grid, notes per instrument, drum hits and mix gains."""
-    rng = np.random.default_rng([track.seed, track.index, 1])
+def compose(
+    track: SynthTrack,
+    *,
+    rng: np.random.Generator | None = None,
+    instruments: tuple[str, ...] | None = None,
+    roles: dict[str, tuple[str, ...]] | None = None,
+    lead: str | None = None,
+) -> Score:
+    """What the track plays when: beat grid, notes per instrument, drum hits and mix gains.
+
+    Args:
+        track: Read for ``seed, index`` (the default stream), ``duration_sec, tempo_bpm, key, mode,
+            progression, register, dynamics, drum_pattern`` and (unless given) ``instruments``.
+        rng: The composition's draws (default ``[seed, index, 1]``, the synth corpus's stream).
+        instruments: The parts that play (default ``track.instruments``); one named "bass" plays
+            the bass line, the others in ``roles`` melody or accompaniment.
+        roles: Part -> the accompaniment roles it may take ("comp", "arp", "pad"); default the
+            synth instruments' roles. Parts absent from it play no melody and no chords.
+        lead: The part that plays the melody (default: drawn among the melodic parts).
+
+    Returns:
+        The score; ``notes`` has one entry per part, ``gains_db`` one per part and drum.
+    """
+    rng = np.random.default_rng([track.seed, track.index, 1]) if rng is None else rng
+    instruments = track.instruments if instruments is None else tuple(instruments)
+    roles = _ROLES if roles is None else roles
     scale = _SCALES[track.mode]
     tonic = KEY_NAMES.index(track.key)
 
@@ -80,10 +108,13 @@ def compose(track: SynthTrack) -> _Score:
     def vel(accent: bool = False) -> float:
         return float(np.clip(velocity * (1.12 if accent else 1.0) * rng.uniform(0.85, 1.1), 0.1, 1.0))
 
-    melodic = [name for name in track.instruments if name in MELODIC]
-    order = [melodic[i] for i in rng.permutation(len(melodic))]
-    lead, accompanists = order[0], order[1:] or order[:1]
-    notes: dict[str, list] = {name: [] for name in track.instruments}
+    melodic = [name for name in instruments if name in roles]
+    order = [melodic[i] for i in rng.permutation(len(melodic))]  # drawn even with a given lead: one stream
+    if lead is None:
+        lead, accompanists = order[0], order[1:] or order[:1]
+    else:
+        accompanists = [name for name in order if name != lead] or [lead]
+    notes: dict[str, list] = {name: [] for name in instruments}
 
     # Melody: a few one-bar motifs (rhythm + melodic steps) in a repeating form, strong beats
     # snapped to the current chord.
@@ -109,7 +140,7 @@ def compose(track: SynthTrack) -> _Score:
 
     # Accompaniment.
     for name in accompanists:
-        role = _ROLES[name][int(rng.integers(len(_ROLES[name])))]
+        role = roles[name][int(rng.integers(len(roles[name])))]
         comp = _COMP_RHYTHMS[int(rng.integers(len(_COMP_RHYTHMS)))]
         arp = (0, 1, 2, 3, 2, 1, 0, 1) if rng.random() < 0.5 else (0, 1, 2, 1, 3, 1, 2, 1)
         for bar in range(num_bars):
@@ -149,11 +180,11 @@ def compose(track: SynthTrack) -> _Score:
             hats = [0.5, 1.5, 2.5, 3.5] if four else [0.5 * i for i in range(8)]
             drums["hat"] += [(bar * 4 + h, vel(h % 1 == 0)) for h in hats]
 
-    gains_db = {name: (0.0 if name == lead else rng.uniform(-7, -2)) for name in track.instruments}
+    gains_db = {name: (0.0 if name == lead else rng.uniform(-7, -2)) for name in instruments}
     gains_db.update(kick=rng.uniform(-2, 1), snare=rng.uniform(-6, -2), hat=rng.uniform(-16, -4))
     if "bass" in gains_db:
         gains_db["bass"] = rng.uniform(-4, 0)
-    return _Score(beat_times=beat_times, notes=notes, drums=drums, gains_db=gains_db)
+    return Score(beat_times=beat_times, notes=notes, drums=drums, gains_db=gains_db)
 
 
 

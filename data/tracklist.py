@@ -89,8 +89,9 @@ class TrackList:
         label_names: Label names, in column order of ``labels``.
         track_ids: Unique track ids (ids made of file names hold them as Python does).
         sources: File paths as Python holds them (``os.fsdecode``; see the module docstring), or
-            "synth:..." strings rendered by ``data.synth``. Text written from a TrackList (the
-            cache, ``skipped.csv``, messages) holds ``escape_name`` of its names.
+            "synth:..." / "synthgm:..." strings rendered by ``data.synth`` / ``data.synth_gm``. Text
+            written from a TrackList (the cache, ``skipped.csv``, messages) holds ``escape_name`` of
+            its names.
         labels: (num_tracks, num_labels) uint8 multi-hot (one-hot for classes).
         split: "train", "valid" or "test" per track.
         split_info: How the split was made (kind, seed, fold, files); recorded in the cache.
@@ -125,18 +126,23 @@ class TrackList:
 
 
 def load_source(source: str, sample_rate: int) -> np.ndarray:
-    """Decodes one track: a ``synth:`` string is rendered, anything else is an audio file path.
+    """Decodes one track: a ``synth:`` or ``synthgm:`` string is rendered, anything else is an audio file path.
 
     Returns:
         float32 (num_samples,) mono waveform at ``sample_rate``.
 
     Raises:
         data.audio.AudioError: For an unreadable or empty file.
+        data.soundfont.SoundFontError: For a ``synthgm:`` source whose SoundFont cannot be used.
     """
     if source.startswith("synth:"):
         from data import synth
 
         return synth.render(source, sample_rate)
+    if source.startswith("synthgm:"):
+        from data import synth_gm
+
+        return synth_gm.render(source, sample_rate)
     from data import audio
 
     return audio.load(source, sample_rate)

@@ -126,6 +126,20 @@ def list_tracks(config: Config) -> TrackList:
     return adapters.make_tracklist(config.dataset, config.source, config.adapter_options())
 
 
+def pin_inputs(config: Config) -> Config:
+    """The config with the identity of the files it names by path filled in (``adapters.pin_options``).
+
+    synth-gm-*: ``soundfont_sha256``, the sha256 of the SoundFont file, so that the config hash (and
+    the run folder's identity) changes with the file, not only with its path.
+
+    Raises:
+        data.errors.MsaggError: One line naming a SoundFont that is missing, unreadable or not the
+            one ``soundfont_sha256`` pins, or saying how to install a missing renderer.
+    """
+    changes = adapters.pin_options(config.dataset, config.adapter_options())
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 @lock_scope
 def run(
     config: Config,
@@ -139,7 +153,8 @@ def run(
     """Runs the prepare stage into ``out_dir``, resuming an interrupted run of the same config.
 
     Args:
-        config: The stage config.
+        config: The stage config; ``pin_inputs`` fills in what it leaves unpinned (config.json
+            records the result).
         out_dir: The run folder.
         workers: Decoding processes (default: the usable cores); 1 decodes in this process.
             Does not change the result.
@@ -159,11 +174,13 @@ def run(
         PrepareError: With ``config.strict``, for the first file that cannot be decoded (naming it
             and the reason); in any mode, when no track at all could be decoded.
         data.adapters.DatasetError: For a dataset the adapter refuses.
+        data.soundfont.SoundFontError: For synth-gm-*, a SoundFont that cannot be used (``pin_inputs``).
     """
     started = time.perf_counter()
     workers = _num_workers(workers)
     if tracklist is not None and tracklist.name != config.dataset:
         raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
+    config = pin_inputs(config)
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir, "prepare", config).lock()  # before anything reads or writes there
     cache_path = out_dir / CACHE_NAME

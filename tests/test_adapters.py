@@ -547,7 +547,8 @@ def test_synth_bad_options():
 
 
 def test_unknown_dataset_lists_the_known_ones():
-    with pytest.raises(DatasetError, match=r"unknown dataset: 'magna'; known: synth-tags, synth-genre, folder, .*gtzan"):
+    with pytest.raises(DatasetError, match=r"unknown dataset: 'magna'; known: synth-tags, synth-genre, synth-gm-tags, "
+                       r"synth-gm-genre, folder, .*gtzan"):
         make_tracklist("magna")
 
 
@@ -565,10 +566,12 @@ def test_conflicting_options_are_all_listed(folder_tree):
 
 
 def test_registry_describes_every_adapter():
-    assert list(ADAPTERS) == ["synth-tags", "synth-genre", "folder", "esc10", "csv", "csv-tags", "csv-classes", "mtat",
-                              "gtzan", "fsdd"]
+    assert list(ADAPTERS) == ["synth-tags", "synth-genre", "synth-gm-tags", "synth-gm-genre", "folder", "esc10", "csv",
+                              "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd"]
     assert all(name == adapter.name and adapter.summary for name, adapter in ADAPTERS.items())
-    assert {n for n, a in ADAPTERS.items() if a.generated} == {"synth-tags", "synth-genre"}
+    assert {n for n, a in ADAPTERS.items() if a.generated} == {"synth-tags", "synth-genre", "synth-gm-tags",
+                                                               "synth-gm-genre"}
+    assert {n for n, a in ADAPTERS.items() if a.soundfont} == {"synth-gm-tags", "synth-gm-genre"}
     assert {n for n, a in ADAPTERS.items() if a.official} == {"csv", "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd"}
     assert {n: a.fold_pattern for n, a in ADAPTERS.items() if a.fold_pattern} == {"esc10": r"^(\d+)-"}
     esc10 = ADAPTERS["esc10"]

@@ -203,8 +203,9 @@ def test_presets_and_defaults_are_valid():
     config = prepare.Config(dataset="folder", source="x", fold_from_name=r"^(\d)-", fold=1, top_k=50)
     options = dataclasses.asdict(config.adapter_options())
     assert options.pop("fold_valid") == "next"
-    assert options == {"num_tracks": None, "seed": None, "min_sec": None, "max_sec": None, "split_seed": 0,
-                       "folds": None, "fold": 1, "fold_from_name": r"^(\d)-", "top_k": 50, "split": None}
+    assert options == {"num_tracks": None, "seed": None, "min_sec": None, "max_sec": None, "soundfont": None,
+                       "soundfont_sha256": None, "split_seed": 0, "folds": None, "fold": 1, "fold_from_name": r"^(\d)-",
+                       "top_k": 50, "split": None}
     synth = adapters.get_adapter("synth-tags").with_defaults(prepare.Config().adapter_options())
     assert (synth.num_tracks, synth.seed, synth.min_sec, synth.max_sec) == (300, 0, 10.0, 30.0)
 

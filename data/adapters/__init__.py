@@ -13,6 +13,9 @@ split):
 - ``synth-tags``: ``synth<seed>-<index:05d>``; ``SYNTH_TAGS`` (tags, grouped by level:
   ``label_groups``); stratified. ``synth-genre``: the same with corpus seed
   ``seed + GENRE_SEED_OFFSET``; ``SYNTH_GENRES`` (classes). Unless given: 300 tracks of 10-30 s, seed 0. (synthetic.py)
+- ``synth-gm-tags`` / ``synth-gm-genre``: the same for ``data.synth_gm`` (ids ``synthgm<seed>-<index:05d>``,
+  ``SYNTH_GM_TAGS`` grouped by level / ``SYNTH_GM_GENRES``), rendered through the SoundFont of the
+  ``soundfont`` option (default: pretty_midi's TimGM6mb.sf2); ``pin_options`` gives its sha256. (synthetic.py)
 - ``folder``: ``<class folder>/<file path in it without extension>``; class = sub-folder name
   (sorted; spaces allowed); stratified. Audio = ``AUDIO_EXTENSIONS``, hidden files ignored.
   ``esc10``: ``folder`` with fold_from_name ``^(\\d+)-`` and fold 1 unless folds or split is given.
@@ -46,24 +49,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish
 from data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN
 from data.adapters.options import GENERATED_ONLY, AdapterOptions
 from data.adapters.published import GTZAN, GTZAN_FOLDERS, GTZAN_GENRES, MTAT
-from data.adapters.synthetic import GENRE_SEED_OFFSET, SYNTH_GENRE, SYNTH_TAGS
+from data.adapters.synthetic import GENRE_SEED_OFFSET, SYNTH_GENRE, SYNTH_GM_GENRE, SYNTH_GM_TAGS, SYNTH_TAGS
 from data.adapters.tables import CSV, CSV_CLASSES, CSV_TAGS
 from data.tracklist import TrackList
 
 __all__ = [
     "ADAPTERS", "AUDIO_EXTENSIONS", "Adapter", "AdapterOptions", "DatasetError", "ESC10_FOLD_PATTERN", "FSDD_PATTERN",
     "GENRE_SEED_OFFSET", "GTZAN_FOLDERS", "GTZAN_GENRES", "get_adapter", "label_groups", "make_tracklist",
+    "pin_options",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (SYNTH_TAGS, SYNTH_GENRE, FOLDER, ESC10, CSV, CSV_TAGS, CSV_CLASSES, MTAT, GTZAN, FSDD)
+    a.name: a for a in (SYNTH_TAGS, SYNTH_GENRE, SYNTH_GM_TAGS, SYNTH_GM_GENRE, FOLDER, ESC10, CSV, CSV_TAGS,
+                        CSV_CLASSES, MTAT, GTZAN, FSDD)
 }
 """Every dataset adapter by the name users give (``--dataset``), in the order the help lists them."""
 
@@ -80,7 +86,7 @@ def get_adapter(name: str) -> Adapter:
 
 
 def label_groups(dataset: str, label_names: Sequence[str]) -> dict[str, str] | None:
-    """The group of each label (synth-tags: its level, "acoustic", "instrument" or "high-level").
+    """The group of each label (synth-tags, synth-gm-tags: its level, "acoustic", "instrument" or "high-level").
 
     Args:
         dataset: An adapter name (a features file's ``dataset``).
@@ -101,14 +107,38 @@ def label_groups(dataset: str, label_names: Sequence[str]) -> dict[str, str] | N
     return {label: known[label] for group in order for label in label_names if known[label] == group}
 
 
+def pin_options(name: str, options: AdapterOptions) -> dict[str, Any]:
+    """Option values that fix the identity of the files the options name by path.
+
+    synth-gm-*: ``{"soundfont_sha256": <sha256 of the SoundFont file>}``. prepare applies them to its
+    config before hashing it, so a run folder made from one file is neither resumed nor reused
+    with another one at the same path.
+
+    Args:
+        name: An adapter name (unknown names pin nothing; listing them fails later).
+        options: The options as given (the dataset's defaults are applied here).
+
+    Returns:
+        The option values to set; {} for a dataset with nothing to pin.
+
+    Raises:
+        data.errors.MsaggError: One line naming a file that is missing, unreadable, no longer the
+            pinned one, or a renderer that is not installed.
+    """
+    adapter = ADAPTERS.get(name)
+    if adapter is None or adapter.pin is None or options.problems(adapter):
+        return {}  # bad options are reported with every other problem when listed
+    return dict(adapter.pin(adapter.with_defaults(options)))
+
+
 def make_tracklist(
     name: str, source: str | os.PathLike | None = None, options: AdapterOptions | None = None
 ) -> TrackList:
     """Lists a dataset: track ids, sources, labels and split, validated; nothing is decoded.
 
     Args:
-        name: The adapter, a key of ``ADAPTERS``: synth-tags, synth-genre, folder, esc10, csv,
-            csv-tags, csv-classes, mtat, gtzan or fsdd.
+        name: The adapter, a key of ``ADAPTERS``: synth-tags, synth-genre, synth-gm-tags,
+            synth-gm-genre, folder, esc10, csv, csv-tags, csv-classes, mtat, gtzan or fsdd.
         source: Folder or CSV file of the dataset (None for the generated ones).
         options: How to list it (None: every option at its default); the dataset's defaults
             (``Adapter.with_defaults``) fill the options left None.

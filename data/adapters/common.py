@@ -117,6 +117,11 @@ class Adapter:
         defaults: Values for options left None (the size of a generated corpus).
         label_groups: Returns label -> group (e.g. a tag's level of abstraction), groups in
             the order to report them; None: the dataset does not group its labels.
+        soundfont: Rendered through a SoundFont: the ``soundfont`` options apply.
+        pin: Given the options (defaults applied), the option values that fix the identity of the
+            files they name by path (synth-gm: ``soundfont_sha256``), for prepare to hash with its
+            config; raises a ``MsaggError`` naming a file that is missing, unreadable, or no longer
+            the one the options pinned. None: nothing to pin.
     """
 
     name: str
@@ -128,6 +133,8 @@ class Adapter:
     default_fold: int = 1
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     label_groups: Callable[[], Mapping[str, str]] | None = None
+    soundfont: bool = False
+    pin: Callable[[AdapterOptions], Mapping[str, Any]] | None = None
 
     def with_defaults(self, options: AdapterOptions) -> AdapterOptions:
         """The options with this dataset's defaults in place of the values left None."""

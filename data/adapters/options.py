@@ -22,9 +22,10 @@ SPLIT_KINDS = ("official", "random")
 FOLD_VALID = ("next", "slice")
 
 
-def _option(default: Any, help: str, *, generated: bool = False) -> Any:
-    """A field whose metadata holds its help text and whether only generated datasets use it."""
-    return dataclasses.field(default=default, metadata={"help": help, "generated": generated})
+def _option(default: Any, help: str, *, generated: bool = False, path: bool = False) -> Any:
+    """A field whose metadata holds its help text, whether only generated datasets use it, and whether it is a path."""
+    metadata = {"help": help, "generated": generated, **({"path": True} if path else {})}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,12 +40,19 @@ class AdapterOptions:
     num_tracks: int | None = _option(
         None, "Generated datasets (synth-*): how many tracks (default 300).", generated=True)
     seed: int | None = _option(
-        None, "Generated datasets: corpus seed (default 0; synth-genre adds 1000, so it holds other songs).",
-        generated=True)
+        None, "Generated datasets: corpus seed (default 0; synth-genre and synth-gm-genre add 1000, so they hold "
+        "other songs).", generated=True)
     min_sec: float | None = _option(
         None, "Generated datasets: shortest track, seconds (default 10).", generated=True)
     max_sec: float | None = _option(
         None, "Generated datasets: longest track, seconds (default 30).", generated=True)
+    soundfont: str | None = _option(
+        None, "synth-gm-tags, synth-gm-genre: the General MIDI SoundFont (.sf2) to render with (default: "
+        "TimGM6mb.sf2, which comes with pretty_midi). Example: --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2.",
+        path=True)
+    soundfont_sha256: str | None = _option(
+        None, "synth-gm-*: the SoundFont's sha256 (64 hex digits); prepare fills it in from the file and records it "
+        "in config.json, so a cache is never resumed or reused with another SoundFont. Given, the file must match.")
     split_seed: int = _option(
         0, "Seed of a stratified split, of the k-fold assignment, or of a valid slice (recorded in the cache).")
     folds: int | None = _option(
@@ -103,6 +111,19 @@ class AdapterOptions:
                 found.append(f"{key} must be a number of seconds > 0, got {key}={value!r}")
         if _is_number(o.min_sec) and _is_number(o.max_sec) and 0 < o.max_sec < o.min_sec:
             found.append(f"need 0 < min_sec <= max_sec, got min_sec={o.min_sec!r} and max_sec={o.max_sec!r}")
+
+        if o.soundfont is not None and not (isinstance(o.soundfont, str) and o.soundfont.strip()):
+            found.append(f"soundfont must be the path of a .sf2 file (or None: the default), got "
+                         f"soundfont={o.soundfont!r}")
+        if o.soundfont_sha256 is not None and not (isinstance(o.soundfont_sha256, str)
+                                                   and re.fullmatch(r"[0-9a-f]{64}", o.soundfont_sha256)):
+            found.append("soundfont_sha256 must be 64 lower-case hex digits (or None: taken from the file), got "
+                         f"soundfont_sha256={o.soundfont_sha256!r}")
+        if adapter is not None and not adapter.soundfont:
+            for key in ("soundfont", "soundfont_sha256"):
+                if getattr(o, key) is not None:
+                    found.append(f"{key}={getattr(o, key)!r}: only synth-gm-tags and synth-gm-genre render through a "
+                                 f"SoundFont; {name} does not")
 
         if o.folds is not None and not (_is_int(o.folds) and o.folds >= 2):
             found.append(f"folds must be an integer >= 2 (or None: no k-fold), got folds={o.folds!r}")
