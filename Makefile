@@ -18,7 +18,7 @@ CLASSIFY_ARGS ?=
 # The prepare preset only sizes the synthetic datasets; real data ignores it.
 PREP_PRESET := $(if $(filter synth-%,$(DATASET)),--preset $(if $(filter paper,$(PRESET)),demo,$(PRESET)),)
 
-.PHONY: help venv demo prepare pretrain extract classify test faults bench eval-esc10 clean
+.PHONY: help venv demo prepare pretrain extract classify test faults bench pretrain-general eval-esc10 clean
 
 help:
 	@echo "make demo       venv + every stage on the embedded synthetic dataset, then the results tables"
@@ -26,6 +26,7 @@ help:
 	@echo "make faults     only the fault-injection tests (kills, full disk, locks, bad files; tiny data)"
 	@echo "make prepare | pretrain | extract | classify   one stage (PRESET=$(PRESET) DATASET=$(DATASET) RUN=$(RUN))"
 	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
+	@echo "make pretrain-general  SampleCNNs on a 2000-track rendered GM corpus to transfer (about 1 h on 2 cores)"
 	@echo "make eval-esc10 5-fold ESC-10 protocol with the demo preset (needs ../shared/datasets/esc10)"
 	@echo "make clean      remove runs/ and caches (keeps .venv)"
 
@@ -73,6 +74,13 @@ faults: venv
 
 bench: venv
 	$(MSAGG) bench --out runs/bench/bench.json
+
+# General pretraining: SampleCNNs on a rendered General MIDI corpus (about an hour on 2 CPU cores),
+# to transfer to your own data:  msagg extract --pretrain runs/general/pretrain --cache <prepare run>
+pretrain-general: venv
+	$(MSAGG) prepare --dataset synth-gm-tags --preset general --out runs/general/prepare/synth-gm-tags
+	$(MSAGG) pretrain --cache runs/general/prepare/synth-gm-tags --preset general --out runs/general/pretrain \
+		$(PRETRAIN_ARGS)
 
 eval-esc10: venv
 	$(MSAGG) crossval --dataset esc10 --source ../shared/datasets/esc10 --preset demo --out runs/esc10

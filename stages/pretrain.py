@@ -156,6 +156,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     # demo with ReSE-2-multi models (Kim et al. 2018) instead of the basic blocks.
     "demo-rese": {**_DEMO, "block": "rese", "multi": True},
+    # `make pretrain-general`: the demo's three quarter-width scales on the 2000-track synth-gm-tags
+    # corpus, with a schedule about six times the demo's (3 stages of at most 8 epochs of 150
+    # steps): about an hour on 2 CPU cores. The models are small (0.1 M parameters each) and are
+    # meant to be transferred: `msagg extract --pretrain runs/general/pretrain --cache <your data>`.
+    "general": {**_DEMO, "max_epochs_per_stage": 8, "steps_per_epoch": 150, "val_max_tracks": 100},
     # Seconds: the tiny test scales, one short epoch per stage.
     "tiny": {
         "scales": ("3^2", "4^2"),
