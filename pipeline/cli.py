@@ -316,11 +316,16 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a pretrain config key. Repeatable.")
 @click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg", "svm"]),
               help="Song-level classifiers (default all three: mlp, logreg, svm).")
+@click.option("--pretrained", type=click.Path(file_okay=False),
+              help="Transfer: extract every fold with this finished pretrain run (e.g. runs/general/pretrain) "
+              "instead of pretraining on the fold's training tracks.")
+@click.option("--song-pool", type=click.Choice(["mean", "max", "meanmax", "meanstd"]),
+              help="Song pooling of extract (default mean).")
 @click.option("--workers", type=int, help="Decoding processes for prepare.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the folds' run folders and the summary (crossval.md, crossval.json).")
 @friendly_errors
-def crossval(num_folds, preset, sets, classifiers, workers, out_dir, **prepare_options):
+def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, workers, out_dir, **prepare_options):
     """Run every stage once per fold and report the mean score over folds.
 
     For each fold i: prepare with fold i as the test split, pretrain SampleCNNs on the other
@@ -333,6 +338,8 @@ def crossval(num_folds, preset, sets, classifiers, workers, out_dir, **prepare_o
     Examples:
       msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --out runs/esc10   # make eval-esc10
       msagg crossval --dataset folder --source ~/sounds --num-folds 10 --preset tiny --out runs/mine-cv
+      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --pretrained runs/general/pretrain \
+          --out runs/esc10-general   # transfer: no pretraining per fold
     """
     from pipeline import protocols
 
@@ -340,7 +347,8 @@ def crossval(num_folds, preset, sets, classifiers, workers, out_dir, **prepare_o
     classify_options = {"classifiers": tuple(classifiers)} if classifiers else {}
     path = protocols.crossval(out_dir, prepare_options=options, num_folds=num_folds, preset=preset,
                               pretrain_sets=sets, classify_options=classify_options, workers=workers,
-                              references=protocols.REFERENCES.get(options["dataset"], []))
+                              references=protocols.REFERENCES.get(options["dataset"], []), pretrained=pretrained,
+                              extract_options={"song_pool": song_pool} if song_pool else None)
     click.echo(path.read_text())
     click.echo(f"summary: {path}")
 

@@ -24,18 +24,27 @@ REFERENCES: dict[str, list[tuple[str, float]]] = {
 
 
 def run_fold(fold_dir: Path, *, prepare_options: Mapping[str, Any], preset: str, pretrain_sets: Sequence[str] = (),
-             classify_options: Mapping[str, Any] | None = None, workers: int | None = None) -> dict:
-    """Runs prepare, pretrain, extract and classify for one fold; returns classify's metrics.json."""
+             classify_options: Mapping[str, Any] | None = None, workers: int | None = None,
+             pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None) -> dict:
+    """Runs prepare, pretrain, extract and classify for one fold; returns classify's metrics.json.
+
+    With ``pretrained`` (a finished pretrain run), no model is trained: the fold's audio goes
+    through those models (transfer), and only the song-level classifiers learn from the fold.
+    """
     from stages import classify, extract, prepare, pretrain
 
     prep_dir, pre_dir, ext_dir, cls_dir = (fold_dir / s for s in ("prepare", "pretrain", "extract", "classify"))
     prepare.run(resolve(prepare.Config, options=dict(prepare_options)), prep_dir, workers=workers)
-    pretrain.run(
-        resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
-                sets=pretrain_sets),
-        pre_dir,
-    )
-    extract.run(extract.Config(pretrain=str(pre_dir), cache=str(prep_dir)), ext_dir)
+    if pretrained is None:
+        pretrain.run(
+            resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
+                    sets=pretrain_sets),
+            pre_dir,
+        )
+    else:
+        pre_dir = Path(pretrained)
+    extract.run(resolve(extract.Config, options={"pretrain": str(pre_dir), "cache": str(prep_dir),
+                                                 **(extract_options or {})}), ext_dir)
     classify.run(resolve(classify.Config, options={"features": str(ext_dir), **(classify_options or {})}), cls_dir)
     return json.loads((cls_dir / "metrics.json").read_text())
 
@@ -70,11 +79,21 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
     metric = summary["metric"]
     title = "Accuracy" if metric == "accuracy" else "ROC-AUC"
     folds = ", ".join(str(f) for f in summary["folds"])
+    if summary.get("pretrained"):
+        head = f"models transferred from `{summary['pretrained']}`"
+        how = (f"Each fold: prepare with that fold as test split, extract with the models of {summary['pretrained']} "
+               "(trained on other data; no pretraining here), classify.")
+    else:
+        sets = f" (with {', '.join(summary['pretrain_sets'])})" if summary.get("pretrain_sets") else ""
+        head = f"pretrain preset `{preset}`{sets}"
+        how = "Each fold: prepare with that fold as test split, pretrain SampleCNNs on the training folds, extract, classify."
+    extra = ", ".join(f"{k} {v}" for k, v in (summary.get("extract_options") or {}).items())
     lines = [
-        f"# {dataset}: {len(summary['folds'])}-fold cross-validation (folds {folds}), pretrain preset `{preset}`",
+        f"# {dataset}: {len(summary['folds'])}-fold cross-validation (folds {folds}), {head}",
         "",
-        f"Each fold: prepare with that fold as test split, pretrain SampleCNNs on the training folds, "
-        f"extract, classify. {title}: mean ± std over folds (one classifier seed per fold).",
+        f"{how}{f' Extract: {extra}.' if extra else ''} {title}: mean ± std over folds (one classifier seed per "
+        "fold). Classifiers marked \"chosen on valid\": per fold, the one with the best validation score for "
+        "that feature set.",
         "",
         f"| Feature set | Classifier | {title} | per fold |",
         "|---|---|---:|---|",
@@ -115,7 +134,8 @@ def fold_options(prepare_options: Mapping[str, Any], num_folds: int) -> list[dic
 
 def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_folds: int, preset: str,
              pretrain_sets: Sequence[str] = (), classify_options: Mapping[str, Any] | None = None,
-             workers: int | None = None, references: Sequence[tuple[str, float]] = ()) -> Path:
+             workers: int | None = None, references: Sequence[tuple[str, float]] = (),
+             pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None) -> Path:
     """Runs every stage for each fold and writes ``crossval.md`` / ``crossval.json`` in ``out_dir``.
 
     Every fold is its own set of run folders (``fold<i>/prepare`` ...), so an interrupted protocol
@@ -131,6 +151,10 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
         classify_options: classify Config keys.
         workers: Decoding processes for prepare.
         references: (name, value) published figures printed under the table.
+        pretrained: A finished pretrain run to transfer in every fold instead of pretraining on
+            the fold's training tracks (e.g. ``runs/general/pretrain``); ``preset`` and
+            ``pretrain_sets`` are then unused.
+        extract_options: extract Config keys (e.g. ``song_pool``).
 
     Returns:
         The path of ``crossval.md``.
@@ -141,10 +165,13 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
     for fold, options in enumerate(folds, start=1):
         logger.info("fold %d of %d", fold, num_folds)
         metrics[fold] = run_fold(out_dir / f"fold{fold}", prepare_options=options, preset=preset,
-                                 pretrain_sets=pretrain_sets, classify_options=classify_options, workers=workers)
+                                 pretrain_sets=pretrain_sets, classify_options=classify_options, workers=workers,
+                                 pretrained=pretrained, extract_options=extract_options)
     summary = summarize(metrics)
     dataset = next(iter(metrics.values()))["dataset"]
-    summary.update({"dataset": dataset, "preset": preset, "references": [list(r) for r in references]})
+    summary.update({"dataset": dataset, "preset": preset, "references": [list(r) for r in references],
+                    "pretrained": None if pretrained is None else str(pretrained),
+                    "pretrain_sets": list(pretrain_sets), "extract_options": dict(extract_options or {})})
     write_json(out_dir / "crossval.json", summary)
     path = out_dir / "crossval.md"
     write_text(path, summary_markdown(summary, dataset, preset, references))

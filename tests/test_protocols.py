@@ -66,6 +66,20 @@ def test_crossval_cli_two_folds(tmp_path):
     before = (out / "fold1" / "pretrain" / "DONE").stat().st_mtime_ns
     assert CliRunner().invoke(main, args).exit_code == 0
     assert (out / "fold1" / "pretrain" / "DONE").stat().st_mtime_ns == before
+    # Transfer: every fold extracts with one finished pretrain run and trains no model of its own.
+    moved = tmp_path / "cv-transfer"
+    args = ["crossval", "--dataset", "folder", "--source", str(src), "--num-folds", "2", "--classifier", "svm",
+            "--pretrained", str(out / "fold1" / "pretrain"), "--song-pool", "meanstd", "--workers", "1",
+            "--out", str(moved)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    for fold in (1, 2):
+        assert not (moved / f"fold{fold}" / "pretrain").exists()
+        extract_cfg = json.loads((moved / f"fold{fold}" / "extract" / "config.json").read_text())
+        assert extract_cfg["pretrain"] == str(out / "fold1" / "pretrain") and extract_cfg["song_pool"] == "meanstd"
+    text = (moved / "crossval.md").read_text()
+    assert f"models transferred from `{out / 'fold1' / 'pretrain'}`" in text and "Extract: song_pool meanstd." in text
+    assert "| mfcc | svm |" in text and "chosen on valid (svm)" in text
 
 
 def test_fold_options_follow_the_dataset():
