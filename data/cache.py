@@ -13,6 +13,18 @@ Layout (schema version 1; docs/DESIGN.md is the reference):
     /split        str (num_tracks,)           train / valid / test
     /skipped      str (num_skipped, 2)        source, reason
 
+A linked cache (``write_linked_cache``; ``msagg prepare --audio-from RUN``, crossval's folds)
+holds every table above itself, but its ``/audio`` is an HDF5 external link to the ``/audio`` of
+another cache (the *audio store*), stored as the path from this file's folder to that file, so
+that run folders moved together keep working. Its offsets point into the store's ``/audio``,
+and two attributes, present only then, pin the store:
+
+    attrs  audio_config_hash          config_hash of the store
+           audio_num_samples          length of the store's /audio
+
+``AudioCache`` follows the link itself (relative to the cache's folder, never to the working
+directory), and refuses a store that is missing or was replaced (another hash or length).
+
 The numeric datasets (/audio, /offsets, /lengths, /labels) carry HDF5's per-chunk Fletcher-32
 checksum, verified on every read: a damaged chunk raises ``CacheError`` naming the tracks whose
 samples lie in it. Caches written before the checksum existed read as before (unverified).
@@ -26,7 +38,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -122,6 +134,31 @@ def write_cache(
     return path
 
 
+def _write_attrs(f: h5py.File, tracklist: TrackList, sample_rate: int, config_hash: str) -> None:
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["sample_rate"] = int(sample_rate)
+    f.attrs["task"] = tracklist.task
+    f.attrs["dataset"] = tracklist.name
+    f.attrs["split_info"] = json.dumps(tracklist.split_info, sort_keys=True, default=str)
+    f.attrs["config_hash"] = config_hash
+
+
+def _write_tables(f: h5py.File, tracklist: TrackList, offsets: np.ndarray, lengths: np.ndarray) -> None:
+    """Every dataset but /audio."""
+    f.create_dataset("offsets", data=np.asarray(offsets, dtype=np.int64), **CHECKSUM)
+    f.create_dataset("lengths", data=np.asarray(lengths, dtype=np.int64), **CHECKSUM)
+    f.create_dataset("track_ids", data=list(tracklist.track_ids), dtype=_STR)
+    f.create_dataset("sources", data=list(tracklist.sources), dtype=_STR)
+    f.create_dataset("labels", data=np.asarray(tracklist.labels, dtype=np.uint8), **CHECKSUM)
+    f.create_dataset("label_names", data=list(tracklist.label_names), dtype=_STR)
+    f.create_dataset("split", data=list(tracklist.split), dtype=_STR)
+    skipped = [[str(source), str(reason)] for source, reason in tracklist.skipped]
+    if skipped:
+        f.create_dataset("skipped", data=skipped, dtype=_STR)
+    else:
+        f.create_dataset("skipped", shape=(0, 2), dtype=_STR)
+
+
 def _write_layout(raw: CheckedFile, path: Path, tracklist: TrackList, waveforms: Iterable[np.ndarray],
                   sample_rate: int, config_hash: str, flush_samples: int) -> int:
     """Writes the whole layout through ``raw``; returns the number of samples."""
@@ -129,12 +166,7 @@ def _write_layout(raw: CheckedFile, path: Path, tracklist: TrackList, waveforms:
     offsets = np.zeros(num_tracks, dtype=np.int64)
     lengths = np.zeros(num_tracks, dtype=np.int64)
     with h5py.File(raw, "w") as f:
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        f.attrs["sample_rate"] = int(sample_rate)
-        f.attrs["task"] = tracklist.task
-        f.attrs["dataset"] = tracklist.name
-        f.attrs["split_info"] = json.dumps(tracklist.split_info, sort_keys=True, default=str)
-        f.attrs["config_hash"] = config_hash
+        _write_attrs(f, tracklist, sample_rate, config_hash)
         audio = f.create_dataset("audio", shape=(0,), maxshape=(None,), dtype=np.int16, chunks=(CHUNK_SAMPLES,),
                                  **CHECKSUM)
         pending: list[np.ndarray] = []
@@ -172,19 +204,55 @@ def _write_layout(raw: CheckedFile, path: Path, tracklist: TrackList, waveforms:
         if count != num_tracks:
             raise ValueError(f"{path}: got {count} waveforms for {num_tracks} tracks")
         flush()
-        f.create_dataset("offsets", data=offsets, **CHECKSUM)
-        f.create_dataset("lengths", data=lengths, **CHECKSUM)
-        f.create_dataset("track_ids", data=list(tracklist.track_ids), dtype=_STR)
-        f.create_dataset("sources", data=list(tracklist.sources), dtype=_STR)
-        f.create_dataset("labels", data=np.asarray(tracklist.labels, dtype=np.uint8), **CHECKSUM)
-        f.create_dataset("label_names", data=list(tracklist.label_names), dtype=_STR)
-        f.create_dataset("split", data=list(tracklist.split), dtype=_STR)
-        skipped = [[str(source), str(reason)] for source, reason in tracklist.skipped]
-        if skipped:
-            f.create_dataset("skipped", data=skipped, dtype=_STR)
-        else:
-            f.create_dataset("skipped", shape=(0, 2), dtype=_STR)
+        _write_tables(f, tracklist, offsets, lengths)
     return total
+
+
+def write_linked_cache(path: str | os.PathLike, tracklist: TrackList, store: "AudioCache",
+                       rows: Sequence[int], *, config_hash: str = "") -> Path:
+    """Writes a cache whose tracks are tracks of another cache, without copying their samples.
+
+    The new file holds its own tables (``tracklist``'s ids, sources, labels, label names, split,
+    split_info, skipped) and the offsets and lengths of ``store``'s tracks ``rows``; its
+    ``/audio`` is an external link to the file holding ``store``'s samples (``store.audio_file``,
+    itself when not linked), by the path relative to ``path``'s folder. Written atomically.
+
+    Args:
+        path: Destination, usually ``<run>/cache.h5``.
+        tracklist: The tracks of the new cache, in order (names escaped as the cache holds them).
+        store: An open cache holding these tracks' samples; its sample rate becomes this one's.
+        rows: For each track of ``tracklist``, its index in ``store``.
+        config_hash: Hash of the prepare config that made the cache.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: If ``rows`` does not hold one valid index of ``store`` per track.
+        WriteError: Naming ``path``, if the disk refuses a write; nothing is left behind.
+    """
+    path = Path(path)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.shape[0] != len(tracklist):
+        raise ValueError(f"{path}: got {rows.shape[0]} rows of {store.path} for {len(tracklist)} tracks")
+    if rows.size and (rows.min() < 0 or rows.max() >= store.num_tracks):
+        raise ValueError(f"{path}: rows out of range for {store.path} ({store.num_tracks} tracks)")
+    # Lexical paths (no symlinks resolved) on both sides, as the reader joins them.
+    target = os.path.relpath(os.path.abspath(store.audio_file), os.path.abspath(path.parent))
+    with atomic_write(path) as tmp:
+        raw = CheckedFile(tmp, "w")
+        try:
+            with raw.checked(), h5py.File(raw, "w") as f:
+                _write_attrs(f, tracklist, store.sample_rate, config_hash)
+                f.attrs["audio_config_hash"] = store.audio_config_hash
+                f.attrs["audio_num_samples"] = int(store.audio_num_samples)
+                f["audio"] = h5py.ExternalLink(target, "/audio")
+                _write_tables(f, tracklist, store.offsets[rows], store.lengths[rows])
+        finally:
+            raw.close()
+    logger.info("wrote %s: %d tracks, audio linked to %s, %d skipped", path, len(tracklist), target,
+                len(tracklist.skipped))
+    return path
 
 
 FILE_NAME = "cache.h5"
@@ -192,6 +260,8 @@ FILE_NAME = "cache.h5"
 
 _DATASETS = ("audio", "offsets", "lengths", "track_ids", "sources", "labels", "label_names", "split", "skipped")
 _ATTRS = ("schema_version", "sample_rate", "task", "dataset", "split_info", "config_hash")
+_LINK_ATTRS = ("audio_config_hash", "audio_num_samples")
+"""Attributes of a linked cache only (its /audio an external link)."""
 
 
 class AudioCache:
@@ -216,16 +286,23 @@ class AudioCache:
         split: np str array (num_tracks,).
         offsets, lengths: int64 (num_tracks,), samples.
         skipped: list of (source, reason) left out when the cache was made.
+        linked: Whether /audio is an external link to another cache's /audio (the audio store).
+        audio_file: The file whose /audio holds the samples: ``path`` itself, or for a linked
+            cache the audio store its /audio links to.
+        audio_config_hash: config_hash of ``audio_file``.
+        audio_num_samples: Length of that /audio (every track's samples lie within it).
 
     Raises:
         CacheError: If the file is missing, is not a readable HDF5 file, has another
             ``schema_version`` (or one that is not an integer), lacks part of the layout, or a
-            table fails its checksum.
+            table fails its checksum; for a linked cache, if its audio store is missing,
+            unreadable or was replaced (naming both files).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = run_file(path, FILE_NAME)
         self._file = None
+        self._store = None
         if not self.path.is_file():
             raise CacheError(f"{self.path}: no such audio cache (run `msagg prepare` first)")
         try:
@@ -234,10 +311,51 @@ class AudioCache:
             raise CacheError(f"{self.path}: not a readable HDF5 audio cache ({err})") from None
         try:
             self._read_metadata(self._file)
+            self._audio = self._open_audio(self._file)
         except BaseException:
             self.close()
             raise
-        self._audio = self._file["audio"]
+
+    def _open_audio(self, f: h5py.File) -> h5py.Dataset:
+        """The /audio dataset: this file's, or the one its external link names (opened here)."""
+        link = f.get("audio", getlink=True)
+        self.linked = isinstance(link, h5py.ExternalLink)
+        if not self.linked:
+            self.audio_file = self.path
+            self.audio_config_hash = self.config_hash
+            audio = f["audio"]
+            self.audio_num_samples = int(audio.shape[0])
+            return audio
+        # Joined to this file's folder lexically, as the writer made it: HDF5 would also try the
+        # working directory, where another file of that name may lie.
+        store = Path(os.path.normpath(self.path.parent / link.filename))
+        self.audio_file = store
+        missing = [name for name in _LINK_ATTRS if name not in f.attrs]
+        if missing:
+            raise CacheError(f"{self.path}: incomplete audio cache, /audio links to {store} but attribute "
+                             f"{', '.join(missing)} is missing")
+        expected = (str(f.attrs["audio_config_hash"]), int(f.attrs["audio_num_samples"]))
+        if not store.is_file():
+            raise CacheError(f"{self.path}: its audio lies in {store}, which is missing (move prepare run folders "
+                             "together, or prepare the dataset again)")
+        try:
+            self._store = h5py.File(store, "r")
+        except OSError as err:
+            raise CacheError(f"{self.path}: its audio lies in {store}, which is not a readable HDF5 file "
+                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        audio = self._store.get(link.path)
+        if not isinstance(audio, h5py.Dataset) or audio.ndim != 1 or audio.dtype != np.int16:
+            raise CacheError(f"{self.path}: its audio lies in {store}, which holds no int16 {link.path}")
+        found = (str(self._store.attrs.get("config_hash", "")), int(audio.shape[0]))
+        if found != expected:
+            raise CacheError(f"{self.path}: its audio store {store} was replaced (config hash {found[0]}, "
+                             f"{found[1]} samples; expected {expected[0]}, {expected[1]}); prepare the dataset again")
+        self.audio_config_hash, self.audio_num_samples = found
+        end = self.offsets + self.lengths
+        if self.num_tracks and (self.offsets.min() < 0 or end.max() > self.audio_num_samples):
+            raise CacheError(f"{self.path}: tracks lie outside the {self.audio_num_samples} samples of its audio "
+                             f"store {store}; prepare the dataset again")
+        return audio
 
     def _read_metadata(self, f: h5py.File) -> None:
         version = f.attrs.get("schema_version")
@@ -247,7 +365,8 @@ class AudioCache:
         if problem:
             raise CacheError(f"{self.path}: audio cache {problem} is not supported (this msagg reads schema "
                              f"version {SCHEMA_VERSION}, an integer); prepare the dataset again")
-        missing = [f"/{name}" for name in _DATASETS if name not in f] + [
+        # /audio is checked as a link: an external one to a missing file is reported by _open_audio.
+        missing = [f"/{name}" for name in _DATASETS if f.get(name, getlink=True) is None] + [
             f"attribute {name}" for name in _ATTRS if name not in f.attrs]
         if missing:
             raise CacheError(f"{self.path}: incomplete audio cache, missing {', '.join(missing)}")
@@ -333,8 +452,9 @@ class AudioCache:
             hit = np.zeros(self.num_tracks, dtype=bool)
             for lo, hi in ranges:
                 hit |= (self.offsets < hi) & (self.offsets + self.lengths > lo)
+            where = "" if not self.linked else f" (its audio store {self.audio_file})"
             raise CacheError(
-                f"{self.path}: damaged audio cache: samples {ranges_text(ranges)} {describe_read_error(err)}; "
+                f"{self.path}: damaged audio cache{where}: samples {ranges_text(ranges)} {describe_read_error(err)}; "
                 f"tracks affected: {name_some(self.track_ids[hit])}; prepare the dataset again"
             ) from None
 
@@ -377,7 +497,10 @@ class AudioCache:
         return out
 
     def close(self) -> None:
-        """Closes the file (idempotent)."""
+        """Closes the file, and its audio store if linked (idempotent)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         if self._file is not None:
             self._file.close()
             self._file = None
