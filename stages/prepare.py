@@ -12,6 +12,12 @@ messages hold names as ``data.tracklist.escape_name`` writes them (``caf\\xe9.og
 Latin-1 bytes ``b"caf\\xe9.ogg"``, ``a\\nb.wav`` for a newline): the track ids, sources, label
 names and skipped entries of the cache, and both columns of ``skipped.csv``.
 ``os.fsencode(unescape_name(source))`` gives a file's name back as bytes.
+
+With ``audio_from`` (another finished prepare run of the same dataset and rate, the *audio
+store*), nothing is decoded: the dataset is listed as usual, each listed track is found by its id
+in the store, and ``cache.h5`` is a small linked cache (``data.cache.write_linked_cache``) holding
+this run's own tables and an external link to the store's audio. ``msagg crossval`` decodes a
+dataset once this way and gives each fold its own split.
 """
 
 from __future__ import annotations
@@ -43,9 +49,11 @@ from data import adapters
 from data.adapters import AdapterOptions
 from data.errors import ConfigError, MsaggError
 from data import cache as cache_lib
-from data.cache import to_int16, write_cache
+from data.cache import AudioCache, to_int16, write_cache, write_linked_cache
+from data.integrity import check_same_run, require_done
+from data.runs import run_file, run_folder
 from data.tracklist import TrackList, escape_name, load_source, unescape_name
-from stages.runfolder import RunFolder, lock_scope
+from stages.runfolder import OMIT_NONE, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +98,9 @@ class Config(AdapterOptions):
             embedded synthetic datasets.
         sample_rate: Rate of the cache (and of the models), Hz.
         strict: Fail on the first file that cannot be decoded instead of skipping it.
+        audio_from: A finished prepare run (folder, or its cache.h5) of the same dataset and
+            sample rate holding every listed track; its audio is linked, not decoded again.
+            Recorded as the run's upstream. None: decode.
     """
 
     dataset: str = _field("synth-tags", "Dataset adapter: " + "; ".join(
@@ -99,6 +110,10 @@ class Config(AdapterOptions):
         "Example: --source ~/data/GTZAN.", path=True)
     sample_rate: int = _field(22050, "Rate of the cache and the models, Hz (default 22050).")
     strict: bool = _field(False, "Fail on the first unreadable file instead of skipping it.")
+    audio_from: str | None = _field(
+        None, "A finished prepare run of the same dataset and sample rate whose decoded audio this run reuses: "
+        "nothing is decoded, cache.h5 holds this run's tracks, labels and split and links to that run's audio "
+        "(move the two run folders together). Example: --audio-from runs/esc10/audio.", path=True, **{OMIT_NONE: True})
 
     def __post_init__(self):
         def bad(name: str, why: str):
@@ -113,6 +128,8 @@ class Config(AdapterOptions):
             bad("sample_rate", "must be an integer rate in Hz, at least 1000")
         if not isinstance(self.strict, bool):
             bad("strict", "must be true or false")
+        if self.audio_from is not None and (not isinstance(self.audio_from, str) or not self.audio_from.strip()):
+            bad("audio_from", "must be a prepare run folder (or its cache.h5) or None")
         # A dataset the registry does not know is refused when listed (prepare.run can be given
         # a track list of its own); its options are checked by the rules that hold for all.
         problems = self.problems(adapters.ADAPTERS.get(self.dataset))
@@ -185,8 +202,12 @@ def run(
         raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
     config = pin_inputs(config)
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "prepare", config).lock()  # before anything reads or writes there
+    store_dir = None if config.audio_from is None else run_folder(config.audio_from)
+    folder = RunFolder(out_dir, "prepare", config,
+                       upstream=None if store_dir is None else {"audio_from": store_dir}).lock()
     cache_path = out_dir / CACHE_NAME
+    if store_dir is not None and not (folder.done and not overwrite):
+        _check_store_dir(store_dir, out_dir)  # before anything is written here
     if not folder.start(overwrite):
         return cache_path
     remove_stale_temps(out_dir)  # temps of atomic writes (cache.h5, parts) a killed run left
@@ -206,6 +227,9 @@ def run(
         raise PrepareError(f"{escape_name(source)}: {reason}{more} "
                            "(strict mode; without it the file would be skipped)")
 
+    if store_dir is not None:
+        return _link_to_store(config, folder, tracklist, store_dir, started=started)
+
     stats = _decode_all(tracklist, parts, config, workers=workers, progress=progress)
     done, failed = _scan_parts(parts)
     keep = [i for i in range(len(tracklist)) if i in done]
@@ -224,18 +248,28 @@ def run(
                 config_hash=folder.hash)
     shutil.rmtree(parts)
 
-    seconds = time.perf_counter() - started
     audio_sec = stats["audio_samples"] / config.sample_rate
-    summary = {
-        "num_tracks": len(keep),
-        "num_skipped": len(skipped),
-        "num_listed": len(tracklist),
-        "seconds": round(seconds, 3),
+    return _finish(folder, tracklist, kept, skipped, started, {
         "num_decoded_this_run": stats["decoded"],
         "files_per_sec": _rate(stats["decoded"], stats["seconds"]),
         "realtime_factor": _rate(audio_sec, stats["seconds"]),
         "realtime_factor_per_worker": _rate(audio_sec, stats["seconds"] * stats["workers"]),
         "workers": stats["workers"],
+    })
+
+
+def _finish(folder: RunFolder, tracklist: TrackList, kept: TrackList, skipped: list[tuple[str, str]],
+            started: float, stats: dict) -> Path:
+    """Writes DONE with the run's summary (``stats`` added), last; returns the cache's path."""
+    out_dir = folder.path
+    cache_path = out_dir / CACHE_NAME
+    seconds = time.perf_counter() - started
+    summary = {
+        "num_tracks": len(kept),
+        "num_skipped": len(skipped),
+        "num_listed": len(tracklist),
+        "seconds": round(seconds, 3),
+        **stats,
         "cache_bytes": cache_path.stat().st_size,
     }
     for split in ("train", "valid", "test"):
@@ -247,8 +281,93 @@ def run(
         logger.warning("%s: %d of %d tracks skipped; reasons in %s", tracklist.name, len(skipped),
                        len(tracklist) + len(tracklist.skipped), out_dir / SKIPPED_NAME)
     folder.finish(summary)
-    logger.info("prepare %s: %d tracks in %s (%.1f s)", tracklist.name, len(keep), cache_path, seconds)
+    logger.info("prepare %s: %d tracks in %s (%.1f s)", tracklist.name, len(kept), cache_path, seconds)
     return cache_path
+
+
+# ----------------------------------------------------------------------------- audio_from
+
+def _check_store_dir(store_dir: Path, out_dir: Path) -> None:
+    """Refuses an audio store that is this very folder or an unfinished prepare run."""
+    if os.path.abspath(store_dir) == os.path.abspath(out_dir):
+        raise PrepareError(f"{out_dir}: audio_from names this run folder itself; give another prepare run")
+    require_done(store_dir, "prepare")
+
+
+def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, store_dir: Path, *,
+                   started: float) -> Path:
+    """Writes ``cache.h5`` as a cache linked to the audio of the prepare run ``store_dir``."""
+    out_dir = folder.path
+    done = require_done(store_dir, "prepare")
+    with AudioCache(run_file(config.audio_from, CACHE_NAME)) as store:
+        check_same_run(store.path, store.config_hash, done)
+        if (store.dataset, store.sample_rate) != (tracklist.name, config.sample_rate):
+            raise PrepareError(
+                f"{store.path}: audio_from must be a prepare run of the same dataset and sample rate: it holds "
+                f"{store.dataset} at {store.sample_rate} Hz, this run {tracklist.name} at {config.sample_rate} Hz")
+        rows, skipped_there = _store_rows(tracklist, store)
+        if config.strict and skipped_there:
+            source, reason = skipped_there[0]
+            raise PrepareError(f"{escape_name(source)}: {reason} (skipped in {store.path}; strict mode; "
+                               "without it the file would be skipped)")
+        keep = [i for i, row in enumerate(rows) if row >= 0]
+        skipped = list(tracklist.skipped) + skipped_there
+        _write_skipped(out_dir / SKIPPED_NAME, skipped)
+        if not keep:
+            raise PrepareError(f"{store.path}: holds none of the {len(tracklist)} tracks {tracklist.name} lists "
+                               f"(every one was skipped there; reasons in {out_dir / SKIPPED_NAME})")
+        kept = _subset(tracklist, keep, skipped)
+        write_linked_cache(out_dir / CACHE_NAME, _as_text(kept), store, [rows[i] for i in keep],
+                           config_hash=folder.hash)
+        linked = {"num_decoded_this_run": 0, "audio_from": str(store_dir), "audio_file": str(store.audio_file)}
+    return _finish(folder, tracklist, kept, skipped, started, linked)
+
+
+def _store_rows(tracklist: TrackList, store: AudioCache) -> tuple[list[int], list[tuple[str, str]]]:
+    """Each listed track's index in ``store`` (-1 for one the store skipped), and those skipped.
+
+    Tracks are matched by id (both sides escaped, as the cache holds them); the source must match
+    too. A track the store skipped (found by its source in the store's ``/skipped``) is skipped
+    here with the store's reason.
+
+    Returns:
+        (rows, skipped): rows[i] for track i of ``tracklist``; skipped as (source, reason), unescaped.
+
+    Raises:
+        PrepareError: One line naming the first listed track the store lacks (or holds from
+            another source), and how many more.
+    """
+    index = {tid: row for row, tid in enumerate(store.track_ids.tolist())}
+    skipped_there: dict[str, str] = {}
+    for source, reason in store.skipped:
+        skipped_there.setdefault(source, reason)
+    rows, skipped, lacking, moved = [], [], [], []
+    for track_id, source in zip(tracklist.track_ids, tracklist.sources):
+        tid, src = escape_name(track_id), escape_name(source)
+        row = index.get(tid)
+        if row is not None and store.sources[row] == src:
+            rows.append(row)
+            continue
+        rows.append(-1)
+        if row is not None:
+            moved.append(f"{tid} (from {src} here, from {store.sources[row]} there)")
+        elif src in skipped_there:
+            skipped.append((source, _unescape_text(skipped_there[src])))
+        else:
+            lacking.append(f"{tid} ({src})")
+    for problems, what in ((lacking, "lacks track"), (moved, "holds another file as track")):
+        if problems:
+            more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+            raise PrepareError(f"{store.path}: the audio store {what} {problems[0]}{more} that {tracklist.name} "
+                               "lists; audio_from must be a prepare run of the same files (prepare it again)")
+    return rows, skipped
+
+
+def _unescape_text(text: str) -> str:
+    try:
+        return unescape_name(text)
+    except ValueError:  # written by an older msagg, unescaped
+        return text
 
 
 def _rate(amount: float, seconds: float) -> float | None:
@@ -346,11 +465,7 @@ def _write_reason(path: Path, reason: str) -> None:
 
 
 def _read_reason(path: Path) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace").strip()
-    try:
-        return unescape_name(text)
-    except ValueError:  # written by an older msagg, unescaped
-        return text
+    return _unescape_text(path.read_text(encoding="utf-8", errors="replace").strip())
 
 
 def _read_parts(parts: Path, keep: list[int]) -> Iterator[np.ndarray]:

@@ -57,9 +57,18 @@ class RunFolderBusy(MsaggError):
         return type(self), (self.path, self.pid)
 
 
+OMIT_NONE = "omit_none"
+"""Field metadata key: a field added to a Config later, left out of config.json (and the hash) while None,
+so run folders made before it existed keep their hash (prepare's ``audio_from``)."""
+
+
 def config_dict(config: Any) -> dict:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out while None)."""
+    data = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    for field in dataclasses.fields(config):
+        if field.metadata.get(OMIT_NONE) and data.get(field.name) is None:
+            data.pop(field.name, None)
+    return data
 
 
 def config_hash(config: Any) -> str:
