@@ -117,8 +117,9 @@ def config_options(func):
     return func
 
 
-CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split")
-"""prepare keys that crossval sets for each fold (from --num-folds), so it offers no option for them."""
+CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split", "audio_from")
+"""prepare keys that crossval sets for each fold (from --num-folds; audio_from: its one decoded copy of the
+dataset), so it offers no option for them."""
 
 
 def field_options(config_cls, *, skip=(), required=()):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from data.atomic import write_json, write_text
+from data.errors import MsaggError
 from pipeline.config import resolve
 from stages.metrics import mean_std
+from stages.runfolder import config_hash, read_json_config
 
 logger = logging.getLogger(__name__)
+
+AUDIO_DIR = "audio"
+"""``<out>/audio``: crossval's prepare run that decodes the dataset once; every fold's prepare links to it."""
 
 # Published figures quoted in reports (../shared/README.md), as fractions.
 REFERENCES: dict[str, list[tuple[str, float]]] = {
@@ -23,18 +29,58 @@ REFERENCES: dict[str, list[tuple[str, float]]] = {
 }
 
 
+def fold_prepare_config(prep_dir: Path, prepare_options: Mapping[str, Any], audio_from: str | Path | None):
+    """The prepare config of one fold: its options, linked to the audio store ``audio_from``.
+
+    A fold whose prepare folder already holds the same options without ``audio_from`` (made by
+    an msagg from before crossval decoded once, finished or interrupted) keeps that config, so a
+    finished fold stays finished and an interrupted one resumes.
+
+    Returns:
+        ``stages.prepare.Config``.
+    """
+    from stages import prepare
+
+    config = resolve(prepare.Config, options=dict(prepare_options))
+    if audio_from is None or config.audio_from is not None:
+        return config
+    try:
+        stored = config_hash(read_json_config(prep_dir / "config.json"))
+    except (FileNotFoundError, MsaggError):
+        stored = None
+    if stored is not None and stored == config_hash(prepare.pin_inputs(config)):
+        logger.info("%s: prepared without audio_from (an older msagg); kept", prep_dir)
+        return config
+    return dataclasses.replace(config, audio_from=str(audio_from))
+
+
+def store_options(per_fold: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The prepare options of the audio store: the first fold's, without ``top_k``.
+
+    The store's split is never used. ``top_k`` is dropped because for single-label datasets it
+    skips the tracks of classes outside the top k of the fold's train split, which another
+    fold may keep.
+    """
+    options = dict(per_fold[0])
+    options.pop("top_k", None)
+    return options
+
+
 def run_fold(fold_dir: Path, *, prepare_options: Mapping[str, Any], preset: str, pretrain_sets: Sequence[str] = (),
              classify_options: Mapping[str, Any] | None = None, workers: int | None = None,
-             pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None) -> dict:
+             pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None,
+             audio_from: str | Path | None = None) -> dict:
     """Runs prepare, pretrain, extract and classify for one fold; returns classify's metrics.json.
 
     With ``pretrained`` (a finished pretrain run), no model is trained: the fold's audio goes
     through those models (transfer), and only the song-level classifiers learn from the fold.
+    With ``audio_from`` (a finished prepare run of the dataset), the fold's prepare decodes
+    nothing and links to that run's audio (``fold_prepare_config``).
     """
     from stages import classify, extract, prepare, pretrain
 
     prep_dir, pre_dir, ext_dir, cls_dir = (fold_dir / s for s in ("prepare", "pretrain", "extract", "classify"))
-    prepare.run(resolve(prepare.Config, options=dict(prepare_options)), prep_dir, workers=workers)
+    prepare.run(fold_prepare_config(prep_dir, prepare_options, audio_from), prep_dir, workers=workers)
     if pretrained is None:
         pretrain.run(
             resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
@@ -138,8 +184,13 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
              pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None) -> Path:
     """Runs every stage for each fold and writes ``crossval.md`` / ``crossval.json`` in ``out_dir``.
 
-    Every fold is its own set of run folders (``fold<i>/prepare`` ...), so an interrupted protocol
-    resumes where it stopped and a finished one is a no-op.
+    The dataset is decoded once, into the prepare run ``<out>/audio`` (the first fold's options
+    without ``top_k``; used only as the audio store); each fold's prepare lists the tracks with
+    its own split and links to that audio (``audio_from``) instead of decoding it again. Every
+    fold is its own set of run folders (``fold<i>/prepare`` ...), so an interrupted protocol
+    resumes where it stopped and a finished one is a no-op. Folds an older msagg prepared
+    without ``audio_from`` keep their own caches (``fold_prepare_config``); ``<out>/audio`` is
+    made only if some fold needs it.
 
     Args:
         out_dir: Where the folds and the summary go.
@@ -159,14 +210,22 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
     Returns:
         The path of ``crossval.md``.
     """
+    from stages import prepare
+
     out_dir = Path(out_dir)
     folds = fold_options(prepare_options, num_folds)
+    audio_dir = out_dir / AUDIO_DIR
+    linked = [fold_prepare_config(out_dir / f"fold{fold}" / "prepare", options, audio_dir).audio_from is not None
+              for fold, options in enumerate(folds, start=1)]
+    if any(linked):
+        logger.info("decoding the dataset once into %s", audio_dir)
+        prepare.run(resolve(prepare.Config, options=store_options(folds)), audio_dir, workers=workers)
     metrics = {}
     for fold, options in enumerate(folds, start=1):
         logger.info("fold %d of %d", fold, num_folds)
         metrics[fold] = run_fold(out_dir / f"fold{fold}", prepare_options=options, preset=preset,
                                  pretrain_sets=pretrain_sets, classify_options=classify_options, workers=workers,
-                                 pretrained=pretrained, extract_options=extract_options)
+                                 pretrained=pretrained, extract_options=extract_options, audio_from=audio_dir)
     summary = summarize(metrics)
     dataset = next(iter(metrics.values()))["dataset"]
     summary.update({"dataset": dataset, "preset": preset, "references": [list(r) for r in references],
