@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 import soundfile as sf
@@ -12,7 +13,8 @@ from click.testing import CliRunner
 from data.adapters import DatasetError
 from data.errors import ConfigError
 from pipeline.cli import main
-from pipeline.protocols import fold_options, summarize, summary_markdown
+from pipeline.config import resolve
+from pipeline.protocols import fold_options, fold_prepare_config, store_options, summarize, summary_markdown
 
 
 def _fold(acc_a, acc_b, e2e):
@@ -57,15 +59,21 @@ def test_crossval_cli_two_folds(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "crossval.json").read_text())
     assert summary["folds"] == [1, 2] and summary["task"] == "classes"
+    # The audio is decoded once, into <out>/audio; every fold's cache links to it.
+    assert json.loads((out / "audio" / "DONE").read_text())["num_decoded_this_run"] == 16
     for fold in (1, 2):
         assert (out / f"fold{fold}" / "classify" / "DONE").is_file()
         cfg = json.loads((out / f"fold{fold}" / "prepare" / "config.json").read_text())
-        assert cfg["folds"] == 2 and cfg["fold"] == fold
+        assert cfg["folds"] == 2 and cfg["fold"] == fold and cfg["audio_from"] == str(out / "audio")
+        assert json.loads((out / f"fold{fold}" / "prepare" / "DONE").read_text())["num_decoded_this_run"] == 0
+        with h5py.File(out / f"fold{fold}" / "prepare" / "cache.h5", "r") as f:
+            link = f.get("audio", getlink=True)
+            assert isinstance(link, h5py.ExternalLink) and link.filename == "../../audio/cache.h5"
     assert "2-fold cross-validation" in (out / "crossval.md").read_text()
     # A finished protocol is a no-op the second time.
-    before = (out / "fold1" / "pretrain" / "DONE").stat().st_mtime_ns
+    before = [(out / d / "DONE").stat().st_mtime_ns for d in ("audio", "fold1/prepare", "fold1/pretrain")]
     assert CliRunner().invoke(main, args).exit_code == 0
-    assert (out / "fold1" / "pretrain" / "DONE").stat().st_mtime_ns == before
+    assert [(out / d / "DONE").stat().st_mtime_ns for d in ("audio", "fold1/prepare", "fold1/pretrain")] == before
     # Transfer: every fold extracts with one finished pretrain run and trains no model of its own.
     moved = tmp_path / "cv-transfer"
     args = ["crossval", "--dataset", "folder", "--source", str(src), "--num-folds", "2", "--classifier", "svm",
@@ -90,6 +98,29 @@ def test_fold_options_follow_the_dataset():
         "dataset": "folder", "source": "x", "folds": 3, "fold": 3}
     named = fold_options({"dataset": "folder", "source": "x", "fold_from_name": r"^(\d)-"}, 2)
     assert [o["fold"] for o in named] == [1, 2] and all("folds" not in o for o in named)
+
+
+def test_folds_prepared_by_an_older_msagg_keep_their_own_caches(tmp_path):
+    """A fold prepare folder holding the fold's options without audio_from (an older msagg's
+    crossval decoded every fold) is kept, finished or not; any other fold links to the store."""
+    from stages import prepare
+
+    src = tmp_path / "src"
+    for label in ("a", "b"):
+        (src / label).mkdir(parents=True)
+        for i in range(4):
+            sf.write(src / label / f"{i}.wav", np.full(800, 0.1 * (i + 1)), 8000)
+    options = fold_options({"dataset": "folder", "source": str(src), "sample_rate": 8000}, 2)
+    old = tmp_path / "cv" / "fold1" / "prepare"
+    prepare.run(resolve(prepare.Config, options=options[0]), old, workers=1, progress=False)
+    store = tmp_path / "cv" / "audio"
+    assert fold_prepare_config(old, options[0], store).audio_from is None
+    (old / "DONE").unlink()  # interrupted: resumed the old way too
+    assert fold_prepare_config(old, options[0], store).audio_from is None
+    assert fold_prepare_config(old, options[1], store).audio_from == str(store)  # another fold's options
+    assert fold_prepare_config(tmp_path / "cv" / "fold2" / "prepare", options[1], store).audio_from == str(store)
+    assert fold_prepare_config(tmp_path / "new", options[1], None).audio_from is None
+    assert store_options([{"dataset": "csv", "top_k": 5, "fold": 1}, {"fold": 2}]) == {"dataset": "csv", "fold": 1}
 
 
 def test_crossval_checks_every_fold_before_running(tmp_path):
