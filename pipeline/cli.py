@@ -64,7 +64,9 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 
     Every track is decoded, mixed to mono and resampled to the model rate, then stored as int16
     in one HDF5 file with labels, label names, task kind and split. Unreadable or empty files are
-    listed with their reason in skipped.csv and left out (--strict makes them fatal).
+    listed with their reason in skipped.csv and left out (--strict makes them fatal). With
+    --audio-from RUN (a finished prepare run of the same dataset and rate) nothing is decoded:
+    cache.h5 holds this run's tracks, labels and split, and links to RUN's audio.
 
     \b
     Examples:
@@ -72,6 +74,8 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
       msagg prepare --dataset folder --source ~/sounds --out runs/mine/prepare/mine
       msagg prepare --dataset folder --source "../shared/datasets/esc10" \\
           --fold-from-name '^(\\d)-' --fold 1 --out runs/esc10/prepare/fold1
+      msagg prepare --dataset esc10 --source ../shared/datasets/esc10 --fold 2 \\
+          --audio-from runs/esc10/prepare/fold1 --out runs/esc10/prepare/fold2
       msagg prepare --dataset csv --source tracks.csv --top-k 50 --out runs/msd/prepare/msd
     """
     config = resolve(prepare_stage.Config, presets=prepare_stage.PRESETS, preset=preset, config_file=config_file,
@@ -328,8 +332,9 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, workers, out_dir, **prepare_options):
     """Run every stage once per fold and report the mean score over folds.
 
-    For each fold i: prepare with fold i as the test split, pretrain SampleCNNs on the other
-    folds only, extract, classify. The summary table (crossval.md) lists every feature set's mean
+    The audio is decoded once (into OUT/audio); then for each fold i: prepare with fold i as the
+    test split (linked to that audio), pretrain SampleCNNs on the other folds only, extract,
+    classify. The summary table (crossval.md) lists every feature set's mean
     and standard deviation over folds, and the published references for known datasets.
     Every fold's prepare config is checked before the first fold runs. Interrupted protocols
     resume; finished folds are not run again.
