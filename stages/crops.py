@@ -88,7 +88,7 @@ class CropSequence(keras.utils.PyDataset):
             x[row] = crop if length == self.input_length else augment_lib.resample_to(crop, self.input_length)
         y = self.labels[picks]
         if aug_rng is not None:
-            x, y = augment_lib.augment_batch(x, y, self.augment, aug_rng)
+            x, y = augment_lib.augment_batch(x, y, self.augment, aug_rng, copy=False)
         return x, y
 
     def on_epoch_end(self) -> None:
