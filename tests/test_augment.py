@@ -25,7 +25,8 @@ def sines(num_rows: int, length: int, seed: int = 0) -> np.ndarray:
     """float32 (num_rows, length): sines of random frequency, amplitude and phase."""
     rng = np.random.default_rng(seed)
     t = np.arange(length) / SAMPLE_RATE
-    freq, amp, phase = rng.uniform(100, 2000, (num_rows, 1)), rng.uniform(0.1, 0.5, (num_rows, 1)), rng.uniform(0, 6, (num_rows, 1))
+    freq, amp = rng.uniform(100, 2000, (num_rows, 1)), rng.uniform(0.1, 0.5, (num_rows, 1))
+    phase = rng.uniform(0, 6, (num_rows, 1))
     return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
 
 
@@ -330,8 +331,9 @@ def test_cli_switches_augmentation(monkeypatch, tmp_path):
     configs = []
     monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)
     base = ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "out")]
-    for args, expected in ((["--preset", "demo"], True), (["--preset", "demo", "--no-augment"], False),
-                           (["--preset", "tiny", "--augment"], True), (["--preset", "demo", "--set", "augment=off"], False)):
+    cases = ((["--preset", "demo"], True), (["--preset", "demo", "--no-augment"], False),
+             (["--preset", "tiny", "--augment"], True), (["--preset", "demo", "--set", "augment=off"], False))
+    for args, expected in cases:
         result = CliRunner().invoke(main, base + args)
         assert result.exit_code == 0, result.output
         assert configs[-1].augment is expected, args
