@@ -108,9 +108,18 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     help="Classify from the last three blocks concatenated (Kim et al.'s -multi models) or from the last "
     "block only (default: the preset's).",
 )
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Augment the training crops (default: the preset's; on in demo and demo-rese, off in paper*): "
+    "random gain, polarity, noise, pitch shift and mixup, each set by an augment_* key and off at 0, e.g. "
+    "--set augment_gain_db=6 --set augment_polarity=0.5 --set augment_noise_snr_db=10,40 (none: off) "
+    "--set augment_noise_prob=0.5 --set augment_pitch_semitones=2 --set augment_pitch_prob=0.5 "
+    "--set augment_mixup_alpha=0.2 --set augment_mixup_prob=1 (these are the defaults).",
+)
 @config_options
 @friendly_errors
-def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, config_file, sets):
+def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overwrite, config_file, sets):
     """Train one SampleCNN per scale on an audio cache's train split.
 
     Random segment crops of the train split, SGD with Nesterov momentum 0.9, batch 23, lr 0.01;
@@ -127,6 +136,7 @@ def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, con
       msagg pretrain --cache runs/demo/prepare/synth-tags --preset demo --out runs/demo/pretrain
       msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --out runs/mtat/pretrain
       msagg pretrain --cache runs/demo/prepare/synth-tags --block rese --multi --out runs/demo/pretrain-rese
+      msagg pretrain --cache runs/demo/prepare/synth-tags --no-augment --out runs/demo/pretrain-noaug
       msagg pretrain --cache runs/demo/prepare/synth-tags --scales 3^9 --set max_epochs_per_stage=2 \\
           --out runs/try/pretrain
     """
@@ -138,7 +148,7 @@ def pretrain(cache, preset, scales, width, block, multi, out_dir, overwrite, con
         preset=preset,
         config_file=config_file,
         options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width,
-                     block=block, multi=multi),
+                     block=block, multi=multi, augment=augment),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), overwrite=overwrite)
@@ -317,7 +327,8 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
               "(esc10, or --fold-from-name), else stratified k-fold drawn with --split-seed.")
 @click.option("--preset", default="demo", show_default=True,
               help="The pretrain preset used in every fold (as for msagg pretrain: paper, demo, tiny, ...).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a pretrain config key. Repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a pretrain config key, e.g. --set augment=false. Repeatable.")
 @click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg", "svm"]),
               help="Song-level classifiers (default all three: mlp, logreg, svm).")
 @click.option("--pretrained", type=click.Path(file_okay=False),

@@ -36,6 +36,7 @@ from models import sample_cnn
 from stages.checks import check_int, check_number
 # CropSequence, the evaluation functions and HISTORY_FIELDS were defined here before; importing
 # them from this module keeps working.
+from stages import augment as augment_lib
 from stages import checkpoint, crops
 from stages.crops import CropSequence
 from stages.evaluation import predict_segments, segment_loss, song_metrics, song_predictions
@@ -81,7 +82,22 @@ class Config:
         steps_per_epoch: Training steps per epoch (None: one pass over the train split's
             segments at that scale, i.e. ceil(num_train_segments / batch_size)).
         val_max_tracks: Validate on at most this many valid tracks (a seeded subset; None: all).
-        seed: Seed of weight initialization, dropout and crop sampling.
+        seed: Seed of weight initialization, dropout, crop sampling and augmentation.
+        augment: Augment the training crops (never validation or test) with the transforms the
+            ``augment_*`` keys set, each off at 0 (the paper did not augment: off by default).
+        augment_gain_db: Random gain, uniform in +-augment_gain_db dB.
+        augment_polarity: Probability of flipping a crop's sign.
+        augment_noise_snr_db: (low, high): white noise at an SNR drawn in that range, dB (None: off).
+        augment_noise_prob: Probability that a crop gets noise.
+        augment_pitch_semitones: Pitch shift, uniform in +-augment_pitch_semitones semitones (at most
+            12): a crop 2^(s/12) times the input length is resampled to it with soxr.
+        augment_pitch_prob: Probability that a crop is pitch-shifted.
+        augment_mixup_alpha: Mixup of crops within a batch, weight ~ Beta(alpha, alpha); labels are
+            mixed with the same weight (soft targets).
+        augment_mixup_prob: Probability that a crop is mixed with another.
+
+    The ``augment_*`` values matter only when ``augment`` is true; ``augmentation()`` gives the
+    ``stages.augment.Augment`` in force.
     """
 
     cache: str
@@ -98,6 +114,15 @@ class Config:
     steps_per_epoch: int | None = None
     val_max_tracks: int | None = None
     seed: int = 0
+    augment: bool = False
+    augment_gain_db: float = 6.0
+    augment_polarity: float = 0.5
+    augment_noise_snr_db: tuple[float, float] | None = (10.0, 40.0)
+    augment_noise_prob: float = 0.5
+    augment_pitch_semitones: float = 2.0
+    augment_pitch_prob: float = 0.5
+    augment_mixup_alpha: float = 0.2
+    augment_mixup_prob: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.cache, os.PathLike):
@@ -128,6 +153,14 @@ class Config:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=1)
         check_int("seed", self.seed, low=0)
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"augment must be true or false, got {self.augment!r}")
+        checked = augment_lib.from_fields(self)  # validates every augment_* key, switched on or not
+        object.__setattr__(self, "augment_noise_snr_db", checked.noise_snr_db)  # a JSON list -> a tuple
+
+    def augmentation(self) -> augment_lib.Augment:
+        """The augmentation of the training crops: the ``augment_*`` values, or none when ``augment`` is off."""
+        return augment_lib.from_fields(self) if self.augment else augment_lib.Augment()
 
 
 _DEMO = {
@@ -139,16 +172,18 @@ _DEMO = {
     "max_epochs_per_stage": 4,
     "steps_per_epoch": 40,
     "val_max_tracks": 60,
+    # Small data: the training crops are augmented with the augment_* defaults (stages/augment.py).
+    "augment": True,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The authors' recipe for all eight scales at full width: days on a GPU.
-    "paper": {"scales": sample_cnn.PAPER_SCALES, "width": 1.0},
+    "paper": {"scales": sample_cnn.PAPER_SCALES, "width": 1.0, "augment": False},
     # Kim, Lee & Nam (2018), "Sample-level CNN architectures for music auto-tagging using raw
     # waveforms": the 3^9 model at full width with SE blocks (SE-multi) or residual SE blocks
     # (ReSE-2-multi, their best on MagnaTagATune), the head on the last three blocks, same recipe.
-    "paper-se": {"scales": ("3^9",), "width": 1.0, "block": "se", "multi": True},
-    "paper-rese": {"scales": ("3^9",), "width": 1.0, "block": "rese", "multi": True},
+    "paper-se": {"scales": ("3^9",), "width": 1.0, "block": "se", "multi": True, "augment": False},
+    "paper-rese": {"scales": ("3^9",), "width": 1.0, "block": "rese", "multi": True, "augment": False},
     # Three quarter-width scales (two at m=3, so the multi-scale 3^8+3^9 combination exists, and
     # one at m=4), three learning-rate stages of at most 4 epochs of 40 steps: about 4-5 minutes on
     # 2 CPU cores for 300 synth tracks. So short a schedule learns little at lr 0.01; 0.05 learned
@@ -294,7 +329,9 @@ def _train_scale(
     logger.info("%s: %d trainable parameters, input %d samples (%.2f s), %d steps of %d per epoch",
                 scale, num_params, input_length, input_length / cache.sample_rate, steps, config.batch_size)
 
-    sequence = CropSequence(cache, train, input_length, config.batch_size, steps, seed=seed)
+    augment = config.augmentation()
+    logger.info("%s: augmentation of the training crops: %s", scale, augment.describe())
+    sequence = CropSequence(cache, train, input_length, config.batch_size, steps, seed=seed, augment=augment)
     scalars = training_log.ScalarLog(folder / "tensorboard", enabled=tensorboard)
     try:
         while state["lr_stage"] < config.num_lr_stages:
