@@ -87,6 +87,14 @@ def test_layout_and_attributes(upstream, finished):
         assert all(np.isfinite(ff.get(s, t)).all() for s in SCALES for t in ("-3", "-2", "-1"))
         assert ff.variant("4^2") == {"block": "basic", "multi": False,
                                      "tap_layers": {"-3": "block1_pool", "-2": "block2_pool", "-1": "relu1x1"}}
+        # The MFCC baseline of the same audio, row by row.
+        from data.cache import AudioCache
+        from data.classic import MFCC_DIM, mfcc_stats
+
+        assert ff.classic == ["mfcc"] and ff.get_classic("mfcc").shape == (len(LENGTHS), MFCC_DIM)
+        with AudioCache(cache / "cache.h5") as c:
+            for i in (0, len(LENGTHS) - 1):
+                np.testing.assert_array_equal(ff.get_classic("mfcc")[i], mfcc_stats(c.track(i), SAMPLE_RATE))
 
 
 def test_rows_are_max_over_time_then_mean_over_segments(upstream, finished):

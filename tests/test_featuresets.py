@@ -91,3 +91,24 @@ def test_constants_agree_with_the_model_family():
 def test_importable_without_keras_or_matplotlib():
     loaded = modules_loaded_by("stages.featuresets")
     assert not {m for m in ("keras", "tensorflow", "matplotlib") if m in loaded}
+
+def test_classic_sets_in_the_grammar():
+    """mfcc stands among the scales, takes no layers, and comes last in canonical names."""
+    assert F.normalize_spec("mfcc") == "mfcc"
+    assert F.normalize_spec("all+mfcc") == "all+mfcc" and F.normalize_spec("mfcc + all @ -1") == "all@-1+mfcc"
+    assert F.normalize_spec("3^9+mfcc@-1") == F.normalize_spec("3^9@-1+mfcc") == "3^9@-1+mfcc"
+    fs = F.parse_feature_set("all+mfcc", AVAILABLE, available_classic=["mfcc"])
+    assert fs.name == "3^8+3^9+4^6+mfcc" and fs.group == "learned + classic" and fs.classic == ("mfcc",)
+    assert fs.parts[-1] == (F.CLASSIC_KEY, "mfcc") and fs.learned.name == "3^8+3^9+4^6"
+    alone = F.parse_feature_set("mfcc", AVAILABLE, available_classic=["mfcc"])
+    assert alone.group == "classic" and alone.parts == [(F.CLASSIC_KEY, "mfcc")] and alone.layers_label == "-"
+    for spec, message in (("mfcc@-1", "takes no layers"), ("mfcc+mfcc", "named twice"),
+                          ("3^9@-1+3^8@-2", "one '@' per set")):
+        with pytest.raises(FeatureSetError, match=message):
+            F.normalize_spec(spec)
+    with pytest.raises(FeatureSetError, match="holds no mfcc features"):
+        F.parse_feature_set("all+mfcc", AVAILABLE, available_classic=[])
+    names = [fs.name for fs in F.feature_sets(AVAILABLE, include_single=False, classic=["mfcc"])]
+    assert names[-3:] == ["3^8+3^9+4^6", "mfcc", "3^8+3^9+4^6+mfcc"]
+    x = {"3^8": {"-1": np.ones((2, 3))}, F.CLASSIC_KEY: {"mfcc": np.zeros((2, 4))}}
+    assert F.assemble(x, F.FeatureSet.of(["3^8"], ["-1"], ["mfcc"])).tolist() == [[1, 1, 1, 0, 0, 0, 0]] * 2
