@@ -13,6 +13,7 @@ No Keras here, and librosa is imported on first use (it takes a second or two).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -47,8 +48,10 @@ def mfcc_stats(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     n_fft = frame_length(sample_rate)
     if wave.size == 0:
         wave = np.zeros(n_fft, dtype=np.float32)
-    mfcc = librosa.feature.mfcc(y=wave, sr=sample_rate, n_mfcc=N_MFCC, n_fft=n_fft, hop_length=n_fft // 4,
-                                n_mels=128)
+    with warnings.catch_warnings():  # a clip shorter than a frame: librosa warns, then zero-pads as intended
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+        mfcc = librosa.feature.mfcc(y=wave, sr=sample_rate, n_mfcc=N_MFCC, n_fft=n_fft, hop_length=n_fft // 4,
+                                    n_mels=128)
     frames = mfcc.shape[1]
     if frames >= 3:
         width = min(_DELTA_WIDTH, frames if frames % 2 else frames - 1)
