@@ -289,17 +289,17 @@ def test_bad_values_are_refused_naming_the_key(changes, message):
 
 def test_pretrain_config_block_presets_and_overrides():
     assert not pretrain.Config(cache="x").augment  # the paper's recipe
-    for name in ("paper", "paper-se", "paper-rese", "tiny"):
+    for name in ("paper", "paper-se", "paper-rese", "tiny", "demo", "demo-rese", "general"):
         assert not pretrain.Config(cache="x", **pretrain.PRESETS[name]).augmentation().active, name
-    for name in ("demo", "demo-rese"):
-        on = pretrain.Config(cache="x", **pretrain.PRESETS[name]).augmentation()
-        assert on.gain and on.polarity > 0 and on.noise and on.pitch and on.mixup, name
+    on = pretrain.Config(cache="x", augment=True).augmentation()
+    assert on.gain and on.polarity > 0 and on.noise and on.pitch and on.mixup
     assert pretrain.Config(cache="x", augment=False, augment_gain_db=3).augmentation() == Augment()
     with pytest.raises(ConfigError, match="augment must be true or false, got 'yes'"):
         pretrain.Config(cache="x", augment="yes")
 
     def demo(*sets):
-        return resolve(pretrain.Config, presets=pretrain.PRESETS, preset="demo", options={"cache": "x"}, sets=sets)
+        return resolve(pretrain.Config, presets=pretrain.PRESETS, preset="demo", options={"cache": "x"},
+                       sets=("augment=true", *sets))
 
     assert not demo("augment=false").augmentation().active
     assert demo("augment_noise_snr_db=none").augmentation().noise is False
@@ -315,7 +315,7 @@ def test_pretrain_config_block_presets_and_overrides():
 
 def test_config_json_records_the_block_and_reads_back(tmp_path):
     config = resolve(pretrain.Config, presets=pretrain.PRESETS, preset="demo", options={"cache": "x"},
-                     sets=["augment_noise_snr_db=5,15"])
+                     sets=["augment=true", "augment_noise_snr_db=5,15"])
     recorded = config_dict(config)
     assert recorded["augment"] is True and recorded["augment_noise_snr_db"] == [5.0, 15.0]
     assert {f"augment_{name}" for name in augment.FIELDS} <= set(recorded)
@@ -331,8 +331,8 @@ def test_cli_switches_augmentation(monkeypatch, tmp_path):
     configs = []
     monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)
     base = ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "out")]
-    cases = ((["--preset", "demo"], True), (["--preset", "demo", "--no-augment"], False),
-             (["--preset", "tiny", "--augment"], True), (["--preset", "demo", "--set", "augment=off"], False))
+    cases = ((["--preset", "demo"], False), (["--preset", "demo", "--augment"], True),
+             (["--preset", "tiny", "--augment"], True), (["--preset", "demo", "--augment", "--set", "augment=off"], False))
     for args, expected in cases:
         result = CliRunner().invoke(main, base + args)
         assert result.exit_code == 0, result.output
