@@ -48,8 +48,11 @@ def mfcc_stats(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     n_fft = frame_length(sample_rate)
     if wave.size == 0:
         wave = np.zeros(n_fft, dtype=np.float32)
-    with warnings.catch_warnings():  # a clip shorter than a frame: librosa warns, then zero-pads as intended
+    with warnings.catch_warnings():
+        # A clip shorter than a frame: librosa warns, then zero-pads as intended. At very low sample
+        # rates some of the 128 mel bands hold no FFT bin: they stay empty, the same for every song.
         warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Empty filters detected", category=UserWarning)
         mfcc = librosa.feature.mfcc(y=wave, sr=sample_rate, n_mfcc=N_MFCC, n_fft=n_fft, hop_length=n_fft // 4,
                                     n_mels=128)
     frames = mfcc.shape[1]
