@@ -219,23 +219,46 @@ def parse_source(source: str) -> tuple[int, int, float, float]:
         SynthSourceError: When ``source`` is not ``"synth:<seed>:<index>:<min_sec>:<max_sec>"`` with
             non-negative integers and 0 < min_sec <= max_sec.
     """
-    parts = source.split(":") if isinstance(source, str) else []
-    if len(parts) != 5 or parts[0] != "synth":
-        raise SynthSourceError(f"malformed synth source {source!r}: expected {_SOURCE_FORMAT!r}")
+    seed, index, min_sec, max_sec, _ = split_corpus_source(source, "synth", "synth", _SOURCE_FORMAT)
+    return seed, index, min_sec, max_sec
+
+
+def split_corpus_source(source: str, name: str, what: str, fmt: str, *,
+                        tail: bool = False) -> tuple[int, int, float, float, str | None]:
+    """Splits ``"<name>:<seed>:<index>:<min_sec>:<max_sec>"`` (with ``tail``: optionally
+    ``":<anything>"`` after it), the source strings of the generated corpora.
+
+    Args:
+        source: The string.
+        name: Its prefix without the colon ("synth", "synthgm").
+        what: How errors name the corpus ("synth", "synth-gm").
+        fmt: The format shown in errors.
+        tail: Whether a sixth field (which may hold colons) is allowed.
+
+    Returns:
+        ``(seed, index, min_sec, max_sec, tail or None)``.
+
+    Raises:
+        SynthSourceError: For another prefix or field count, non-numeric fields, a negative seed or
+            index, or durations without 0 < min_sec <= max_sec.
+    """
+    parts = (source.split(":", 5) if tail else source.split(":")) if isinstance(source, str) else []
+    if len(parts) not in ((5, 6) if tail else (5,)) or parts[0] != name or (len(parts) == 6 and not parts[5]):
+        raise SynthSourceError(f"malformed {what} source {source!r}: expected {fmt!r}")
     try:
         seed, index = int(parts[1]), int(parts[2])
         min_sec, max_sec = float(parts[3]), float(parts[4])
     except ValueError:
         raise SynthSourceError(
-            f"malformed synth source {source!r}: expected {_SOURCE_FORMAT!r} with integer seed and "
-            f"index and numeric durations"
+            f"malformed {what} source {source!r}: expected {fmt!r} with integer seed and index and numeric "
+            "durations"
         ) from None
     try:
         seed, index = _check_int("seed", seed), _check_int("index", index)
         min_sec, max_sec = _check_durations(min_sec, max_sec)
     except ValueError as error:
-        raise SynthSourceError(f"malformed synth source {source!r}: {error}") from None
-    return seed, index, min_sec, max_sec
+        raise SynthSourceError(f"malformed {what} source {source!r}: {error}") from None
+    return seed, index, min_sec, max_sec, (parts[5] if len(parts) == 6 else None)
 
 
 def track_from_source(source: str) -> SynthTrack:

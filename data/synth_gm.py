@@ -63,8 +63,8 @@ from data import synth_render
 from data.errors import ConfigError
 from data.soundfont import SoundFontError, SoundFontFile
 from data.synth import (
-    DYNAMICS, ENERGETIC_BPM, FAST_BPM, LEVEL_RANGE_DB, LOUD_DB, QUIET_DB, REGISTERS, SLOW_BPM, SynthSourceError,
-    _check_durations, _check_int, _PROGRESSIONS,
+    DYNAMICS, ENERGETIC_BPM, FAST_BPM, LEVEL_RANGE_DB, LOUD_DB, QUIET_DB, REGISTERS, SLOW_BPM,
+    _check_durations, _check_int, _PROGRESSIONS, split_corpus_source,
 )  # fmt: skip
 from data.synth_render import KEY_NAMES
 from data.tracklist import escape_name
@@ -382,23 +382,7 @@ def parse_source(source: str) -> tuple[int, int, float, float, str | None]:
         SynthSourceError: When ``source`` is not ``"synthgm:<seed>:<index>:<min_sec>:<max_sec>"``
             (optionally ``":<path>"``) with non-negative integers and 0 < min_sec <= max_sec.
     """
-    parts = source.split(":", 5) if isinstance(source, str) else []
-    if len(parts) < 5 or parts[0] + ":" != SOURCE_PREFIX or (len(parts) == 6 and not parts[5]):
-        raise SynthSourceError(f"malformed synth-gm source {source!r}: expected {_SOURCE_FORMAT!r}")
-    try:
-        seed, index = int(parts[1]), int(parts[2])
-        min_sec, max_sec = float(parts[3]), float(parts[4])
-    except ValueError:
-        raise SynthSourceError(
-            f"malformed synth-gm source {source!r}: expected {_SOURCE_FORMAT!r} with integer seed and index and "
-            "numeric durations"
-        ) from None
-    try:
-        seed, index = _check_int("seed", seed), _check_int("index", index)
-        min_sec, max_sec = _check_durations(min_sec, max_sec)
-    except ValueError as error:
-        raise SynthSourceError(f"malformed synth-gm source {source!r}: {error}") from None
-    return seed, index, min_sec, max_sec, (parts[5] if len(parts) == 6 else None)
+    return split_corpus_source(source, SOURCE_PREFIX.rstrip(":"), "synth-gm", _SOURCE_FORMAT, tail=True)
 
 
 def track_from_source(source: str) -> SynthGMTrack:
