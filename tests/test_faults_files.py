@@ -231,10 +231,10 @@ def test_worker_without_parent_death_signal_still_ends_with_its_parent(tmp_path)
     middle = python("""
         import subprocess, sys, time
         code = ("import time\\n"
-                "from stages import prepare\\n"
-                "prepare._kill_at_parent_death = lambda: False\\n"
-                "prepare.PARENT_POLL_SEC = 0.05\\n"
-                "import os; prepare._worker_init(os.getppid())\\n"
+                "from stages import decode\\n"
+                "decode._kill_at_parent_death = lambda: False\\n"
+                "decode.PARENT_POLL_SEC = 0.05\\n"
+                "import os; decode._worker_init(os.getppid())\\n"
                 "print('ready', flush=True)\\n"
                 "time.sleep(60)\\n")
         worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -258,8 +258,8 @@ def test_worker_without_parent_death_signal_still_ends_with_its_parent(tmp_path)
 def test_worker_whose_parent_is_already_gone_exits_at_once():
     """Fault: the parent dies before the worker's initializer ran (it would wait forever)."""
     child = python("""
-        from stages import prepare
-        prepare._worker_init(1 if __import__("os").getppid() != 1 else 2)
+        from stages import decode
+        decode._worker_init(1 if __import__("os").getppid() != 1 else 2)
         print("still running")
     """, stdout=subprocess.PIPE, text=True)
     stdout, _ = child.communicate(timeout=30)
