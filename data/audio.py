@@ -119,6 +119,15 @@ def write(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> Path:
     return path
 
 
+def duration(path: str | os.PathLike) -> float | None:
+    """Seconds of audio a file's header announces, without decoding it; None if it cannot be read."""
+    try:
+        info = sf.info(_native(Path(os.fsdecode(path))))
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError):
+        return None
+    return float(info.frames) / info.samplerate if info.samplerate > 0 and info.frames > 0 else None
+
+
 def _native(path: Path) -> str | bytes:
     """The path as libsndfile takes it: bytes on POSIX (any name), str on Windows (UTF-16 names)."""
     return str(path) if os.name == "nt" else os.fsencode(path)

@@ -146,3 +146,25 @@ def load_source(source: str, sample_rate: int) -> np.ndarray:
     from data import audio
 
     return audio.load(source, sample_rate)
+
+
+def source_seconds(source: str) -> float | None:
+    """A track's duration without decoding it (a generated track's parameters, a file's header).
+
+    Returns:
+        Seconds, or None when unknown (a file that cannot be read, a malformed source).
+    """
+    try:
+        if source.startswith("synth:"):
+            from data import synth
+
+            return synth.track_from_source(source).duration_sec
+        if source.startswith("synthgm:"):
+            from data import synth_gm
+
+            return synth_gm.track_from_source(source).duration_sec
+    except ValueError:  # a malformed source: decoding will say why
+        return None
+    from data import audio
+
+    return audio.duration(source)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from data import features as features_lib
 from data.features_writer import FeaturesWriter, ScaleInfo
 from data.atomic import remove_stale_temps, write_text
-from data.cache import AudioCache
+from data.cache import AudioCache, cache_run_folder
 from data.classic import CLASSIC, classic_dim, classic_features
 from data.errors import ConfigError, MsaggError
 from data.integrity import check_same_run, require_done
@@ -36,8 +36,8 @@ class Config:
 
     Attributes:
         pretrain: A finished pretrain run folder (``<scale>/model.keras`` + ``metrics.json``).
-        cache: A prepare run folder holding ``cache.h5`` (or the ``.h5`` file itself); it may be
-            another dataset than the models were trained on (transfer).
+        cache: A prepare run folder (or its ``cache/`` folder, or an older run's ``cache.h5``); it
+            may be another dataset than the models were trained on (transfer).
         song_pool: How a song's segment vectors become one vector: "mean" (the paper), "max",
             "meanmax" ([mean, max] concatenated) or "meanstd" ([mean, standard deviation]).
         scales: Scales to use (empty: every scale of the pretrain run).
@@ -331,22 +331,24 @@ def run(
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
         ExtractError: For an empty cache.
-        UnfinishedRunError: If the cache's prepare run folder (the folder holding it, for a path to
-            the file) has no DONE marker, or its DONE belongs to another run than the cache.
-        CacheError: Also for audio that fails its checksum, naming the tracks.
+        UnfinishedRunError: If the cache's prepare run folder (``data.cache.cache_run_folder``)
+            has no DONE marker, or its DONE belongs to another run than the cache.
+        CacheError: Also for audio that fails its checksum, or a shard that is missing or was
+            replaced, naming the shard and the tracks.
         WriteError: When the disk refuses a write (naming the file); no DONE is written, and a
             later run resumes from the rows durably written.
     """
     out_dir = Path(out_dir)
     if batch_size < 1:
         raise ExtractError(f"batch_size must be at least 1, got {batch_size}")
-    folder = RunFolder(out_dir, "extract", config, upstream={"pretrain": config.pretrain, "cache": config.cache})
+    folder = RunFolder(out_dir, "extract", config,
+                       upstream={"pretrain": config.pretrain, "cache": cache_run_folder(config.cache)})
     folder.lock()  # before anything reads or writes there (the partial features file above all)
     final = out_dir / features_lib.FILE_NAME
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
-    cache_done = require_done(config.cache, "prepare")
+    cache_done = require_done(cache_run_folder(config.cache), "prepare")
     with AudioCache(config.cache) as cache:
         check_same_run(cache.path, cache.config_hash, cache_done)
         pretrain = PretrainRun(config.pretrain)

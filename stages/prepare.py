@@ -1,9 +1,11 @@
-"""Stage 1, prepare: decode a dataset once into the audio cache (cache.h5) and list what was skipped.
+"""Stage 1, prepare: decode a dataset once into the audio cache (``cache/``) and list what was skipped.
 
-Decoding runs in a process pool (``stages.decode``); each finished track is saved at once as
-``parts/<index>.npy``, so a killed run loses at most the files in flight and a re-run decodes only
-what is missing. Then the parts are streamed into ``cache.h5`` (written atomically),
-``skipped.csv`` is written and ``parts/`` removed.
+The cache is a folder of shards of consecutive tracks, about ``shard_mb`` each, and an index
+(``data/cache.py`` documents the layout). Decoding runs in a process pool (``stages.decode``):
+each worker decodes one shard at a time, appending track after track to the shard's temporary
+file and renaming it when complete, so no second copy of the audio is ever made (the disk peaks
+at the cache's size) and a killed run loses at most the shards in flight: a re-run decodes only
+the shards that are missing. Then ``cache/index.h5`` and ``skipped.csv`` are written.
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
@@ -14,8 +16,8 @@ names and skipped entries of the cache, and both columns of ``skipped.csv``.
 
 With ``audio_from`` (another finished prepare run of the same dataset and rate, the *audio
 store*), nothing is decoded: the dataset is listed as usual, each listed track is found by its id
-in the store, and ``cache.h5`` is a small linked cache (``data.cache.write_linked_cache``) holding
-this run's own tables and an external link to the store's audio. ``msagg crossval`` decodes a
+in the store, and ``cache/`` holds only an index (``data.cache_writer.write_linked_cache``) with
+this run's own tables and the store's shards named by relative path. ``msagg crossval`` decodes a
 dataset once this way and gives each fold its own split.
 """
 
@@ -37,16 +39,18 @@ from data import adapters
 from data.adapters import AdapterOptions
 from data.errors import ConfigError
 from data import cache as cache_lib
-from data.cache import AudioCache, write_cache, write_linked_cache
+from data.cache import AudioCache, cache_run_folder
+from data.cache_writer import write_index, write_linked_cache
 from data.integrity import check_same_run, require_done
-from data.runs import run_file, run_folder
 from data.tracklist import TrackList, escape_name
-from stages.decode import PARTS_NAME, PrepareError, decode_all, num_workers, read_parts, scan_parts, unescape_text
-from stages.runfolder import OMIT_NONE, RunFolder, lock_scope
+from stages.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
+from stages.runfolder import OMIT_DEFAULT, OMIT_NONE, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
-CACHE_NAME = cache_lib.FILE_NAME
+CACHE_NAME = cache_lib.DIR_NAME
+PARTS_NAME = "parts"
+"""Where an older msagg kept decoded tracks while it ran; removed when such a run is resumed."""
 SKIPPED_NAME = "skipped.csv"
 
 PRESETS: dict[str, dict] = {
@@ -80,9 +84,12 @@ class Config(AdapterOptions):
             embedded synthetic datasets.
         sample_rate: Rate of the cache (and of the models), Hz.
         strict: Fail on the first file that cannot be decoded instead of skipping it.
-        audio_from: A finished prepare run (folder, or its cache.h5) of the same dataset and
+        audio_from: A finished prepare run (folder, or its cache) of the same dataset and
             sample rate holding every listed track; its audio is linked, not decoded again.
             Recorded as the run's upstream. None: decode.
+        shard_mb: About how many MB (10^6 bytes) of int16 audio a shard holds (a corpus is cut
+            into at least ``stages.decode.MIN_SHARDS`` shards when it has the tracks). In the
+            config hash only when not the default, so older run folders keep theirs.
     """
 
     dataset: str = _field("synth-tags", "Dataset adapter: " + "; ".join(
@@ -94,8 +101,12 @@ class Config(AdapterOptions):
     strict: bool = _field(False, "Fail on the first unreadable file instead of skipping it.")
     audio_from: str | None = _field(
         None, "A finished prepare run of the same dataset and sample rate whose decoded audio this run reuses: "
-        "nothing is decoded, cache.h5 holds this run's tracks, labels and split and links to that run's audio "
+        "nothing is decoded, the cache holds this run's tracks, labels and split and links to that run's audio "
         "(move the two run folders together). Example: --audio-from runs/esc10/audio.", path=True, **{OMIT_NONE: True})
+    shard_mb: float = _field(
+        DEFAULT_SHARD_MB, f"About how many MB of audio each file of the cache (a shard) holds (default "
+        f"{DEFAULT_SHARD_MB:g}); small corpora are cut into at least 32 shards so every worker has some.",
+        **{OMIT_DEFAULT: True})
 
     def __post_init__(self):
         def bad(name: str, why: str):
@@ -111,7 +122,10 @@ class Config(AdapterOptions):
         if not isinstance(self.strict, bool):
             bad("strict", "must be true or false")
         if self.audio_from is not None and (not isinstance(self.audio_from, str) or not self.audio_from.strip()):
-            bad("audio_from", "must be a prepare run folder (or its cache.h5) or None")
+            bad("audio_from", "must be a prepare run folder (or its cache) or None")
+        if isinstance(self.shard_mb, bool) or not isinstance(self.shard_mb, numbers.Real) \
+                or not 0 < self.shard_mb < float("inf"):
+            bad("shard_mb", "must be a positive number of MB, e.g. 1024")
         # A dataset the registry does not know is refused when listed (prepare.run can be given
         # a track list of its own); its options are checked by the rules that hold for all.
         problems = self.problems(adapters.ADAPTERS.get(self.dataset))
@@ -161,14 +175,14 @@ def run(
         workers: Decoding processes (default: the usable cores); 1 decodes in this process.
             Does not change the result.
         overwrite: Replace a run folder that holds another config (or a finished run), and
-            decode again the tracks an interrupted run had finished or found unreadable.
+            decode again the shards an interrupted run had finished.
         progress: Show a progress bar.
         tracklist: Use this track list instead of asking the adapter named by
             ``config.dataset`` (for tests and library use; its ``name`` must equal
             ``config.dataset``, and the config should describe where it came from).
 
     Returns:
-        The path of ``cache.h5``.
+        The cache folder, ``out_dir/cache`` (``out_dir/cache.h5`` for a run an older msagg finished).
 
     Raises:
         stages.runfolder.RunConflictError: If ``out_dir`` holds another config.
@@ -184,18 +198,15 @@ def run(
         raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
     config = pin_inputs(config)
     out_dir = Path(out_dir)
-    store_dir = None if config.audio_from is None else run_folder(config.audio_from)
+    store_dir = None if config.audio_from is None else cache_run_folder(config.audio_from)
     folder = RunFolder(out_dir, "prepare", config,
                        upstream=None if store_dir is None else {"audio_from": store_dir}).lock()
-    cache_path = out_dir / CACHE_NAME
     if store_dir is not None and not (folder.done and not overwrite):
         _check_store_dir(store_dir, out_dir)  # before anything is written here
     if not folder.start(overwrite):
-        return cache_path
-    remove_stale_temps(out_dir)  # temps of atomic writes (cache.h5, parts) a killed run left
-    parts = out_dir / PARTS_NAME
-    if overwrite and parts.exists():
-        shutil.rmtree(parts)
+        return _cache_of(out_dir)
+    remove_stale_temps(out_dir)  # temps of atomic writes (shards, the index) a killed run left
+    _remove_unfinished(out_dir, overwrite)
     if tracklist is None:
         tracklist = list_tracks(config)
     if len(tracklist) == 0:
@@ -212,11 +223,12 @@ def run(
     if store_dir is not None:
         return _link_to_store(config, folder, tracklist, store_dir, started=started)
 
-    stats = decode_all(tracklist, parts, sample_rate=config.sample_rate, strict=config.strict, workers=workers,
-                       progress=progress)
-    done, failed = scan_parts(parts)
-    keep = [i for i in range(len(tracklist)) if i in done]
-    skipped = list(tracklist.skipped) + [(tracklist.sources[i], failed[i]) for i in sorted(failed)]
+    cache_dir = out_dir / CACHE_NAME
+    shards, stats = decode_all(tracklist, cache_dir, sample_rate=config.sample_rate, shard_mb=config.shard_mb,
+                               strict=config.strict, workers=workers, progress=progress)
+    keep = [row for shard in shards for row in shard["rows"]]
+    failed = sorted((row, reason) for shard in shards for row, reason in shard["failed"])
+    skipped = list(tracklist.skipped) + [(tracklist.sources[row], unescape_text(reason)) for row, reason in failed]
     _write_skipped(out_dir / SKIPPED_NAME, skipped)
     if not keep:
         first_source, first_reason = skipped[0]
@@ -227,9 +239,8 @@ def run(
         )
 
     kept = _subset(tracklist, keep, skipped)
-    write_cache(cache_path, _as_text(kept), read_parts(parts, keep), sample_rate=config.sample_rate,
+    write_index(cache_dir / cache_lib.INDEX_NAME, _as_text(kept), shards, sample_rate=config.sample_rate,
                 config_hash=folder.hash)
-    shutil.rmtree(parts)
 
     audio_sec = stats["audio_samples"] / config.sample_rate
     return _finish(folder, tracklist, kept, skipped, started, {
@@ -238,7 +249,26 @@ def run(
         "realtime_factor": _rate(audio_sec, stats["seconds"]),
         "realtime_factor_per_worker": _rate(audio_sec, stats["seconds"] * stats["workers"]),
         "workers": stats["workers"],
+        "num_shards": stats["num_shards"],
     })
+
+
+def _cache_of(out_dir: Path) -> Path:
+    """The cache of a finished run folder: ``cache/``, or the ``cache.h5`` of an older msagg's run."""
+    legacy = out_dir / cache_lib.LEGACY_FILE_NAME
+    return legacy if legacy.is_file() and not (out_dir / CACHE_NAME).exists() else out_dir / CACHE_NAME
+
+
+def _remove_unfinished(out_dir: Path, overwrite: bool) -> None:
+    """Removes what an unfinished run of an older msagg left (``parts/``, ``cache.h5``), and with
+    ``overwrite`` the shards a killed run of this config left (otherwise they are resumed)."""
+    for name in (PARTS_NAME, cache_lib.LEGACY_FILE_NAME) + ((CACHE_NAME,) if overwrite else ()):
+        path = out_dir / name
+        if path.is_dir():
+            logger.info("%s: removing what an unfinished run left", path)
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _finish(folder: RunFolder, tracklist: TrackList, kept: TrackList, skipped: list[tuple[str, str]],
@@ -247,13 +277,14 @@ def _finish(folder: RunFolder, tracklist: TrackList, kept: TrackList, skipped: l
     out_dir = folder.path
     cache_path = out_dir / CACHE_NAME
     seconds = time.perf_counter() - started
+    cache_bytes = sum(p.stat().st_size for p in cache_path.iterdir() if p.is_file())
     summary = {
         "num_tracks": len(kept),
         "num_skipped": len(skipped),
         "num_listed": len(tracklist),
         "seconds": round(seconds, 3),
         **stats,
-        "cache_bytes": cache_path.stat().st_size,
+        "cache_bytes": cache_bytes,
     }
     for split in ("train", "valid", "test"):
         count = sum(1 for s in kept.split if s == split)
@@ -279,10 +310,10 @@ def _check_store_dir(store_dir: Path, out_dir: Path) -> None:
 
 def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, store_dir: Path, *,
                    started: float) -> Path:
-    """Writes ``cache.h5`` as a cache linked to the audio of the prepare run ``store_dir``."""
+    """Writes ``cache/index.h5`` as a cache linked to the audio of the prepare run ``store_dir``."""
     out_dir = folder.path
     done = require_done(store_dir, "prepare")
-    with AudioCache(run_file(config.audio_from, CACHE_NAME)) as store:
+    with AudioCache(config.audio_from) as store:
         check_same_run(store.path, store.config_hash, done)
         if (store.dataset, store.sample_rate) != (tracklist.name, config.sample_rate):
             raise PrepareError(
@@ -300,9 +331,9 @@ def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, stor
             raise PrepareError(f"{store.path}: holds none of the {len(tracklist)} tracks {tracklist.name} lists "
                                f"(every one was skipped there; reasons in {out_dir / SKIPPED_NAME})")
         kept = _subset(tracklist, keep, skipped)
-        write_linked_cache(out_dir / CACHE_NAME, _as_text(kept), store, [rows[i] for i in keep],
-                           config_hash=folder.hash)
-        linked = {"num_decoded_this_run": 0, "audio_from": str(store_dir), "audio_file": str(store.audio_file)}
+        write_linked_cache(out_dir / CACHE_NAME / cache_lib.INDEX_NAME, _as_text(kept), store,
+                           [rows[i] for i in keep], config_hash=folder.hash)
+        linked = {"num_decoded_this_run": 0, "audio_from": str(store_dir), "audio_store": str(store.audio_store)}
     return _finish(folder, tracklist, kept, skipped, started, linked)
 
 

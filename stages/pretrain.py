@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from data.atomic import remove_stale_temps, write_json
-from data.cache import AudioCache
+from data.cache import AudioCache, cache_run_folder
 from data.errors import ConfigError, MsaggError
 from data.integrity import check_same_run, require_done
 from models import sample_cnn
@@ -65,7 +65,7 @@ class Config:
     """What the pretrain stage trains. Defaults are the authors' recipe.
 
     Attributes:
-        cache: A prepare run folder holding ``cache.h5``.
+        cache: A prepare run folder (or its ``cache/`` folder, or an older run's ``cache.h5``).
         scales: Scale keys to train, e.g. ("3^8", "3^9"); "3x9" and "3**9" are normalized.
         width: Multiplier on every layer's filters (1.0 = the paper).
         block: Building block of the strided convolutions, one of ``BLOCKS``: "basic" (Lee et al.
@@ -491,11 +491,11 @@ def run(
         PretrainError: If the cache lacks train or valid tracks, or a scale's training diverged.
     """
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": config.cache}).lock()
+    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": cache_run_folder(config.cache)}).lock()
     if folder.done and not overwrite:
         logger.info("%s: pretrain already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
-    cache_done = require_done(config.cache, "prepare")
+    cache_done = require_done(cache_run_folder(config.cache), "prepare")
     if not folder.start(overwrite):
         return out_dir
     remove_stale_temps(out_dir)  # temps of atomic writes (model.keras, history.csv, ...) a killed run left

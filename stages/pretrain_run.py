@@ -314,8 +314,7 @@ class PretrainRun:
         return self._dataset
 
     def _read_dataset(self) -> str:
-        from data.cache import AudioCache
-        from data.runs import run_folder
+        from data.cache import AudioCache, cache_run_folder
 
         cache = self.config.get("cache")
         if not cache:
@@ -326,7 +325,7 @@ class PretrainRun:
         except (ValueError, OSError):
             pass
         try:  # the cache file is gone but its prepare run's config may still say
-            return str(json.loads((run_folder(cache) / CONFIG_FILE).read_text()).get("dataset") or "")
+            return str(json.loads((cache_run_folder(cache) / CONFIG_FILE).read_text()).get("dataset") or "")
         except (OSError, json.JSONDecodeError, AttributeError):
             return ""
 

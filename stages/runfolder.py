@@ -60,13 +60,19 @@ class RunFolderBusy(MsaggError):
 OMIT_NONE = "omit_none"
 """Field metadata key: a field added to a Config later, left out of config.json (and the hash) while None,
 so run folders made before it existed keep their hash (prepare's ``audio_from``)."""
+OMIT_DEFAULT = "omit_default"
+"""Field metadata key: the same for a field with a default, left out while it holds that default
+(prepare's ``shard_mb``)."""
 
 
 def config_dict(config: Any) -> dict:
-    """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out while None)."""
+    """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out
+    while None, ``OMIT_DEFAULT`` fields while they hold their default)."""
     data = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     for field in dataclasses.fields(config):
         if field.metadata.get(OMIT_NONE) and data.get(field.name) is None:
+            data.pop(field.name, None)
+        elif field.metadata.get(OMIT_DEFAULT) and getattr(config, field.name) == field.default:
             data.pop(field.name, None)
     return data
 

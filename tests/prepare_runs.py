@@ -1,7 +1,7 @@
 """Finished prepare run folders for tests, built through the code the prepare stage uses.
 
-``RunFolder`` writes config.json, metadata.json and DONE; ``data.cache.write_cache`` writes the
-cache with the run's config hash, so downstream stages accept the folder as a real prepare run.
+``RunFolder`` writes config.json, metadata.json and DONE; ``data.cache_writer.write_cache`` writes
+the cache (``cache/``, shards and index) with the run's config hash, so downstream stages accept the folder as a real prepare run.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from typing import Iterable
 
 import numpy as np
 
-from data.cache import FILE_NAME, write_cache
+from data.cache import DIR_NAME
+from data.cache_writer import write_cache
 from data.tracklist import TrackList
 from stages import prepare
 from stages.runfolder import RunFolder
 
 
-def make_prepare_run(folder: Path, tracklist: TrackList, waves: Iterable[np.ndarray], *, sample_rate: int) -> Path:
+def make_prepare_run(folder: Path, tracklist: TrackList, waves: Iterable[np.ndarray], *, sample_rate: int,
+                     tracks_per_shard: int | None = None) -> Path:
     """Writes ``folder`` as a finished prepare run holding ``tracklist`` and its waveforms.
 
     Args:
@@ -25,6 +27,7 @@ def make_prepare_run(folder: Path, tracklist: TrackList, waves: Iterable[np.ndar
         tracklist: Tracks, labels and split (its ``name`` becomes the config's dataset).
         waves: float32 waveforms in [-1, 1] (or int16), one per track, at ``sample_rate``.
         sample_rate: Hz.
+        tracks_per_shard: Consecutive tracks per shard (default: one shard).
 
     Returns:
         ``folder``.
@@ -32,6 +35,7 @@ def make_prepare_run(folder: Path, tracklist: TrackList, waves: Iterable[np.ndar
     config = prepare.Config(dataset=tracklist.name, sample_rate=sample_rate)
     with RunFolder(folder, "prepare", config) as run:
         run.start(overwrite=True)
-        write_cache(folder / FILE_NAME, tracklist, waves, sample_rate=sample_rate, config_hash=run.hash)
+        write_cache(folder / DIR_NAME, tracklist, waves, sample_rate=sample_rate, config_hash=run.hash,
+                    tracks_per_shard=tracks_per_shard)
         run.finish({"num_tracks": len(tracklist)})
     return folder

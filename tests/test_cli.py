@@ -52,7 +52,7 @@ def test_prepare_folder_skips_corrupt_file(tmp_path):
     result = runner.invoke(main, ["prepare", "--dataset", "folder", "--source", str(src), "--out", str(out),
                                   "--sample-rate", "8000", "--workers", "1"])
     assert result.exit_code == 0, result.output
-    assert (out / "DONE").is_file() and (out / "cache.h5").is_file()
+    assert (out / "DONE").is_file() and (out / "cache" / "index.h5").is_file()
     skipped = (out / "skipped.csv").read_text()
     assert "broken.wav" in skipped
     # Re-running is a no-op; a different config in the same folder is refused with a clear message.

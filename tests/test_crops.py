@@ -18,7 +18,7 @@ def tags_cache(tmp_path_factory) -> Path:
 def test_crop_sequence_shapes_and_determinism(tags_cache):
     from data.cache import AudioCache
 
-    with AudioCache(tags_cache / "cache.h5") as cache:
+    with AudioCache(tags_cache) as cache:
         train = cache.indices("train")
         seq = crops.CropSequence(cache, train, input_length=64, batch_size=5, steps=3, seed=1)
         assert len(seq) == 3
@@ -53,7 +53,7 @@ def test_crop_sequence_shapes_and_determinism(tags_cache):
 def test_crop_sequence_rejects_empty_track_list(tags_cache):
     from data.cache import AudioCache
 
-    with AudioCache(tags_cache / "cache.h5") as cache, pytest.raises(ValueError, match="at least one track"):
+    with AudioCache(tags_cache) as cache, pytest.raises(ValueError, match="at least one track"):
         crops.CropSequence(cache, [], input_length=27, batch_size=2, steps=1)
 
 

@@ -20,7 +20,7 @@ LENGTHS = [10, 27, 100, 64, 300, 5, 150, 200, 64, 90, 130, 40]  # includes track
 
 
 def make_cache(folder, dataset="toy", sample_rate=SAMPLE_RATE):
-    """A prepare run folder with a tiny tags cache (12 tracks of sines + noise)."""
+    """A prepare run folder with a tiny tags cache (12 tracks of sines + noise, in shards of 5)."""
     rng = np.random.default_rng(0)
     n = len(LENGTHS)
     waves = [0.5 * np.sin(0.1 * (i + 1) * np.arange(L)) + 0.1 * rng.standard_normal(L) for i, L in enumerate(LENGTHS)]
@@ -33,7 +33,7 @@ def make_cache(folder, dataset="toy", sample_rate=SAMPLE_RATE):
         labels=(rng.random((n, 3)) < 0.5).astype(np.uint8),
         split=["train"] * 6 + ["valid"] * 2 + ["test"] * 4,
     )
-    return make_prepare_run(folder, tracks, waves, sample_rate=sample_rate)
+    return make_prepare_run(folder, tracks, waves, sample_rate=sample_rate, tracks_per_shard=5)
 
 
 def make_pretrain(folder, cache_dir, sample_rate=SAMPLE_RATE, scales=SCALES):
@@ -92,7 +92,7 @@ def test_layout_and_attributes(upstream, finished):
         from data.classic import MFCC_DIM, mfcc_stats
 
         assert ff.classic == ["mfcc"] and ff.get_classic("mfcc").shape == (len(LENGTHS), MFCC_DIM)
-        with AudioCache(cache / "cache.h5") as c:
+        with AudioCache(cache) as c:
             for i in (0, len(LENGTHS) - 1):
                 np.testing.assert_array_equal(ff.get_classic("mfcc")[i], mfcc_stats(c.track(i), SAMPLE_RATE))
 
@@ -102,7 +102,7 @@ def test_rows_are_max_over_time_then_mean_over_segments(upstream, finished):
     from data.cache import AudioCache
 
     taps = PretrainRun(pretrain).tap_extractor("3^2")
-    with AudioCache(cache / "cache.h5") as c, FeaturesFile(finished[1]) as ff:
+    with AudioCache(cache) as c, FeaturesFile(finished[1]) as ff:
         for i in (0, 4):  # a padded one-segment track and an 11-segment track
             out = taps.predict_on_batch(segment(c.track(i), 27))
             for tap in ("-3", "-1"):
@@ -182,7 +182,7 @@ def test_song_features_match_extract(upstream, finished):
     _, cache, pretrain = upstream
     from data.cache import AudioCache
 
-    with AudioCache(cache / "cache.h5") as c:
+    with AudioCache(cache) as c:
         waves = [c.track(i) for i in (2, 4, 5)]
     got = extract.song_features(waves, pretrain, ("3^2",), batch_size=4)
     with FeaturesFile(finished[1]) as ff:
@@ -201,7 +201,7 @@ def test_chain_to_saved_classifier_and_prediction(upstream, finished, tmp_path):
     predictor = load_predictor(run_dir)  # checks the pretrain models' hashes
     assert predictor.feature_set == "3^2+4^2" and predictor.pretrain_dir == upstream[2].resolve()
     _, cache, _ = upstream
-    with AudioCache(cache / "cache.h5") as c:
+    with AudioCache(cache) as c:
         waves = [c.track(i) for i in (8, 9, 10, 11)]
     probs = predictor.predict(extract.song_features(waves, predictor.pretrain_dir, predictor.scales,
                                                     song_pool=predictor.song_pool, batch_size=4))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +23,8 @@ import pretrain_runs
 from data import features as F
 from data import features_writer as FW
 from data.atomic import WriteError, write_json, write_text
-from data.cache import AudioCache, CacheError, write_cache
+from data.cache import AudioCache, CacheError
+from data.cache_writer import write_cache
 from data.integrity import UnfinishedRunError
 from data.tracklist import TrackList
 from stages import extract
@@ -95,11 +97,11 @@ def waves(lengths):
             for i, n in enumerate(lengths)]
 
 
-def make_prepare_run(folder: Path, lengths, *, done=True) -> Path:
-    """A prepare run folder (cache.h5, config.json, DONE with the cache's config hash)."""
+def make_prepare_run(folder: Path, lengths, *, done=True, tracks_per_shard=64) -> Path:
+    """A prepare run folder (cache/, config.json, DONE with the cache's config hash)."""
     folder.mkdir(parents=True)
-    write_cache(folder / "cache.h5", tracklist(lengths), waves(lengths), sample_rate=SAMPLE_RATE,
-                config_hash="cafe00000000")
+    write_cache(folder / "cache", tracklist(lengths), waves(lengths), sample_rate=SAMPLE_RATE,
+                config_hash="cafe00000000", tracks_per_shard=tracks_per_shard)
     (folder / "config.json").write_text(json.dumps({"dataset": "toy"}))
     if done:
         (folder / "DONE").write_text(json.dumps({"config_hash": "cafe00000000"}))
@@ -226,22 +228,22 @@ def test_full_disk_when_writing_done_keeps_the_features_and_a_rerun_only_finishe
 
 
 def test_full_disk_while_writing_the_cache_leaves_nothing_then_works_on_a_bigger_disk(disk):
-    """Fault: a disk too small for the audio cache (a real 64 KiB tmpfs).
+    """Fault: a disk too small for the audio cache (a real 192 KiB tmpfs).
 
-    write_cache stops at the first refused write with one line naming cache.h5, leaves neither
-    the cache nor its temporary file; remounted bigger, the same call writes a cache that reads
-    back the audio.
+    write_cache stops at the first refused write with one line naming the shard it was writing,
+    leaves neither shards nor temporary files; remounted bigger, the same call writes a cache that
+    reads back the audio.
     """
-    disk.resize(64)
-    lengths = [30000, 20000, 40000]  # 180 KB of int16
-    target = disk.path / "prepare" / "cache.h5"
+    disk.resize(192)
+    lengths = [30000, 20000, 40000]  # 180 KB of int16, in three shards
+    target = disk.path / "prepare" / "cache"
     with pytest.raises(WriteError) as caught:
-        write_cache(target, tracklist(lengths), waves(lengths), sample_rate=SAMPLE_RATE, flush_samples=8192)
-    assert str(caught.value) == f"no space left on device while writing {target}"
+        write_cache(target, tracklist(lengths), waves(lengths), sample_rate=SAMPLE_RATE, tracks_per_shard=1)
+    assert str(caught.value) == f"no space left on device while writing {target / 'shard-00001.h5'}"
     assert list(target.parent.iterdir()) == []
 
     disk.resize(1024)
-    write_cache(target, tracklist(lengths), waves(lengths), sample_rate=SAMPLE_RATE, flush_samples=8192)
+    write_cache(target, tracklist(lengths), waves(lengths), sample_rate=SAMPLE_RATE, tracks_per_shard=1)
     with AudioCache(target) as cache:
         assert cache.checksummed
         for i, wave in enumerate(waves(lengths)):
@@ -292,33 +294,89 @@ def garble(path: Path, dataset: str, chunk: int, num_bytes: int) -> None:
 
 
 def test_damaged_audio_chunk_names_the_tracks_and_stops_pretrain_and_extract(tmp_path, upstream):
-    """Fault: 64 KiB of garbage in the middle of the cache's audio (chunk 1 of /audio).
+    """Fault: 64 KiB of garbage in the middle of a shard's audio (chunk 1 of /audio of shard 1).
 
-    Reading a track or a crop in that chunk raises CacheError naming the file and every track with
-    samples in it; the other tracks read as before. Pretrain's crop reader and extract fail with
-    that message instead of using the garbage; extract writes no DONE.
+    Reading a track or a crop in that chunk raises CacheError naming the cache, the shard and
+    every track with samples in it; the other tracks read as before. Pretrain's crop reader and
+    extract fail with that message instead of using the garbage; extract writes no DONE.
     """
     from stages.crops import CropSequence
 
-    lengths = [40000, 40000, 40000, 40000]  # chunk 1 = samples [65536, 131072): tracks 1, 2, 3
-    cache_dir = make_prepare_run(tmp_path / "prepare", lengths)
-    garble(cache_dir / "cache.h5", "audio", 1, 65536)
-    message = (rf"{cache_dir / 'cache.h5'}: damaged audio cache: samples \[65536, 131072\) fail their "
-               r"Fletcher-32 checksum; tracks affected: t001, t002, t003; prepare the dataset again")
+    # Shard 1 holds tracks 4-7; its chunk 1 = samples [65536, 131072): tracks 5, 6, 7.
+    lengths = [40000] * 8
+    cache_dir = make_prepare_run(tmp_path / "prepare", lengths, tracks_per_shard=4)
+    shard = cache_dir / "cache" / "shard-00001.h5"
+    garble(shard, "audio", 1, 65536)
+    message = (rf"{cache_dir / 'cache' / 'index.h5'}: damaged audio cache shard {shard}: samples \[65536, 131072\) "
+               r"fail their Fletcher-32 checksum; tracks affected: t005, t006, t007; prepare the dataset again")
     with AudioCache(cache_dir) as cache:
-        np.testing.assert_allclose(cache.track(0), waves(lengths)[0], atol=1.5 / 32768)
-        for i in (1, 2, 3):
+        for i in (0, 3, 4):
+            np.testing.assert_allclose(cache.track(i), waves(lengths)[i], atol=1.5 / 32768)
+        for i in (5, 6, 7):
             with pytest.raises(CacheError, match=message):
                 cache.track(i)
         with pytest.raises(CacheError, match=message):
-            cache.crop(2, 100, 27)
+            cache.crop(6, 100, 27)
         with pytest.raises(CacheError, match=message):
-            CropSequence(cache, [2], 27, batch_size=2, steps=1)[0]
+            CropSequence(cache, [6], 27, batch_size=2, steps=1)[0]
 
     config = extract.Config(pretrain=upstream[0].pretrain, cache=str(cache_dir))
     with pytest.raises(CacheError, match=message):
         extract.run(config, tmp_path / "extract", batch_size=64, progress=False)
     assert not (tmp_path / "extract" / "DONE").exists()
+
+
+def test_a_deleted_shard_is_one_line_naming_it_and_its_tracks(tmp_path, upstream):
+    """Fault: one shard file of a finished cache deleted.
+
+    Opening the cache raises CacheError naming the cache, the shard and the tracks it held;
+    msagg extract stops with that one line and writes no DONE.
+    """
+    from pipeline.cli import main
+
+    cache_dir = make_prepare_run(tmp_path / "prepare", [300] * 6, tracks_per_shard=2)
+    shard = cache_dir / "cache" / "shard-00001.h5"
+    shard.unlink()
+    expected = (f"{cache_dir / 'cache' / 'index.h5'}: audio shard {shard} is missing (tracks t002, t003); "
+                "prepare the dataset again")
+    with pytest.raises(CacheError) as err:
+        AudioCache(cache_dir)
+    assert str(err.value) == expected
+    result = CliRunner().invoke(main, ["extract", "--pretrain", upstream[0].pretrain, "--cache", str(cache_dir),
+                                       "--out", str(tmp_path / "extract")])
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == f"Error: {expected}"
+    assert not (tmp_path / "extract" / "DONE").exists()
+
+
+def test_full_disk_mid_prepare_is_one_line_naming_the_shard_then_a_rerun_resumes(disk):
+    """Fault: the disk fills up while prepare's two workers write shards (a real 512 KiB tmpfs).
+
+    msagg prepare stops with one line naming the shard being written (the error crosses the
+    process pool), leaves no temporary file and no index; on a bigger disk the same command keeps
+    the finished shards, decodes the others, and the cache reads back every track.
+    """
+    from pipeline.cli import main
+
+    disk.resize(512)
+    out = disk.path / "prepare"
+    args = ["prepare", "--num-tracks", "8", "--min-sec", "1", "--max-sec", "1.5", "--sample-rate", "4000",
+            "--workers", "2", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    last = result.output.splitlines()[-1]
+    assert re.fullmatch(rf"Error: no space left on device while writing {out / 'cache'}/shard-0000\d\.h5", last), last
+    assert "Traceback" not in result.output
+    kept = sorted(p.name for p in (out / "cache").iterdir())
+    assert "index.h5" not in kept and not [k for k in kept if ".tmp-" in k] and "plan.json" in kept
+    assert 1 < len(kept) < 9  # some shards finished, not all
+
+    disk.resize(4096)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    done = json.loads((out / "DONE").read_text())
+    assert done["num_tracks"] == 8 and done["num_decoded_this_run"] == 8 - (len(kept) - 1)  # plan.json is kept too
+    with AudioCache(out) as cache:
+        assert [cache.track(i).shape[0] for i in range(8)] == cache.lengths.tolist()
 
 
 def test_damaged_features_chunk_names_the_rows(tmp_path):
@@ -355,12 +413,12 @@ def test_damaged_features_chunk_names_the_rows(tmp_path):
 def test_extract_refuses_a_cache_or_pretrain_run_without_done(tmp_path, upstream):
     """Fault: the upstream prepare run (or pretrain run) has no DONE marker, though its file is there.
 
-    extract names the folder, whether given the folder or the cache.h5 inside it, and writes
+    extract names the folder, whether given the folder, its cache/ or the index.h5 inside, and writes
     nothing; a DONE that records another run than the cache's is refused too.
     """
     config, _ = upstream
     cache_dir = make_prepare_run(tmp_path / "prepare", [100, 200, 300], done=False)
-    for cache in (cache_dir, cache_dir / "cache.h5"):
+    for cache in (cache_dir, cache_dir / "cache", cache_dir / "cache" / "index.h5"):
         with pytest.raises(UnfinishedRunError,
                            match=rf"^{cache_dir}: this prepare run has not finished \(no DONE marker\)"):
             extract.run(extract.Config(pretrain=config.pretrain, cache=str(cache)), tmp_path / "x", progress=False)

@@ -3,6 +3,7 @@ a prepare killed mid-decode. Each test's docstring says which fault it plants.""
 
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import soundfile as sf
@@ -208,10 +210,10 @@ def test_prepare_killed_mid_decode_leaves_no_worker_running(tmp_path):
     try:
         def decoding():
             spawned.update(children(parent.pid))
-            return len(spawned) >= 2 and any((out / "parts").glob("*.npy"))
+            return len(spawned) >= 2 and any((out / "cache").glob(".shard-*.tmp-*.h5"))
 
         assert wait_until(decoding, timeout=60), "prepare did not start decoding"
-        assert parent.poll() is None and not (out / "cache.h5").exists()  # mid-decode
+        assert parent.poll() is None and not (out / "cache" / "index.h5").exists()  # mid-decode
         spawned.update(children(parent.pid))
         parent.kill()
         parent.wait()
@@ -222,6 +224,63 @@ def test_prepare_killed_mid_decode_leaves_no_worker_running(tmp_path):
     finally:
         parent.kill()
         kill_all(spawned)
+
+
+def test_prepare_killed_mid_run_resumes_to_the_same_cache(tmp_path):
+    """Fault: SIGKILL of a prepare process after some shards are written, one in flight.
+
+    The killed run leaves finished shards and the temporary file of the shard in flight; the
+    re-run removes the temporary file, keeps the finished shards (decoding only the others) and
+    ends with a cache equal, sample for sample and table for table, to an uninterrupted run's.
+    """
+    rng = np.random.default_rng(11)
+    corpus = tmp_path / "corpus"
+    for i in range(40):  # distinct audio, 0.5-1.5 s at 16 kHz, resampled to 8 kHz
+        path = corpus / ("ab"[i % 2]) / f"{i:02d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, 0.2 * rng.standard_normal(8000 + 400 * i).astype(np.float32), 16000, subtype="PCM_16")
+    (corpus / "a" / "99.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnonsense" * 8)  # skipped, in its shard
+    out, reference = tmp_path / "run", tmp_path / "reference"
+    run_prepare(corpus, reference, workers=1)
+    # Decoding is slowed in the killed process only, so the kill lands mid-run.
+    parent = python(f"""
+        import time
+        from stages import decode, prepare
+        real = decode.load_source
+        decode.load_source = lambda *args: (time.sleep(0.15), real(*args))[1]
+        config = prepare.Config(dataset="folder", source={str(corpus)!r}, sample_rate={RATE})
+        prepare.run(config, {str(out)!r}, workers=1, progress=False)
+    """, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: len(list((out / "cache").glob("shard-*.h5"))) >= 4, timeout=120), \
+            "prepare wrote no shards"
+        parent.kill()
+        parent.wait()
+    finally:
+        parent.kill()
+    left = sorted(p.name for p in (out / "cache").iterdir())
+    assert not (out / "DONE").exists() and "index.h5" not in left
+    assert len([n for n in left if n.startswith("shard-")]) < 21 and [n for n in left if ".tmp-" in n]
+
+    path = run_prepare(corpus, out, workers=1)
+    assert json.loads((out / "DONE").read_text())["num_decoded_this_run"] < 41 - 4 * 2
+    assert not [p for p in path.iterdir() if p.name.startswith(".")]  # the killed run's temp is gone
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in (reference / "cache").iterdir())
+    with h5py.File(path / "index.h5", "r") as a, h5py.File(reference / "cache" / "index.h5", "r") as b:
+        assert dict(a.attrs) == dict(b.attrs)
+        names, others = [], []
+        a.visit(names.append)
+        b.visit(others.append)
+        assert names == others and "shards/sha256" in names
+        for name in names:
+            if isinstance(a[name], h5py.Dataset):
+                text = h5py.check_string_dtype(a[name].dtype) is not None
+                x, y = (a[name].asstr()[()], b[name].asstr()[()]) if text else (a[name][()], b[name][()])
+                assert x.tolist() == y.tolist(), name
+    with AudioCache(path) as a, AudioCache(reference) as b:
+        assert a.shard_sha256 == b.shard_sha256 and a.skipped == b.skipped and a.num_tracks == 40
+        for i in range(a.num_tracks):
+            assert a.track(i).tobytes() == b.track(i).tobytes()
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")

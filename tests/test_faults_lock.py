@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from data.cache import write_cache
+from data.cache_writer import write_cache
 from data.errors import ConfigError, MsaggError
 from data.features import FeaturesFile
 from data.tracklist import TrackList
@@ -114,8 +114,8 @@ def test_a_busy_run_folder_is_refused_and_left_untouched(tmp_path, stage, overwr
     (out / "config.json").write_text(json.dumps(config_dict(config)))
     (out / "metadata.json").write_text("{}")
     (out / "features.h5.partial").write_bytes(b"rows written so far")
-    (out / "parts").mkdir()
-    (out / "parts" / "000000.npy").write_bytes(b"a decoded track")
+    (out / "cache").mkdir()
+    (out / "cache" / "shard-00000.h5").write_bytes(b"a decoded shard")
     with holding(out) as holder:
         before = snapshot(out)
         with pytest.raises(RunFolderBusy) as err:
@@ -133,8 +133,8 @@ def test_a_killed_holder_frees_the_folder_and_the_stage_runs(tmp_path):
     assert holder.returncode == -signal.SIGKILL
     assert (out / LOCK_NAME).read_text().strip() == str(holder.pid)  # stale, but it locks nothing
     path = prepare.run(tiny_prepare_config(), out, workers=1, progress=False)
-    assert path == out / "cache.h5"
-    assert sorted(p.name for p in out.iterdir()) == ["DONE", "cache.h5", "config.json", "metadata.json",
+    assert path == out / "cache"
+    assert sorted(p.name for p in out.iterdir()) == ["DONE", "cache", "config.json", "metadata.json",
                                                        "skipped.csv"]
 
 
@@ -154,7 +154,7 @@ def test_the_lock_is_released_when_a_stage_fails_so_this_process_can_run_again(t
     with pytest.raises(prepare.PrepareError, match="none of the 1 tracks could be decoded"):
         prepare.run(prepare.Config(dataset="folder", source=str(src.parent), sample_rate=4000), out, workers=1,
                     progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metadata.json", "parts", "skipped.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "config.json", "metadata.json", "skipped.csv"]
     with FolderLock(out) as lock:  # free again, in this very process
         assert lock.held and (out / LOCK_NAME).is_file()
     assert not (out / LOCK_NAME).exists()
@@ -197,7 +197,7 @@ def _tiny_cache(folder: Path, num_tracks: int = 16, sample_rate: int = 800) -> P
                        labels=(rng.random((num_tracks, 3)) < 0.5).astype(np.uint8),
                        split=(["train", "train", "valid", "test"] * num_tracks)[:num_tracks])
     folder.mkdir(parents=True)
-    write_cache(folder / "cache.h5", tracks, waves, sample_rate=sample_rate)
+    write_cache(folder / "cache", tracks, waves, sample_rate=sample_rate, tracks_per_shard=5)
     (folder / "config.json").write_text(json.dumps({"dataset": "toy"}))
     (folder / "DONE").write_text("{}")
     return folder

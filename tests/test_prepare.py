@@ -1,8 +1,9 @@
-"""stages.prepare: decode a track list into cache.h5, skip or refuse bad files, no-op re-runs, resume."""
+"""stages.prepare: decode a track list into a sharded cache, skip or refuse bad files, no-op re-runs, resume."""
 
 import csv
 import dataclasses
 import json
+import pickle
 import re
 
 import numpy as np
@@ -14,8 +15,9 @@ from data.cache import AudioCache
 from data.errors import ConfigError
 from data.tracklist import TrackList
 from pipeline.config import resolve
-from stages import prepare
-from stages.runfolder import RunConflictError
+from data.cache_writer import read_shard_summary
+from stages import decode, prepare
+from stages.runfolder import RunConflictError, config_dict
 
 RATE = 8000  # cache rate; the files are written at 16 kHz so every track is resampled
 
@@ -64,7 +66,7 @@ def test_end_to_end_skips_bad_files_with_reasons(tmp_path):
     tracklist = make_tracklist(sources, classes, skipped=[("listed/missing.wav", "no such file")])
     out = tmp_path / "run"
     path = run(config(tmp_path), out, tracklist)
-    assert path == out / "cache.h5"
+    assert path == out / "cache"
     good = [i for i in range(7) if i not in (2, 4)]
     with AudioCache(path) as cache:
         assert cache.track_ids.tolist() == [f"id{i}" for i in good]
@@ -87,8 +89,9 @@ def test_end_to_end_skips_bad_files_with_reasons(tmp_path):
     done = json.loads((out / "DONE").read_text())
     assert (done["num_tracks"], done["num_skipped"], done["num_listed"], done["num_decoded_this_run"]) == (5, 3, 7, 5)
     assert done["files_per_sec"] > 0 and done["realtime_factor"] > 0 and done["cache_bytes"] > 0
-    assert not (out / "parts").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["DONE", "cache.h5", "config.json", "metadata.json", "skipped.csv"]
+    assert done["num_shards"] == 7  # a corpus this small: one track per shard (MIN_SHARDS)
+    assert sorted(p.name for p in out.iterdir()) == ["DONE", "cache", "config.json", "metadata.json", "skipped.csv"]
+    assert sorted(p.name for p in path.iterdir()) == ["index.h5", "plan.json"] + [f"shard-{i:05d}.h5" for i in range(7)]
 
 
 def test_process_pool_gives_the_same_cache(tmp_path):
@@ -110,9 +113,9 @@ def test_strict_mode_names_the_file_and_keeps_finished_tracks(tmp_path):
     message = r"track 2\.wav: cannot decode: corrupt or unsupported audio.*strict mode"
     with pytest.raises(prepare.PrepareError, match=message):
         run(config(tmp_path, strict=True), out, make_tracklist(sources, classes))
-    assert not (out / "DONE").exists() and not (out / "cache.h5").exists()
-    assert sorted(p.name for p in (out / "parts").glob("*.npy")) == ["000000.npy", "000001.npy"]
-    assert not list((out / "parts").glob("*.err"))
+    assert not (out / "DONE").exists() and not (out / "cache" / "index.h5").exists()
+    assert sorted(p.name for p in (out / "cache").glob("*.h5")) == ["shard-00000.h5", "shard-00001.h5"]
+    assert not [p for p in (out / "cache").iterdir() if p.name.startswith(".")]  # no temp of shard 2 left
 
 
 def test_strict_mode_refuses_files_skipped_while_listing(tmp_path):
@@ -123,14 +126,14 @@ def test_strict_mode_refuses_files_skipped_while_listing(tmp_path):
 
 
 def test_resume_after_interruption_does_not_decode_again(tmp_path):
-    # A strict run stops at the corrupt track 3, as a kill would, with tracks 0-2 in parts/.
+    # A strict run stops at the corrupt track 3, as a kill would, with tracks 0-2 in shards 0-2.
     sources, classes = write_corpus(tmp_path / "corpus", num_good=5, corrupt_at=3)
     tracklist = make_tracklist(sources, classes)
     cfg, out = config(tmp_path, strict=True), tmp_path / "run"
     with pytest.raises(prepare.PrepareError):
         run(cfg, out, tracklist)
     kept = {i: audio.load(sources[i], RATE) for i in range(3)}
-    # The user fixes track 3; tracks 0-2 can no longer be decoded, so they must come from parts/.
+    # The user fixes track 3; tracks 0-2 can no longer be decoded, so they must come from their shards.
     audio.write(sources[3], np.zeros(4000), 16000)
     for i in range(3):
         (tmp_path / "corpus" / f"track {i}.wav").unlink()
@@ -148,8 +151,8 @@ def test_resume_over_another_listing_decodes_again(tmp_path):
     cfg, out = config(tmp_path, strict=True), tmp_path / "run"
     with pytest.raises(prepare.PrepareError):
         run(cfg, out, make_tracklist(sources, classes))
-    assert (out / "parts" / "000000.npy").is_file()  # holds track 0
-    # Same config, but the folder now lists other files: part 0 must not be taken for the new track 0.
+    assert (out / "cache" / "shard-00000.h5").is_file()  # holds track 0
+    # Same config, but the folder now lists other files: shard 0 must not be taken for the new track 0.
     path = run(cfg, out, make_tracklist(sources[2:], classes[2:]))
     with AudioCache(path) as cache:
         assert cache.sources.tolist() == sources[2:]
@@ -213,7 +216,8 @@ def test_presets_and_defaults_are_valid():
 def test_config_is_the_adapter_options_plus_its_own_keys():
     adapter_fields = {f.name: f for f in dataclasses.fields(AdapterOptions)}
     config_fields = {f.name: f for f in dataclasses.fields(prepare.Config)}
-    assert set(config_fields) == set(adapter_fields) | {"dataset", "source", "sample_rate", "strict", "audio_from"}
+    assert set(config_fields) == set(adapter_fields) | {"dataset", "source", "sample_rate", "strict", "audio_from",
+                                                                   "shard_mb"}
     for name, field in adapter_fields.items():
         assert config_fields[name].default == field.default and field.metadata["help"], name
     # The corpus size is no setting of a folder dataset's config; the synth adapter has the defaults.
@@ -257,3 +261,139 @@ def test_esc10_fold_alone_uses_the_official_folds():
     assert prepare.Config(dataset="esc10", source="x", fold=3).fold == 3
     with pytest.raises(ValueError, match="fold.*needs folds"):
         prepare.Config(dataset="folder", source="x", fold=3)
+
+
+# --- the sharded cache -------------------------------------------------------------------------
+
+
+def synth_tracklist(n, seconds=10.0):
+    return TrackList(name="synth-tags", task="tags", label_names=["a"], track_ids=[f"t{i}" for i in range(n)],
+                     sources=[f"synth:0:{i}:{seconds}:{seconds}" for i in range(n)],
+                     labels=np.zeros((n, 1), np.uint8), split=["train"] * n)
+
+
+def test_the_plan_cuts_consecutive_tracks_by_size_and_spreads_small_corpora():
+    # 10 s at 8 kHz = 160 kB of int16 a track: 6 tracks fit 1 MB.
+    plan = decode.plan_shards(synth_tracklist(1000), sample_rate=8000, shard_mb=1)
+    assert (plan.tracks_per_shard, plan.num_shards) == (6, 167)
+    assert plan.tracks(0) == range(0, 6) and plan.tracks(166) == range(996, 1000)
+    # A corpus too small to fill MIN_SHARDS shards of that size is cut into MIN_SHARDS shards.
+    assert decode.plan_shards(synth_tracklist(64), sample_rate=8000, shard_mb=1).tracks_per_shard == 2
+    assert decode.plan_shards(synth_tracklist(5), sample_rate=8000, shard_mb=1000).num_shards == 5
+    # Every shard holds at least one track, however small shard_mb.
+    assert decode.plan_shards(synth_tracklist(1000), sample_rate=8000, shard_mb=0.001).tracks_per_shard == 1
+    # Deterministic: the same listing gives the same plan; another listing another digest and id.
+    again = decode.plan_shards(synth_tracklist(1000), sample_rate=8000, shard_mb=1)
+    assert again == plan and again.plan_id == plan.plan_id
+    other = decode.plan_shards(synth_tracklist(1000, seconds=11.0), sample_rate=8000, shard_mb=1)
+    assert other.listing_sha256 != plan.listing_sha256 and other.plan_id != plan.plan_id
+    # Files are sized from their headers; unreadable ones fall back to DEFAULT_TRACK_SEC.
+    assert decode.estimate_track_seconds(["/nowhere/a.wav"]) == decode.DEFAULT_TRACK_SEC
+
+
+def test_files_are_sized_from_their_headers(tmp_path):
+    sources, _ = write_corpus(tmp_path / "corpus", num_good=5)  # 0.3-0.7 s
+    assert decode.estimate_track_seconds(sources) == pytest.approx(0.5)
+
+
+def test_shard_mb_is_hashed_only_when_not_the_default():
+    assert "shard_mb" not in config_dict(prepare.Config())
+    assert config_dict(prepare.Config(shard_mb=1024))  == config_dict(prepare.Config())
+    assert config_dict(prepare.Config(shard_mb=64))["shard_mb"] == 64
+    for bad in (0, -1, float("nan"), "big", True):
+        with pytest.raises(ConfigError, match="shard_mb"):
+            prepare.Config(shard_mb=bad)
+
+
+def test_decode_shard_is_a_plain_function(tmp_path):
+    """What another engine runs: picklable arguments, one shard file written, a JSON-ready summary."""
+    sources, classes = write_corpus(tmp_path / "corpus", num_good=4, corrupt_at=1)
+    tracklist = make_tracklist(sources, classes)
+    plan = decode.plan_shards(tracklist, sample_rate=RATE, shard_mb=1)
+    assert plan.tracks_per_shard == 1
+    plan = dataclasses.replace(plan, tracks_per_shard=3)
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    summary = decode.decode_shard(str(cache_dir), plan, 0, sources[:3])
+    assert json.loads(json.dumps(summary)) == summary
+    assert (summary["shard"], summary["first"], summary["end"], summary["rows"], summary["written"]) == (0, 0, 3, [0, 2],
+                                                                                                        True)
+    assert summary["failed"][0][0] == 1 and summary["failed"][0][1].startswith("cannot decode")
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["shard-00000.h5"]
+    assert read_shard_summary(cache_dir / "shard-00000.h5")["failed"] == summary["failed"]
+    # Strict: nothing is written, and the summary says which track stopped it.
+    strict = decode.decode_shard(cache_dir, plan, 1, sources[3:], strict=True)
+    assert strict["written"] is True and strict["rows"] == [3, 4]
+    (cache_dir / "shard-00000.h5").unlink()
+    stopped = decode.decode_shard(cache_dir, plan, 0, sources[:3], strict=True)
+    assert (stopped["written"], stopped["failed"][0][0]) == (False, 1) and not (cache_dir / "shard-00000.h5").exists()
+    assert decode.decode_shard(cache_dir, plan, 0, sources[:3], stop=lambda: True)["written"] is False
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["shard-00001.h5"]
+
+
+def test_failed_tracks_are_recorded_in_their_shard_and_not_tried_again(tmp_path, monkeypatch):
+    sources, classes = write_corpus(tmp_path / "corpus", num_good=4, corrupt_at=1)
+    tracklist = make_tracklist(sources, classes)
+    out = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill between the last shard and the index would
+
+    with monkeypatch.context() as m:
+        m.setattr(prepare, "write_index", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(config(tmp_path), out, tracklist)
+    audio.write(sources[1], np.zeros(1600), 16000)  # the bad file is fixed, but its shard is finished
+    path = run(config(tmp_path), out, tracklist)
+    done = json.loads((out / "DONE").read_text())
+    assert (done["num_decoded_this_run"], done["num_skipped"]) == (0, 1)
+    with AudioCache(path) as cache:
+        assert cache.skipped[0][0] == sources[1] and cache.skipped[0][1].startswith("cannot decode")
+    # A strict run keeps no shard that recorded a failure (it must meet the file again).
+    plan = decode.ShardPlan(**json.loads((path / "plan.json").read_text()))
+    assert sorted(decode.finished_shards(path, plan)) == [0, 1, 2, 3, 4]
+    assert sorted(decode.finished_shards(path, plan, strict=True)) == [0, 2, 3, 4]
+    assert not (path / "shard-00001.h5").exists()
+
+
+def test_the_disk_never_holds_more_than_the_cache(tmp_path, monkeypatch):
+    """Peak disk: watched after every track written (and the files there then), never above the finished folder."""
+    rng = np.random.default_rng(3)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sources = []
+    for i in range(40):
+        sources.append(str(audio.write(corpus / f"n{i}.wav", 0.1 * rng.standard_normal(int(RATE * (1 + i % 3))), RATE)))
+    tracklist = make_tracklist(sources, [i % 2 for i in range(40)])
+    out = tmp_path / "run"
+    seen = []
+
+    def usage():
+        files = [p for p in out.rglob("*") if p.is_file()]
+        seen.append((sum(p.stat().st_size for p in files), {str(p.relative_to(out)) for p in files}))
+
+    real = decode.decode_shard
+
+    def watched(*args, on_track=None, **kwargs):
+        def each(row, num_samples):
+            usage()
+            if on_track is not None:
+                on_track(row, num_samples)
+
+        return real(*args, on_track=each, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_shard", watched)
+    path = run(config(tmp_path, shard_mb=0.1), out, tracklist)  # 2 tracks a shard (at most 40 / MIN_SHARDS)
+    usage()
+    final, names = seen.pop()
+    assert len(seen) == 40 and json.loads((out / "DONE").read_text())["num_shards"] == 20
+    assert max(size for size, _ in seen) <= final
+    allowed = re.compile(r"^(config\.json|metadata\.json|\.lock|cache/plan\.json|cache/shard-\d{5}\.h5|"
+                         r"cache/\.shard-\d{5}\.tmp-\d+\.h5)$")
+    assert all(allowed.match(name) for _, files in seen for name in files)  # no parts, no second copy
+    assert any(".tmp-" in name for _, files in seen for name in files)  # shards were written in place
+    with AudioCache(path) as cache:
+        assert [(r.first, r.end) for r in cache.shards] == [(i, i + 2) for i in range(0, 40, 2)]
+        for i, source in enumerate(sources):
+            np.testing.assert_allclose(cache.track(i), audio.load(source, RATE), atol=1.5 / 32768)

@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from data import audio
-from data.cache import AudioCache, CacheError, write_cache
+from data.cache import AudioCache, CacheError
+from data.cache_writer import write_cache
+from legacy_cache import write_cache_v1
 from data.errors import ConfigError
 from data.integrity import UnfinishedRunError
 from pipeline.cli import main
@@ -61,7 +63,7 @@ def test_fold_caches_hold_what_a_full_decode_holds(tmp_path, corpus, runs):
         full = run(config(corpus, fold=fold), tmp_path / f"full{fold}")
         with AudioCache(runs / f"fold{fold}") as linked, AudioCache(full) as decoded:
             assert linked.linked and not decoded.linked and linked.checksummed
-            assert linked.audio_file == runs / "audio" / "cache.h5"
+            assert linked.audio_store == runs / "audio" / "cache"
             for name in ("track_ids", "sources", "labels", "split", "lengths"):
                 np.testing.assert_array_equal(getattr(linked, name), getattr(decoded, name), err_msg=name)
             assert (linked.label_names, linked.split_info, linked.skipped) == (
@@ -74,10 +76,12 @@ def test_fold_caches_hold_what_a_full_decode_holds(tmp_path, corpus, runs):
         assert (runs / f"fold{fold}" / "skipped.csv").read_text() == (full.parent / "skipped.csv").read_text()
     with AudioCache(runs / "fold1") as one, AudioCache(runs / "fold2") as two:
         assert not np.array_equal(one.split, two.split)  # each fold its own split, one copy of the audio
-    with h5py.File(runs / "fold1" / "cache.h5", "r") as f:
-        link = f.get("audio", getlink=True)
-        assert isinstance(link, h5py.ExternalLink) and (link.filename, link.path) == ("../audio/cache.h5", "/audio")
-    assert (runs / "fold1" / "cache.h5").stat().st_size < 0.1 * (runs / "audio" / "cache.h5").stat().st_size
+    with h5py.File(runs / "fold1" / "cache" / "index.h5", "r") as f:
+        files = f["shards/file"].asstr()[()].tolist()
+        assert f.attrs["linked"] and files[0] == "../../audio/cache/shard-00000.h5"
+    assert sorted(p.name for p in (runs / "fold1" / "cache").iterdir()) == ["index.h5"]
+    store = sum(p.stat().st_size for p in (runs / "audio" / "cache").iterdir())
+    assert (runs / "fold1" / "cache" / "index.h5").stat().st_size < 0.1 * store
 
 
 def test_the_store_is_an_upstream_and_nothing_is_decoded(runs):
@@ -89,7 +93,7 @@ def test_the_store_is_an_upstream_and_nothing_is_decoded(runs):
     assert upstream == {"audio_from": {"path": str(runs / "audio"), "config_hash": store_hash}}
     assert json.loads((runs / "fold2" / "config.json").read_text())["audio_from"] == str(runs / "audio")
     assert sorted(p.name for p in (runs / "fold2").iterdir()) == [
-        "DONE", "cache.h5", "config.json", "metadata.json", "skipped.csv"]
+        "DONE", "cache", "config.json", "metadata.json", "skipped.csv"]
 
 
 def test_rerunning_a_finished_fold_is_a_noop(corpus, runs):
@@ -106,7 +110,7 @@ def test_moving_the_runs_folder_keeps_the_folds_readable(tmp_path, runs, monkeyp
     shutil.move(runs, moved)
     monkeypatch.chdir(tmp_path)  # the link is followed from the cache's folder, not the working directory
     with AudioCache(moved / "fold2") as cache:
-        assert cache.audio_file == moved / "audio" / "cache.h5"
+        assert cache.audio_store == moved / "audio" / "cache"
         copy = pickle.loads(pickle.dumps(cache))
         for i, wave in enumerate(expected):
             np.testing.assert_array_equal(cache.track(i), wave)
@@ -115,19 +119,46 @@ def test_moving_the_runs_folder_keeps_the_folds_readable(tmp_path, runs, monkeyp
 
 
 def test_a_missing_or_replaced_store_is_one_line_naming_both_files(runs):
-    fold, store = runs / "fold1" / "cache.h5", runs / "audio" / "cache.h5"
-    os.rename(store, store.with_name("kept.h5"))
+    fold, store = runs / "fold1" / "cache" / "index.h5", runs / "audio" / "cache"
+    with AudioCache(runs / "fold1") as cache:
+        first = cache.shards[0]  # the first shard holding tracks (shard 0 holds the broken file alone)
+        shard, tracks = first.path, cache.track_ids[first.first:first.end].tolist()
+    os.rename(store, store.with_name("kept"))
     with pytest.raises(CacheError) as err:
         AudioCache(runs / "fold1")
-    assert str(err.value) == (f"{fold}: its audio lies in {store}, which is missing (move prepare run folders together, "
-                       "or prepare the dataset again)")
-    with AudioCache(store.with_name("kept.h5")) as cache:
-        # Another cache of the same config (files changed, prepared again with --overwrite).
-        write_cache(store, _tracklist_of(cache), [cache.track(i)[:-100] for i in range(cache.num_tracks)],
-                    sample_rate=RATE, config_hash=cache.config_hash)
-    with pytest.raises(CacheError, match=r"fold1/cache\.h5: its audio store .*audio/cache\.h5 was replaced "
-                                         r"\(config hash \w+, \d+ samples; expected \w+, \d+\); prepare"):
-        AudioCache(fold)
+    assert str(err.value) == (f"{fold}: its audio lies in {shard}, which is missing (tracks {', '.join(tracks)}; move "
+                              "prepare run folders together, or prepare the dataset again)")
+    kept = store.with_name("kept")
+    with AudioCache(kept) as cache:
+        # Another cache of the same config (files changed, prepared again with --overwrite): the
+        # same shards but one, whose samples differ.
+        waves = [cache.track(i) for i in range(cache.num_tracks)]
+        waves[0] = -waves[0]
+        other = write_cache(runs / "other", _tracklist_of(cache), waves, sample_rate=RATE,
+                            config_hash=cache.config_hash, tracks_per_shard=1)
+    shutil.copytree(kept, store)
+    shutil.copy(other / f"shard-{0:05d}.h5", store / f"shard-{1:05d}.h5")  # shard 0 holds the broken file alone
+    with pytest.raises(CacheError, match=r"fold1/cache/index\.h5: its audio lies in .*audio/cache/shard-00001\.h5, "
+                                         r"which was replaced \(sha256 or hash \w+, 12000 samples; expected \w+, 12000\) \(tracks high/high0; move "):
+        with AudioCache(fold) as cache:
+            cache.track(0)
+
+
+def test_a_fold_of_an_older_msagg_store_links_to_its_cache_h5(tmp_path, runs, corpus):
+    """A store decoded by an older msagg (schema-1 cache.h5): a new fold links to it as one shard."""
+    old = tmp_path / "old-audio"
+    shutil.copytree(runs / "audio", old, ignore=shutil.ignore_patterns("cache"))
+    with AudioCache(runs / "audio") as cache:
+        write_cache_v1(old / "cache.h5", _tracklist_of(cache), [cache.track(i) for i in range(cache.num_tracks)],
+                       sample_rate=RATE, config_hash=cache.config_hash)
+        expected = [cache.track(i) for i in range(cache.num_tracks)]
+    run(config(corpus, fold=1, audio_from=str(old)), tmp_path / "fold")
+    with AudioCache(tmp_path / "fold") as fold, AudioCache(runs / "fold1") as same:
+        assert fold.linked and fold.audio_store == old / "cache.h5"
+        assert fold.track_ids.tolist() == same.track_ids.tolist()
+        for i in range(fold.num_tracks):
+            np.testing.assert_array_equal(fold.track(i), same.track(i))
+    assert len(expected) == 12
 
 
 def _tracklist_of(cache):
@@ -145,9 +176,9 @@ def test_a_track_the_store_lacks_is_named(corpus, runs):
     with pytest.raises(prepare.PrepareError) as err:
         run(config(corpus, fold=1, audio_from=str(runs / "audio")), out)
     message = str(err.value)
-    assert message.startswith(f"{runs / 'audio' / 'cache.h5'}: the audio store lacks track low/late "
+    assert message.startswith(f"{runs / 'audio' / 'cache' / 'index.h5'}: the audio store lacks track low/late "
                               f"({corpus / 'low' / 'late.wav'}) that corpus lists")
-    assert "\n" not in message and not (out / "DONE").exists() and not (out / "cache.h5").exists()
+    assert "\n" not in message and not (out / "DONE").exists() and not (out / "cache").exists()
 
 
 def test_the_store_must_be_a_finished_run_of_the_same_rate(tmp_path, corpus, runs):

@@ -20,7 +20,7 @@ from stages.runfolder import RunConflictError
 
 
 def write_tiny_cache(folder: Path, task: str = "tags", num_tracks: int = 24, seed: int = 0) -> Path:
-    """A finished prepare run in ``folder`` (``tests/prepare_runs.py``) with a tiny toy cache.
+    """A finished prepare run in ``folder`` (``tests/prepare_runs.py``) with a tiny toy cache (shards of 7 tracks).
 
     Tracks are 40-400 samples (some shorter than the 64-sample input of 4^2): a sine whose
     frequency and a noise level carry the labels, so the labels are learnable.
@@ -50,7 +50,7 @@ def write_tiny_cache(folder: Path, task: str = "tags", num_tracks: int = 24, see
         split=split,
         split_info={"kind": "fixed"},
     )
-    return make_prepare_run(folder, tracks, [w / 32767 for w in waves], sample_rate=22050)
+    return make_prepare_run(folder, tracks, [w / 32767 for w in waves], sample_rate=22050, tracks_per_shard=7)
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +291,7 @@ def test_load_model_names_a_missing_file(tmp_path):
 
 def test_a_cache_without_valid_tracks_is_refused_as_a_user_error(tmp_path):
     cache = write_tiny_cache(tmp_path / "no-valid")
-    with h5py.File(cache / "cache.h5", "a") as f:
+    with h5py.File(cache / "cache" / "index.h5", "a") as f:
         split = [s.decode() if isinstance(s, bytes) else s for s in f["split"][()]]
         del f["split"]
         f.create_dataset("split", data=[("train" if s == "valid" else s) for s in split],

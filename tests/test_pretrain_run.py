@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pretrain_runs
-from data.cache import write_cache
+from data.cache_writer import write_cache
 from data.tracklist import TrackList
 from stages import pretrain as pretrain_stage
 from stages.pretrain_run import (PretrainRun, PretrainRunError, mark_scale_done, pretrain_dir_of, save_model,
@@ -20,7 +20,7 @@ def _cache(folder, dataset="toy-set", sample_rate=800):
                        sources=["synth:0:0:2", "synth:0:1:2"], labels=np.array([[1, 0], [0, 1]], np.uint8),
                        split=["train", "test"])
     folder.mkdir(parents=True)
-    write_cache(folder / "cache.h5", tracks, [np.zeros(100), np.ones(50) * 0.1], sample_rate=sample_rate)
+    write_cache(folder / "cache", tracks, [np.zeros(100), np.ones(50) * 0.1], sample_rate=sample_rate)
     return folder
 
 

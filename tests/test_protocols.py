@@ -66,9 +66,9 @@ def test_crossval_cli_two_folds(tmp_path):
         cfg = json.loads((out / f"fold{fold}" / "prepare" / "config.json").read_text())
         assert cfg["folds"] == 2 and cfg["fold"] == fold and cfg["audio_from"] == str(out / "audio")
         assert json.loads((out / f"fold{fold}" / "prepare" / "DONE").read_text())["num_decoded_this_run"] == 0
-        with h5py.File(out / f"fold{fold}" / "prepare" / "cache.h5", "r") as f:
-            link = f.get("audio", getlink=True)
-            assert isinstance(link, h5py.ExternalLink) and link.filename == "../../audio/cache.h5"
+        with h5py.File(out / f"fold{fold}" / "prepare" / "cache" / "index.h5", "r") as f:
+            assert f.attrs["linked"] and not list((out / f"fold{fold}" / "prepare" / "cache").glob("shard-*"))
+            assert f["shards/file"].asstr()[0] == "../../../audio/cache/shard-00000.h5"
     assert "2-fold cross-validation" in (out / "crossval.md").read_text()
     # A finished protocol is a no-op the second time.
     before = [(out / d / "DONE").stat().st_mtime_ns for d in ("audio", "fold1/prepare", "fold1/pretrain")]
