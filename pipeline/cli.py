@@ -60,13 +60,15 @@ def main(log_level: str, debug: bool) -> None:
 @config_options
 @friendly_errors
 def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
-    """Decode a dataset once into an audio cache (cache.h5).
+    """Decode a dataset once into an audio cache (OUT/cache/).
 
     Every track is decoded, mixed to mono and resampled to the model rate, then stored as int16
-    in one HDF5 file with labels, label names, task kind and split. Unreadable or empty files are
-    listed with their reason in skipped.csv and left out (--strict makes them fatal). With
-    --audio-from RUN (a finished prepare run of the same dataset and rate) nothing is decoded:
-    cache.h5 holds this run's tracks, labels and split, and links to RUN's audio.
+    in HDF5 shards of about --shard-mb each (each worker writes whole shards; a killed run resumes
+    from the shards it finished), with an index holding labels, label names, task kind and split.
+    Unreadable or empty files are listed with their reason in skipped.csv and left out (--strict
+    makes them fatal). With --audio-from RUN (a finished prepare run of the same dataset and rate)
+    nothing is decoded: the cache holds this run's tracks, labels and split, and links to RUN's
+    shards.
 
     \b
     Examples:
@@ -85,7 +87,7 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 
 
 @main.command(epilog=EPILOG_CONFIG)
-@click.option("--cache", type=click.Path(file_okay=False), help="A prepare run folder (holding cache.h5).")
+@click.option("--cache", type=click.Path(file_okay=False), help="A prepare run folder (holding cache/).")
 @click.option(
     "--preset",
     default="demo",

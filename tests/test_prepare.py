@@ -397,3 +397,33 @@ def test_the_disk_never_holds_more_than_the_cache(tmp_path, monkeypatch):
         assert [(r.first, r.end) for r in cache.shards] == [(i, i + 2) for i in range(0, 40, 2)]
         for i, source in enumerate(sources):
             np.testing.assert_allclose(cache.track(i), audio.load(source, RATE), atol=1.5 / 32768)
+
+
+def test_runs_of_an_older_msagg_keep_their_cache_h5_or_resume_into_shards(tmp_path):
+    """A finished schema-1 run is still a finished run (same config hash); an unfinished one's
+    parts/ are dropped and the run decodes into cache/."""
+    from legacy_cache import write_cache_v1
+    from stages.runfolder import RunFolder
+
+    sources, classes = write_corpus(tmp_path / "corpus", num_good=3)
+    tracklist = make_tracklist(sources, classes)
+    cfg = config(tmp_path)
+    old = tmp_path / "old"
+    with RunFolder(old, "prepare", cfg) as folder:
+        folder.start()
+        write_cache_v1(old / "cache.h5", tracklist, [audio.load(s, RATE) for s in sources], sample_rate=RATE,
+                       config_hash=folder.hash)
+        folder.finish({})
+    assert run(cfg, old, tracklist) == old / "cache.h5"
+    with AudioCache(old) as cache:
+        assert cache.schema_version == 1 and cache.num_tracks == 3
+    unfinished = tmp_path / "unfinished"
+    with RunFolder(unfinished, "prepare", cfg) as folder:
+        folder.start()
+    (unfinished / "parts").mkdir()
+    (unfinished / "parts" / "000000.npy").write_bytes(b"an older msagg's part")
+    path = run(cfg, unfinished, tracklist)
+    assert path == unfinished / "cache" and not (unfinished / "parts").exists()
+    with AudioCache(path) as new, AudioCache(old) as before:
+        for i in range(3):
+            np.testing.assert_array_equal(new.track(i), before.track(i))
