@@ -152,10 +152,12 @@ def cache_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_file() or not path.is_dir():
         return path
-    if (path / INDEX_NAME).is_file() or path.name == DIR_NAME:
+    for inside in (path / INDEX_NAME, path / DIR_NAME / INDEX_NAME, path / LEGACY_FILE_NAME):
+        if inside.is_file():
+            return inside
+    # Nothing finished there: name the index it would hold (a cache folder's, else a run folder's).
+    if path.name == DIR_NAME and not (path / DIR_NAME).is_dir() and not (path / "config.json").exists():
         return path / INDEX_NAME
-    if not (path / DIR_NAME / INDEX_NAME).is_file() and (path / LEGACY_FILE_NAME).is_file():
-        return path / LEGACY_FILE_NAME
     return path / DIR_NAME / INDEX_NAME
 
 

@@ -150,7 +150,7 @@ def read_shard_summary(path: str | os.PathLike) -> dict:
                     "num_samples": int(f["audio"].shape[0]), "bytes": path.stat().st_size, "sha256": str(a["sha256"]),
                     "plan_id": str(a["plan_id"]), "num_planned": int(a["num_planned"]),
                     "sample_rate": int(a["sample_rate"])}
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ValueError, TypeError) as err:
         raise CacheError(f"{path}: not a readable audio cache shard ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 

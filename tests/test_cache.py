@@ -361,3 +361,14 @@ def test_a_linked_cache_reads_the_store_shards(tmp_path, cache_dir, old_cache):
             for i in range(4):
                 np.testing.assert_array_equal(linked.track(i), store.track(3 - i))
         index.unlink()
+
+
+def test_a_run_folder_named_cache_is_a_run_folder(tmp_path):
+    run = tmp_path / "cache"
+    write_cache(run / "cache", make_tracklist(), make_waves(), sample_rate=16000)
+    assert cache_file(run) == run / "cache" / "index.h5" and cache_run_folder(run) == run
+    unfinished = tmp_path / "other" / "cache"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.json").write_text("{}")
+    assert cache_run_folder(unfinished) == unfinished
+    assert cache_run_folder(tmp_path / "run" / "cache") == tmp_path / "run" / "cache"  # missing: as given
