@@ -148,7 +148,7 @@ def _write_layout(raw: CheckedFile, path: Path, tracklist: TrackList, waveforms:
     return total
 
 
-def write_linked_cache_v1(path: str | os.PathLike, tracklist: TrackList, store: "AudioCache",
+def write_linked_cache_v1(path: str | os.PathLike, tracklist: TrackList, store,
                        rows: Sequence[int], *, config_hash: str = "") -> Path:
     """Writes a cache whose tracks are tracks of another cache, without copying their samples.
 

@@ -372,3 +372,21 @@ def test_a_run_folder_named_cache_is_a_run_folder(tmp_path):
     (unfinished / "config.json").write_text("{}")
     assert cache_run_folder(unfinished) == unfinished
     assert cache_run_folder(tmp_path / "run" / "cache") == tmp_path / "run" / "cache"  # missing: as given
+
+
+def test_a_schema1_linked_cache_still_reads(tmp_path, old_cache):
+    from legacy_cache import write_linked_cache_v1
+
+    fold = tmp_path / "fold" / "cache.h5"
+    with AudioCache(old_cache) as store:
+        write_linked_cache_v1(fold, make_tracklist(), store, [1, 0, 3, 2], config_hash="f0f0f0f0f0f0")
+    with AudioCache(fold.parent) as linked, AudioCache(old_cache) as store:
+        assert linked.linked and linked.schema_version == 1 and linked.audio_store == old_cache
+        assert linked.shards == [ShardRange(0, old_cache, 0, 4)]
+        for i, j in enumerate([1, 0, 3, 2]):
+            np.testing.assert_array_equal(linked.track(i), store.track(j))
+    os.rename(old_cache, old_cache.with_name("kept.h5"))
+    with pytest.raises(CacheError) as err:
+        AudioCache(fold)
+    assert str(err.value) == (f"{fold}: its audio lies in {old_cache}, which is missing (move prepare run folders "
+                              "together, or prepare the dataset again)")
