@@ -362,7 +362,9 @@ def run(
     Each track is read once; for each model its segments (batched with those of neighbouring
     tracks) go through one forward pass that yields the three taps, each max-pooled over time
     within a segment and then pooled over the song. Rows are flushed group by group into
-    ``features.h5.partial``; a killed run resumes from the last group written.
+    ``features.h5.partial``; a killed run resumes from the last group written. With engine "ray",
+    ranges of whole groups are computed on Ray actors (``stages.ray_engine``) and written here in
+    cache order, group by group as above: the same file.
 
     Args:
         config: The stage config.

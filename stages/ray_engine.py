@@ -17,9 +17,11 @@ How a run goes:
   as in a local run, so the rows are the same bits, and a run resumed by either engine forms the
   same groups.
 - ``Extractors.rows`` hands ranges to idle actors and yields their results strictly in cache
-  order (results that arrive early wait, at most ``2 x num_actors`` ranges in flight or waiting);
-  extract writes each with its ``FeaturesWriter``, flushed, so a killed run resumes from the last
-  range written (``num_done``).
+  order (results that arrive early wait, at most ``2 x num_actors`` ranges in flight or waiting),
+  group by group: extract writes and flushes each group with its ``FeaturesWriter`` as a local
+  run does (the same calls, so an uninterrupted run leaves the same bytes), and a killed run
+  resumes from the last group written (``num_done``), at worst computing the ranges in flight
+  again.
 - A worker that dies (a killed process, a lost node) is restarted by Ray (``max_restarts``), its
   models loaded again, and the range it held computed again (``max_task_retries``).
 
@@ -168,6 +170,7 @@ def session(address: str | None = None, *, num_cpus: int | None = None) -> Itera
     if address:
         probe(address)
     if ray.is_initialized():
+        logger.info("ray: using this process's Ray session")
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a tool run reports nothing anywhere
@@ -184,7 +187,7 @@ def session(address: str | None = None, *, num_cpus: int | None = None) -> Itera
                      **options)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise RayEngineError(f"cannot start or join {where}: {extract_message(err)}") from None
+        raise RayEngineError(f"cannot start or join {where}: {first_line(err)}") from None
     try:
         resources = ray.cluster_resources()
         logger.info("ray: %s, %d CPUs, %d GPUs", f"cluster at {address}" if address else "local cluster",
@@ -194,7 +197,7 @@ def session(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         ray.shutdown()
 
 
-def extract_message(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     """The first line of an exception's message (Ray's are often long)."""
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
@@ -302,13 +305,15 @@ def plan_ranges(cache: Any, input_lengths: dict[str, int], batch_size: int, max_
 
 @dataclasses.dataclass
 class RangeResult:
-    """What an actor returns for rows ``[first, end)``: one ``FeaturesWriter.write`` block and its provenance."""
+    """What an actor returns for rows ``[first, end)``: its groups' ``FeaturesWriter.write`` blocks, and provenance.
+
+    Attributes:
+        blocks: ``extract_rows``' ``(k, features, num_segments, classic)``, one per group of tracks.
+    """
 
     first: int
     end: int
-    features: dict
-    num_segments: dict
-    classic: dict
+    blocks: list
     pid: int
     node: str
     restarted: bool
@@ -347,12 +352,8 @@ class _Extractor:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.die_once)
                 os.kill(os.getpid(), signal.SIGKILL)
-        parts = list(extract.extract_rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
-        features = {scale: {tap: np.concatenate([p[1][scale][tap] for p in parts]) for tap in taps}
-                    for scale, taps in parts[0][1].items()}
-        counts = {scale: np.concatenate([p[2][scale] for p in parts]) for scale in parts[0][2]}
-        classic = {name: np.concatenate([p[3][name] for p in parts]) for name in parts[0][3]}
-        return RangeResult(first, end, features, counts, classic, os.getpid(), self.node,
+        blocks = list(extract.extract_rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
+        return RangeResult(first, end, blocks, os.getpid(), self.node,
                            bool(ray.get_runtime_context().was_current_actor_reconstructed), self.cache.config_hash,
                            {scale: m.model_hash for scale, m in self.models.items()})
 
@@ -380,13 +381,16 @@ def code_fingerprint() -> str:
 
 
 def actor_runtime_env(ray) -> dict:
-    """The actors' runtime environment: none in a ``session`` job (its py_modules hold the code),
-    else the driver's code folder first on ``PYTHONPATH``."""
-    if ray.get_runtime_context().namespace == NAMESPACE:
-        return {}
-    root = str(Path(code_modules()[0]).parent)
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": {"PYTHONPATH": path}}
+    """The actors' runtime environment: the driver's Keras backend (the same numbers need the same
+    backend), and, outside a ``session`` job (whose py_modules hold the code), the driver's code
+    folder first on ``PYTHONPATH``."""
+    import keras
+
+    env = {"KERAS_BACKEND": keras.backend.backend()}
+    if ray.get_runtime_context().namespace != NAMESPACE:
+        root = str(Path(code_modules()[0]).parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": env}
 
 
 def actor_plan(ray, num_actors: int | None, num_ranges: int) -> tuple[int, dict]:
@@ -402,7 +406,7 @@ def actor_plan(ray, num_actors: int | None, num_ranges: int) -> tuple[int, dict]
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus:
-        count, ask = num_actors or gpus, {"num_gpus": 1, "num_cpus": 1}
+        count, ask = min(num_actors or gpus, gpus), {"num_gpus": 1, "num_cpus": 1}
     else:
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
         node_cpus = int(min((n["Resources"]["CPU"] for n in nodes), default=1))
@@ -438,11 +442,10 @@ class Extractors:
                                           cache=str(Path(cache.path).resolve()))
         self.count, self.ask = actor_plan(ray, num_actors, len(row_ranges(cache, range_tracks)))
         self.fingerprint = code_fingerprint()
-        runtime_env = actor_runtime_env(ray)
         remote = ray.remote(_Extractor).options(max_restarts=max_restarts, max_task_retries=max_restarts,
-                                                **({"runtime_env": runtime_env} if runtime_env else {}), **self.ask)
+                                                runtime_env=actor_runtime_env(ray), **self.ask)
         logger.info("ray: starting %d actors (%s each); each loads the models", self.count,
-                    ", ".join(f"{v} {k[4:].upper()}" for k, v in self.ask.items() if v))
+                    ", ".join(f"{v} {k[4:-1].upper()}" for k, v in self.ask.items() if v))
         self.actors = [remote.remote(self.config, tuple(scales), batch_size,
                                      None if die_once is None else str(die_once)) for _ in range(self.count)]
         self._infos: dict | None = None
@@ -475,10 +478,10 @@ class Extractors:
                 last = str(err).strip().splitlines()[-1].strip()
                 raise RayEngineError(f"a Ray actor could not load the models or open the cache: {last}") from None
             raise RayEngineError(f"a Ray worker died after {self.max_restarts} restarts, or its node was lost "
-                                 f"({extract_message(err)}); the rows written so far are kept: run the same "
+                                 f"({first_line(err)}); the rows written so far are kept: run the same "
                                  "command again to resume") from None
         except (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError) as err:
-            raise RayEngineError(f"a Ray worker or node was lost ({extract_message(err)}); the rows written so far "
+            raise RayEngineError(f"a Ray worker or node was lost ({first_line(err)}); the rows written so far "
                                  "are kept: run the same command again to resume") from None
 
     def scale_infos(self) -> dict:
@@ -494,7 +497,10 @@ class Extractors:
         return self._infos
 
     def rows(self, start: int) -> Iterator[tuple[int, dict, dict, dict]]:
-        """Rows ``[start, num_tracks)``, range by range in cache order, as ``extract_rows`` yields them.
+        """Rows ``[start, num_tracks)`` in cache order, group by group as ``extract_rows`` yields them.
+
+        Written as they come, the blocks make the very writes of a local run (so the very bytes of
+        its uninterrupted file); a range waits until every range before it has come.
 
         Yields:
             ``(k, features, num_segments, classic)`` of the next ``k`` rows.
@@ -530,7 +536,7 @@ class Extractors:
             while next_first in arrived:
                 result = arrived.pop(next_first)
                 next_first = result.end
-                yield result.end - result.first, result.features, result.num_segments, result.classic
+                yield from result.blocks
 
     def _check(self, result: RangeResult, actor: int) -> None:
         expected = {s: i.model_hash for s, i in self.scale_infos().items()}

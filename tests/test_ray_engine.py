@@ -145,7 +145,8 @@ def test_ray_engine_writes_the_local_engines_file_though_a_worker_is_killed(ray_
     """Two actors over ranges of about 3 tracks; one SIGKILLs its own process as it starts its first range.
 
     Ray restarts it (its models loaded again) and runs that range again; the other actor's results
-    arrive out of order and wait. The file is the local engine's, every dataset and attribute.
+    arrive out of order and wait. The driver makes the local engine's writes, group by group: the
+    file is the local engine's, every dataset and attribute, and every byte.
     """
     root = upstream[0]
     out, flag = root / "ray", root / "die-once"
@@ -154,6 +155,7 @@ def test_ray_engine_writes_the_local_engines_file_though_a_worker_is_killed(ray_
                 ray_options={"range_tracks": 3, "num_actors": 2, "die_once": flag})
     assert not flag.exists()  # a worker did die
     assert_same_features(out, local_run)
+    assert (out / "features.h5").read_bytes() == (local_run / "features.h5").read_bytes()
     done = json.loads((out / "DONE").read_text())
     expected_ranges = len(ray_engine.plan_ranges(SimpleNamespace(num_tracks=len(LENGTHS), lengths=LENGTHS),
                                                  INPUT_LENGTHS, BATCH, max_tracks=3))
@@ -162,19 +164,19 @@ def test_ray_engine_writes_the_local_engines_file_though_a_worker_is_killed(ray_
     assert done["config_hash"] == json.loads((local_run / "DONE").read_text())["config_hash"]
 
 
-def test_a_stopped_ray_run_resumes_after_its_last_range_through_the_cli_on_a_running_cluster(
+def test_a_stopped_ray_run_resumes_after_its_last_group_through_the_cli_on_a_running_cluster(
         ray_cluster, upstream, local_run):
-    """Stopped after its first range; `msagg extract --engine ray --address` on the running cluster resumes it."""
+    """Stopped after its first group of tracks was written (within its first range), as a kill would;
+    `msagg extract --engine ray --address` on the running cluster resumes it from there."""
     root, cache, pretrain = upstream
     out = root / "ray-resumed"
     with pytest.raises(extract.ExtractionStopped):
         extract.run(config(upstream, engine="ray"), out, batch_size=BATCH, progress=False, stop_after=1,
                     ray_options={"range_tracks": 3, "num_actors": 1})
-    plan = ray_engine.plan_ranges(SimpleNamespace(num_tracks=len(LENGTHS), lengths=LENGTHS), INPUT_LENGTHS, BATCH,
-                                  max_tracks=3)
+    groups = ray_engine.group_starts(LENGTHS, INPUT_LENGTHS, BATCH)
     with h5py.File(out / "features.h5.partial", "r") as h5:
         done = int(h5.attrs["num_done"])
-    assert done == plan[0][1] < len(LENGTHS)  # the first range, whole, and nothing more
+    assert done == groups[1] < len(LENGTHS)  # the first group, whole, and nothing more
 
     # Another process joins the running cluster (so its code travels as the job's py_modules).
     address = ray_cluster.get_runtime_context().gcs_address
