@@ -43,6 +43,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import time
@@ -475,7 +476,7 @@ class Extractors:
             raise
         except rx.RayActorError as err:
             if err.actor_init_failed:  # e.g. a node that does not see the run folders
-                last = str(err).strip().splitlines()[-1].strip()
+                last = re.sub(r"^[\w.]+: ", "", str(err).strip().splitlines()[-1].strip())  # "data.cache.CacheError: "
                 raise RayEngineError(f"a Ray actor could not load the models or open the cache: {last}") from None
             raise RayEngineError(f"a Ray worker died after {self.max_restarts} restarts, or its node was lost "
                                  f"({first_line(err)}); the rows written so far are kept: run the same "

@@ -5,7 +5,6 @@ its own actors, which load TensorFlow and the models (seconds each), so there ar
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
