@@ -320,6 +320,7 @@ class RangeResult:
     restarted: bool
     cache_hash: str
     model_hashes: dict
+    code: str
 
 
 class _Extractor:
@@ -342,9 +343,10 @@ class _Extractor:
         self.cache = AudioCache(config.cache)
         self.models = extract.load_tap_models(PretrainRun(config.pretrain), scales)
         self.node = ray.get_runtime_context().get_node_id()
+        self.code = code_fingerprint()
 
     def scale_infos(self) -> tuple[str, dict]:
-        return code_fingerprint(), extract.scale_infos(self.models, self.config.song_pool)
+        return self.code, extract.scale_infos(self.models, self.config.song_pool)
 
     def compute(self, first: int, end: int) -> RangeResult:
         import ray
@@ -356,7 +358,7 @@ class _Extractor:
         blocks = list(extract.extract_rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
         return RangeResult(first, end, blocks, os.getpid(), self.node,
                            bool(ray.get_runtime_context().was_current_actor_reconstructed), self.cache.config_hash,
-                           {scale: m.model_hash for scale, m in self.models.items()})
+                           {scale: m.model_hash for scale, m in self.models.items()}, self.code)
 
 
 CODE_PACKAGES = ("stages", "data", "models")
@@ -489,11 +491,8 @@ class Extractors:
         """The ``ScaleInfo`` of every scale, from the first actor's models (waits for it to load them)."""
         if self._infos is None:
             started = time.monotonic()
-            fingerprint, self._infos = self._get(self.actors[0].scale_infos.remote())
-            if fingerprint != self.fingerprint:
-                raise RayEngineError(f"Ray workers run another msagg than this process (code {fingerprint}, here "
-                                     f"{self.fingerprint}); start them from the same msagg, or let msagg start "
-                                     "the Ray session (it uploads its code)")
+            code, self._infos = self._get(self.actors[0].scale_infos.remote())
+            self._check_code(code)
             logger.info("ray: first actor ready in %.1f s", time.monotonic() - started)
         return self._infos
 
@@ -539,7 +538,14 @@ class Extractors:
                 next_first = result.end
                 yield from result.blocks
 
+    def _check_code(self, code: str) -> None:
+        if code != self.fingerprint:
+            raise RayEngineError(f"Ray workers run another msagg than this process (code {code}, here "
+                                 f"{self.fingerprint}); start them from the same msagg, or let msagg start the Ray "
+                                 "session (it sends its code)")
+
     def _check(self, result: RangeResult, actor: int) -> None:
+        self._check_code(result.code)
         expected = {s: i.model_hash for s, i in self.scale_infos().items()}
         if result.cache_hash != self.cache.config_hash or result.model_hashes != expected:
             what = "cache" if result.cache_hash != self.cache.config_hash else "models"
