@@ -175,21 +175,30 @@ def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overw
               help="Classic features stored beside the learned ones for the baseline rows of every report "
               "(default mfcc: 20 MFCCs + deltas, mean and std over the song, by librosa; none: skip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
+@click.option("--engine", type=click.Choice(["local", "ray"]),
+              help="Where to compute: local (this process, the default) or ray (Ray actors over ranges of tracks; "
+              "the same features.h5; needs pip install -e '.[ray]').")
+@click.option("--address", help="With --engine ray: a running Ray cluster (HEAD:6379); default: a Ray cluster of "
+              "this machine's cores, started for the run. The run folders must be on a filesystem every node sees.")
 @config_options
 @friendly_errors
-def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, out_dir, overwrite, config_file, sets):
+def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, engine, address, out_dir, overwrite,
+            config_file, sets):
     """Song-level features from the last three layers of every pretrained model.
 
     Each track is read once; for every model its non-overlapping segments go through one forward
     pass that yields the three taps (-3, -2, -1), each max-pooled over time within a segment and
     then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
     (the classic baseline of every report). Writes features.h5 (layout: data/features.py);
-    a killed extraction resumes from the last track written.
+    a killed extraction resumes from the last track written. With --engine ray, ranges of tracks
+    are computed on Ray actors (one per node or GPU) and written in order: the same file.
 
     \b
     Examples:
       msagg extract --pretrain runs/demo/pretrain --cache runs/demo/prepare/synth-genre \\
           --out runs/demo/extract/synth-genre
+      msagg extract --pretrain runs/demo/pretrain --cache runs/demo/prepare/synth-genre \\
+          --out runs/demo/extract/synth-genre --engine ray --address HEAD:6379
       msagg extract --pretrain runs/mtat/pretrain --cache runs/gtzan/prepare/gtzan --song-pool meanmax \\
           --out runs/gtzan/extract/from-mtat
     """
@@ -200,7 +209,8 @@ def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, out_dir
         config_file=config_file,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
-                     classic=None if classic is None else (() if classic == "none" else (classic,))),
+                     classic=None if classic is None else (() if classic == "none" else (classic,)),
+                     engine=engine, address=address),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -25,9 +26,12 @@ from data.integrity import check_same_run, require_done
 from data.segments import num_segments, segment
 from models import sample_cnn
 from stages.pretrain_run import PretrainRun
-from stages.runfolder import RunFolder, lock_scope
+from stages.runfolder import RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
+
+ENGINES = ("local", "ray")
+"""Where extract computes: in this process, or on Ray actors (``stages.ray_engine``)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,6 +48,12 @@ class Config:
         classic: Classic hand-crafted feature sets computed from the same audio and stored beside
             the learned ones (``data.classic``: "mfcc"), the baseline every report compares
             with; empty: none.
+        engine: Where the features are computed: "local" (this process) or "ray" (Ray actors,
+            ``stages.ray_engine``). The file is the same either way, so the engine is a
+            ``RUNTIME`` field: not in config.json nor the hash.
+        address: The Ray cluster to use with engine "ray" ("HOST:6379", "ray://HOST:10001",
+            "auto"); None: a Ray cluster of this machine's cores, started for the run.
+            ``RUNTIME`` as well.
     """
 
     pretrain: str
@@ -51,6 +61,8 @@ class Config:
     song_pool: str = "mean"
     scales: tuple[str, ...] = ()
     classic: tuple[str, ...] = CLASSIC
+    engine: str = dataclasses.field(default="local", metadata={RUNTIME: True})
+    address: str | None = dataclasses.field(default=None, metadata={RUNTIME: True})
 
     def __post_init__(self):
         for name in ("pretrain", "cache"):
@@ -75,6 +87,11 @@ class Config:
         if bad or len(set(classic)) != len(classic):
             raise ConfigError(f"classic must list distinct names among {', '.join(CLASSIC)}, got {classic!r}")
         object.__setattr__(self, "classic", classic)
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.address is not None and (self.engine != "ray" or not isinstance(self.address, str)
+                                         or not self.address.strip()):
+            raise ConfigError(f"address {self.address!r}: a Ray cluster address (HOST:PORT), only with engine ray")
 
 
 class ExtractError(MsaggError):
@@ -282,6 +299,41 @@ def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], b
         yield chunk
 
 
+def scale_infos(models: Mapping[str, TapModel], song_pool: str) -> dict[str, ScaleInfo]:
+    """What the features file records of each model (``ScaleInfo``), from the loaded models."""
+    return {
+        scale: ScaleInfo(
+            input_length=m.input_length,
+            sample_rate=m.sample_rate,
+            model_hash=m.model_hash,
+            num_params=m.num_params,
+            dims={tap: features_lib.pooled_dim(c, song_pool) for tap, c in m.channels.items()},
+            block=m.block,
+            multi=m.multi,
+            tap_layers=m.tap_layers,
+        )
+        for scale, m in models.items()
+    }
+
+
+def extract_rows(cache: AudioCache, models: Mapping[str, TapModel], config: Config, rows: range,
+                 batch_size: int) -> Iterator[tuple[int, dict, dict, dict]]:
+    """Song features of the cache's ``rows``, group by group (``_chunks``), as ``FeaturesWriter.write`` takes them.
+
+    Both engines compute through it (the ray engine on each range of rows, which starts and ends
+    at group boundaries), so their rows are the same numbers.
+
+    Yields:
+        ``(k, features, num_segments, classic)`` for the next ``k`` rows: scale -> tap -> float32
+        (k, dim), scale -> int32 (k,), classic name -> float32 (k, dim).
+    """
+    for chunk in _chunks(rows, lambda i: cache.lengths[i], models, batch_size):
+        waves = [cache.track(i) for i in chunk]
+        block, counts = features_of_waves(waves, models, config.song_pool, batch_size)
+        classic = {name: classic_features(name, waves, cache.sample_rate) for name in config.classic}
+        yield len(chunk), block, counts, classic
+
+
 # ---------------------------------------------------------------------------------------------
 # The stage
 
@@ -303,13 +355,16 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    ray_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Extracts song-level features of every track of a cache with every model of a pretrain run.
 
     Each track is read once; for each model its segments (batched with those of neighbouring
     tracks) go through one forward pass that yields the three taps, each max-pooled over time
     within a segment and then pooled over the song. Rows are flushed group by group into
-    ``features.h5.partial``; a killed run resumes from the last group written.
+    ``features.h5.partial``; a killed run resumes from the last group written. With engine "ray",
+    ranges of whole groups are computed on Ray actors (``stages.ray_engine``) and written here in
+    cache order, group by group as above: the same file.
 
     Args:
         config: The stage config.
@@ -320,6 +375,8 @@ def run(
         progress: Show a progress bar.
         stop_after: Test hook: raise ``ExtractionStopped`` once at least this many tracks are
             written, as if the process had been killed.
+        ray_options: With engine "ray": keyword options of ``stages.ray_engine.Extractors``
+            (``range_tracks``, ``num_actors``, ...).
 
     Returns:
         ``out_dir / "features.h5"``.
@@ -337,6 +394,8 @@ def run(
             replaced, naming the shard and the tracks.
         WriteError: When the disk refuses a write (naming the file); no DONE is written, and a
             later run resumes from the rows durably written.
+        RayEngineError: With engine "ray": Ray is not installed, the cluster cannot be reached,
+            or a worker kept dying (nothing is written in the first two cases).
     """
     out_dir = Path(out_dir)
     if batch_size < 1:
@@ -349,30 +408,28 @@ def run(
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
     cache_done = require_done(cache_run_folder(config.cache), "prepare")
-    with AudioCache(config.cache) as cache:
+    with AudioCache(config.cache) as cache, contextlib.ExitStack() as stack:
         check_same_run(cache.path, cache.config_hash, cache_done)
         pretrain = PretrainRun(config.pretrain)
         scales = pretrain.select(config.scales)
         pretrain.check_sample_rate(cache.sample_rate, f"the audio cache {cache.path}", scales)
         if cache.num_tracks == 0:
             raise ExtractError(f"{cache.path}: the cache holds no tracks")
+        actors = None
+        if config.engine == "ray":  # before folder.start: without Ray, or its cluster, nothing is written
+            from stages import ray_engine
+
+            session = stack.enter_context(ray_engine.session(config.address))
         if not folder.start(overwrite):
             return final
         remove_stale_temps(out_dir)  # temps of atomic writes a killed run left (skipped.csv, DONE)
-        models = load_tap_models(pretrain, scales)
-        infos = {
-            scale: ScaleInfo(
-                input_length=m.input_length,
-                sample_rate=m.sample_rate,
-                model_hash=m.model_hash,
-                num_params=m.num_params,
-                dims={tap: features_lib.pooled_dim(c, config.song_pool) for tap, c in m.channels.items()},
-                block=m.block,
-                multi=m.multi,
-                tap_layers=m.tap_layers,
-            )
-            for scale, m in models.items()
-        }
+        if config.engine == "ray":
+            actors = stack.enter_context(ray_engine.Extractors(session, config, cache, scales, batch_size,
+                                                               **(ray_options or {})))
+            infos = actors.scale_infos()
+        else:
+            models = load_tap_models(pretrain, scales)
+            infos = scale_infos(models, config.song_pool)
         writer = FeaturesWriter(
             final,
             track_ids=list(cache.track_ids),
@@ -389,19 +446,17 @@ def run(
         )
         num_tracks = cache.num_tracks
         start = writer.num_done
-        logger.info("extract %d tracks of %s (%d Hz) with scales %s, song pooling %s, classic features %s%s",
-                    num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales), config.song_pool,
-                    ", ".join(config.classic) or "none",
-                    f"; resuming after {start}" if start else "")
+        logger.info("extract %d tracks of %s (%d Hz) with scales %s, song pooling %s, classic features %s, "
+                    "engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales), config.song_pool,
+                    ", ".join(config.classic) or "none", config.engine, f"; resuming after {start}" if start else "")
         began = time.monotonic()
         with writer, tqdm(total=num_tracks, initial=start, unit="track", desc="extract", disable=not progress,
                           dynamic_ncols=True) as bar:
-            for chunk in _chunks(range(start, num_tracks), lambda i: cache.lengths[i], models, batch_size):
-                waves = [cache.track(i) for i in chunk]
-                block, counts = features_of_waves(waves, models, config.song_pool, batch_size)
-                classic = {name: classic_features(name, waves, cache.sample_rate) for name in config.classic}
+            rows = (actors.rows(start) if actors is not None
+                    else extract_rows(cache, models, config, range(start, num_tracks), batch_size))
+            for k, block, counts, classic in rows:
                 writer.write(block, counts, classic)
-                bar.update(len(chunk))
+                bar.update(k)
                 done = writer.num_done
                 if stop_after is not None and stop_after <= done < num_tracks:
                     raise ExtractionStopped(f"stopped after {done} of {num_tracks} tracks (stop_after={stop_after})")
@@ -416,5 +471,6 @@ def run(
         logger.info("wrote %s: %d tracks x %d scales in %.1f s (%.1f tracks/s)", path, num_tracks, len(scales),
                     seconds, rate)
     folder.finish({"num_tracks": num_tracks, "scales": scales, "num_skipped": len(skipped),
-                   "seconds": round(seconds, 1)})
+                   "seconds": round(seconds, 1), "engine": config.engine,
+                   **({"ray": actors.summary()} if actors is not None else {})})
     return path

@@ -65,12 +65,18 @@ OMIT_DEFAULT = "omit_default"
 (prepare's ``shard_mb``)."""
 
 
+RUNTIME = "runtime"
+"""Field metadata key: a Config field that chooses how a stage runs, not what it computes (extract's
+``engine`` and ``address``): never in config.json nor the hash, so a run started one way can be
+resumed, or found done, another way, and its downstream runs see the same upstream hash."""
+
+
 def config_dict(config: Any) -> dict:
     """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out
-    while None, ``OMIT_DEFAULT`` fields while they hold their default)."""
+    while None, ``OMIT_DEFAULT`` fields while they hold their default, ``RUNTIME`` fields always)."""
     data = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     for field in dataclasses.fields(config):
-        if field.metadata.get(OMIT_NONE) and data.get(field.name) is None:
+        if field.metadata.get(RUNTIME) or (field.metadata.get(OMIT_NONE) and data.get(field.name) is None):
             data.pop(field.name, None)
         elif field.metadata.get(OMIT_DEFAULT) and getattr(config, field.name) == field.default:
             data.pop(field.name, None)

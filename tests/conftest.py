@@ -13,3 +13,19 @@ import pytest
 def _seed():
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster of 2 CPUs for every test that needs one (Ray takes seconds to start).
+
+    Yields:
+        The ``ray`` module, initialized; shut down when the session ends.
+    """
+    import logging
+
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
