@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from data.cache import AudioCache
 from data.errors import ConfigError
 from pipeline.cli import main
 from pipeline.config import resolve
@@ -156,8 +157,8 @@ def test_ray_engine_writes_the_local_engines_file_though_a_worker_is_killed(ray_
     assert_same_features(out, local_run)
     assert (out / "features.h5").read_bytes() == (local_run / "features.h5").read_bytes()
     done = json.loads((out / "DONE").read_text())
-    expected_ranges = len(ray_engine.plan_ranges(SimpleNamespace(num_tracks=len(LENGTHS), lengths=LENGTHS),
-                                                 INPUT_LENGTHS, BATCH, max_tracks=3))
+    with AudioCache(upstream[1]) as cache:  # its shards cut the ranges too
+        expected_ranges = len(ray_engine.plan_ranges(cache, INPUT_LENGTHS, BATCH, max_tracks=3))
     assert done["engine"] == "ray" and done["ray"] == {"num_actors": 2, "num_ranges": expected_ranges,
                                                        "restarted_actors": 1, "nodes": 1}
     assert done["config_hash"] == json.loads((local_run / "DONE").read_text())["config_hash"]
