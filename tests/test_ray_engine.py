@@ -185,8 +185,8 @@ def test_a_stopped_ray_run_resumes_after_its_last_group_through_the_cli_on_a_run
                           "--address", address], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "DONE").read_text())["ray"]
-    remaining = ray_engine.plan_ranges(SimpleNamespace(num_tracks=len(LENGTHS), lengths=LENGTHS), INPUT_LENGTHS,
-                                       BATCH, start=done)
+    with AudioCache(upstream[1]) as cache:
+        remaining = ray_engine.plan_ranges(cache, INPUT_LENGTHS, BATCH, start=done)
     assert remaining[0][0] == done and summary["num_ranges"] == len(remaining)  # resumed, not restarted
     assert_same_features(out, local_run)
 
