@@ -61,13 +61,26 @@ OMIT_NONE = "omit_none"
 """Field metadata key: a field added to a Config later, left out of config.json (and the hash) while None,
 so run folders made before it existed keep their hash (prepare's ``audio_from``)."""
 
+OMIT_DEFAULT = "omit_default"
+"""Field metadata key: a field added to a Config later, left out of config.json (and the hash) while it
+holds its default, so run folders made before it existed keep their hash (pretrain's ``devices`` and
+``precision``, extract's ``precision``); any other value is recorded and hashed."""
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
 
 def config_dict(config: Any) -> dict:
-    """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out while None)."""
-    data = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out while
+    None, ``OMIT_DEFAULT`` fields while they hold their default)."""
+    data = _json(dataclasses.asdict(config))
     for field in dataclasses.fields(config):
         if field.metadata.get(OMIT_NONE) and data.get(field.name) is None:
             data.pop(field.name, None)
+        elif (field.metadata.get(OMIT_DEFAULT) and field.default is not dataclasses.MISSING
+              and field.name in data and data[field.name] == _json(field.default)):
+            data.pop(field.name)
     return data
 
 
@@ -320,15 +333,19 @@ class RunFolder:
         stage: Stage name ("prepare", "pretrain", ...).
         config: The stage's resolved config dataclass.
         upstream: Named upstream run folders; their config hashes are recorded.
+        runtime: What this process resolved on this machine and does not hash (e.g. the
+            devices), recorded in metadata.json under "runtime" each time the run starts or resumes.
     """
 
-    def __init__(self, out_dir: str | Path, stage: str, config: Any, upstream: Mapping[str, str | Path] | None = None):
+    def __init__(self, out_dir: str | Path, stage: str, config: Any, upstream: Mapping[str, str | Path] | None = None,
+                 *, runtime: Mapping[str, Any] | None = None):
         self.path = Path(out_dir)
         self.stage = stage
         self.config = config
         self.config_json = config_dict(config)
         self.hash = config_hash(self.config_json)
         self.upstream = {k: Path(v) for k, v in (upstream or {}).items()}
+        self.runtime = dict(runtime or {})
         self._lock = FolderLock(self.path)
 
     def lock(self) -> RunFolder:
@@ -463,6 +480,7 @@ class RunFolder:
                 "platform": platform.platform(),
                 "packages": _versions(),
                 "upstream": upstream,
+                **({"runtime": _json(self.runtime)} if self.runtime else {}),
             },
         )
         return True
