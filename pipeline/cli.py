@@ -117,9 +117,25 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     "--set augment_noise_prob=0.5 --set augment_pitch_semitones=2 --set augment_pitch_prob=0.5 "
     "--set augment_mixup_alpha=0.2 --set augment_mixup_prob=1 (these are the defaults).",
 )
+@click.option(
+    "--devices",
+    metavar="N|all",
+    help="Devices to train on (default 1: one device, as msagg always ran): a count, or 'all' (every GPU/TPU, "
+    "else every CPU device). More than one trains data parallel through Keras' distribution API (JAX: "
+    "DataParallel; TensorFlow: MirroredStrategy). The batch size stays the global batch of one step, split "
+    "evenly over the devices (it must divide: 23 does not split over 2, use --set batch_size=22 or 24), and "
+    "the learning rate is unchanged. Asking for more devices than the machine has is an error listing them.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "bf16"]),
+    help="float32 (default, the paper) or bf16: layers compute in bfloat16 with float32 weights and float32 "
+    "outputs (Keras' mixed_bfloat16); faster on GPUs/TPUs and CPUs with bfloat16 units.",
+)
 @config_options
 @friendly_errors
-def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overwrite, config_file, sets):
+def pretrain(cache, preset, scales, width, block, multi, augment, devices, precision, out_dir, overwrite, config_file,
+             sets):
     """Train one SampleCNN per scale on an audio cache's train split.
 
     Random segment crops of the train split, SGD with Nesterov momentum 0.9, batch 23, lr 0.01;
@@ -139,6 +155,8 @@ def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overw
       msagg pretrain --cache runs/demo/prepare/synth-tags --no-augment --out runs/demo/pretrain-noaug
       msagg pretrain --cache runs/demo/prepare/synth-tags --scales 3^9 --set max_epochs_per_stage=2 \\
           --out runs/try/pretrain
+      KERAS_BACKEND=jax msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --devices all \\
+          --set batch_size=24 --precision bf16 --out runs/mtat/pretrain-4gpu
     """
     from stages import pretrain as stage
 
@@ -148,7 +166,7 @@ def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overw
         preset=preset,
         config_file=config_file,
         options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width,
-                     block=block, multi=multi, augment=augment),
+                     block=block, multi=multi, augment=augment, devices=devices, precision=precision),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), overwrite=overwrite)
