@@ -191,9 +191,14 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
               help="Classic features stored beside the learned ones for the baseline rows of every report "
               "(default mfcc: 20 MFCCs + deltas, mean and std over the song, by librosa; none: skip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
+@click.option("--precision", type=click.Choice(["float32", "bf16"]),
+              help="What the models compute in, whatever they were trained in: float32 (default) or bf16 (bfloat16 "
+              "layers, Keras' mixed_bfloat16; faster where the hardware has bfloat16 units). The stored features "
+              "are float32 either way.")
 @config_options
 @friendly_errors
-def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, out_dir, overwrite, config_file, sets):
+def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, precision, out_dir, overwrite, config_file,
+            sets):
     """Song-level features from the last three layers of every pretrained model.
 
     Each track is read once; for every model its non-overlapping segments go through one forward
@@ -216,7 +221,8 @@ def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, out_dir
         config_file=config_file,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
-                     classic=None if classic is None else (() if classic == "none" else (classic,))),
+                     classic=None if classic is None else (() if classic == "none" else (classic,)),
+                     precision=precision),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
