@@ -404,22 +404,26 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, worker
                    "instead of each block type's own head.")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier (1.0 = the paper).")
 @click.option("--batch-size", type=int, default=23, show_default=True, help="Training batch (the paper's 23).")
+@click.option("--precision", "precisions", default="float32", show_default=True,
+              help="Comma-separated precisions to measure side by side: float32, bf16 (bfloat16 layers with float32 "
+                   "weights, Keras' mixed_bfloat16), e.g. --precision float32,bf16.")
 @click.option("--quick", is_flag=True, help="Very few steps: a smoke test, not a measurement.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/bench.json",
               show_default=True, help="Where to write the JSON results.")
 @friendly_errors
-def bench(scales, blocks, multi, width, batch_size, quick, out_file):
+def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file):
     """Measure training and inference throughput of the SampleCNN family.
 
-    Prints, per scale and block type: training and inference segments/s, real-time factor at
-    22050 Hz, achieved GFLOP/s (from counted multiply-adds) and peak resident memory; writes the
-    same as JSON.
+    Prints, per scale, block type and precision: training and inference segments/s, real-time
+    factor at 22050 Hz, achieved GFLOP/s (from counted multiply-adds) and peak resident memory;
+    writes the same as JSON.
 
     \b
     Examples:
       msagg bench
       msagg bench --scales 3^9 --width 0.25
       msagg bench --scales 3^9 --block basic,se,res,rese --multi
+      msagg bench --scales 3^9 --precision float32,bf16
       KERAS_BACKEND=jax msagg bench   # on a GPU machine with JAX
     """
     from data.atomic import write_json
@@ -428,6 +432,7 @@ def bench(scales, blocks, multi, width, batch_size, quick, out_file):
     request = {
         "scales": [s.strip() for s in scales.split(",") if s.strip()],
         "blocks": [b.strip() for b in blocks.split(",") if b.strip()],
+        "precisions": [p.strip() for p in precisions.split(",") if p.strip()],
         "multi": multi, "width": width, "batch_size": batch_size, "quick": quick,
     }
     try:  # bad names and settings are usage errors, caught before the first (slow) measurement
