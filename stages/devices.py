@@ -83,13 +83,18 @@ class Devices:
 
     Attributes:
         requested: What the config asked for (a count or "all").
-        names: The devices used, as Keras names them ("cpu:0", "gpu:1", ...).
+        names: The devices used, as Keras names them ("cpu:0", "gpu:1", ...): on several hosts
+            (JAX after ``jax.distributed.initialize()``), those of every host.
         backend: The Keras backend ("tensorflow", "jax", ...).
+        num_processes: Processes taking part (one per host; 1 unless JAX runs on several hosts).
+        process_index: This process's index among them (0 on one host).
     """
 
     requested: int | str
     names: tuple[str, ...]
     backend: str
+    num_processes: int = 1
+    process_index: int = 0
 
     @property
     def count(self) -> int:
@@ -101,12 +106,25 @@ class Devices:
         return self.count > 1
 
     def describe(self) -> dict[str, Any]:
-        """What run folders record: ``{"requested", "count", "names", "backend"}``."""
-        return {"requested": self.requested, "count": self.count, "names": list(self.names), "backend": self.backend}
+        """What run folders record: ``{"requested", "count", "names", "backend"}``, and
+        ``"processes", "process_index"`` on several hosts."""
+        out = {"requested": self.requested, "count": self.count, "names": list(self.names), "backend": self.backend}
+        if self.num_processes > 1:
+            out.update(processes=self.num_processes, process_index=self.process_index)
+        return out
 
     def batch_multiple(self, batch_size: int) -> int:
         """``batch_size`` rounded up to a multiple of the device count (evaluation batches, which are padded)."""
         return math.ceil(batch_size / self.count) * self.count
+
+
+def _processes(backend: str) -> tuple[int, int]:
+    """(number of processes, this one's index): JAX's after ``jax.distributed.initialize()``, else (1, 0)."""
+    if backend != "jax":
+        return 1, 0
+    import jax
+
+    return int(jax.process_count()), int(jax.process_index())
 
 
 def available() -> list[str]:
@@ -139,7 +157,12 @@ def resolve(requested: int | str) -> Devices:
     if len(names) > 1 and backend not in PARALLEL_BACKENDS:
         raise DevicesError(f"devices {requested}: data-parallel training needs the JAX or TensorFlow backend "
                            f"(KERAS_BACKEND=jax or tensorflow), not {backend}; use --devices 1")
-    return Devices(requested=requested, names=tuple(names), backend=backend)
+    num_processes, process_index = _processes(backend)
+    if num_processes > 1 and len(names) != len(found):
+        raise DevicesError(f"devices {requested}: on {num_processes} hosts (jax.distributed) every device takes "
+                           f"part; use --devices all ({len(found)} devices)")
+    return Devices(requested=requested, names=tuple(names), backend=backend, num_processes=num_processes,
+                   process_index=process_index)
 
 
 def _tf_device(name: str) -> str:
@@ -162,7 +185,10 @@ def data_parallel(devices: Devices) -> Iterator[Any]:
     if devices.backend == "jax":
         import keras
 
-        distribution = keras.distribution.DataParallel(devices=list(devices.names))
+        # On several hosts each process reads its own part of every batch (pretrain draws its crops
+        # per process), so Keras must not try to shard the input itself.
+        distribution = keras.distribution.DataParallel(devices=list(devices.names),
+                                                       auto_shard_dataset=devices.num_processes == 1)
         with distribution.scope():
             yield distribution
         return

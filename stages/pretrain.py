@@ -377,7 +377,10 @@ def _train_scale(
 
     augment = config.augmentation()
     logger.info("%s: augmentation of the training crops: %s", scale, augment.describe())
-    sequence = CropSequence(cache, train, input_length, config.batch_size, steps, seed=seed, augment=augment)
+    # On several hosts (JAX), each process draws its own share of every global batch.
+    local_batch = config.batch_size // devices.num_processes
+    crop_seed = seed if devices.num_processes == 1 else _scale_seed(seed, f"process{devices.process_index}")
+    sequence = CropSequence(cache, train, input_length, local_batch, steps, seed=crop_seed, augment=augment)
     scalars = training_log.ScalarLog(folder / "tensorboard", enabled=tensorboard)
     try:
         while state["lr_stage"] < config.num_lr_stages:
