@@ -107,8 +107,8 @@ class Config:
             (every accelerator, else every CPU device Keras lists). More than one trains data
             parallel through Keras' distribution API (``stages.devices``: JAX ``DataParallel``,
             TensorFlow ``MirroredStrategy``); results then differ from one device's by rounding
-            (and, on TensorFlow, per-device batch-norm statistics). Left out of config.json and
-            the hash at 1, so earlier run folders keep their hash.
+            on JAX, and on TensorFlow also by per-device batch-norm statistics and dropout masks.
+            Left out of config.json and the hash at 1, so earlier run folders keep their hash.
         precision: "float32" (the paper) or "bf16": layers compute in bfloat16 with float32
             weights and float32 outputs (Keras' "mixed_bfloat16" policy); faster where the
             hardware has bfloat16 units. Left out of config.json and the hash at "float32".
