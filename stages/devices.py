@@ -12,7 +12,8 @@ the model. More than one is data parallelism, never a hand-rolled gradient all-r
   everything that builds, compiles, trains or loads a model. Keras splits each batch over the
   replicas, scales the loss by the number of replicas and sums the gradients; batch-norm
   statistics are those of each replica's part of the batch (Keras' default for
-  ``BatchNormalization``), so results differ a little more than on JAX.
+  ``BatchNormalization``) and each replica draws its own dropout masks, so the run is equivalent
+  to one device's in distribution, not in its numbers (JAX is the exact path).
 
 The batch rule: ``batch_size`` stays the global batch (the paper's 23 is the batch of one SGD
 step, whatever the device count), split evenly over the devices, and the learning rate is
