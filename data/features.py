@@ -12,6 +12,10 @@ Schema version 1::
       dataset          str, the dataset of the audio cache the features come from
       pretrain_dataset str, the dataset the models were trained on ("" when unknown)
       task             str, "tags" (multi-label) | "classes" (single-label)
+      precision        str, optional: what the models computed in, "float32" | "bf16" (bfloat16
+                       layers, Keras' mixed_bfloat16); the features are float32 either way. Files
+                       written before it existed lack it and read as "float32"
+                       (``FeaturesFile.precision``)
       complete         bool, True once every row is written and the file is finalized
       num_done         int, rows [0, num_done) are final (advanced after each flushed batch)
     /track_ids         str (N,), same order as the audio cache
@@ -70,6 +74,7 @@ FILE_NAME = "features.h5"
 PARTIAL_SUFFIX = ".partial"
 SONG_POOLS = ("mean", "max", "meanmax", "meanstd")
 DEFAULT_BLOCK = "basic"
+DEFAULT_PRECISION = "float32"
 STRING_DTYPE = h5py.string_dtype("utf-8")
 
 
@@ -169,6 +174,7 @@ class FeaturesFile:
         label_names: list[str] (L).
         split: str array (N,).
         task, dataset, pretrain_dataset, song_pool, config_hash: root attributes (str).
+        precision: What the models computed in ("float32" for files written before it was recorded).
         scales: Scale keys, ordered by (m, n).
         classic: Names of the classic feature sets in the file (e.g. ["mfcc"]; [] for none).
 
@@ -246,6 +252,11 @@ class FeaturesFile:
     pretrain_dataset = property(lambda self: self._root("pretrain_dataset"))
     song_pool = property(lambda self: self._root("song_pool"))
     config_hash = property(lambda self: self._root("config_hash"))
+
+    @property
+    def precision(self) -> str:
+        """What the models computed in: "float32" or "bf16" ("float32" when the file does not say)."""
+        return str(attr_value(self._h5.attrs.get("precision", DEFAULT_PRECISION)))
 
     @property
     def num_tracks(self) -> int:

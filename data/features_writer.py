@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 
 from data.atomic import CheckedFile, WriteError, fsync_dir
-from data.features import (DEFAULT_BLOCK, PARTIAL_SUFFIX, SCHEMA_VERSION, SONG_POOLS, FeaturesError, STRING_DTYPE, attr_value,
-                           scale_sort_key, tap_sort_key)
+from data.features import (DEFAULT_BLOCK, DEFAULT_PRECISION, PARTIAL_SUFFIX, SCHEMA_VERSION, SONG_POOLS, FeaturesError,
+                           STRING_DTYPE, attr_value, scale_sort_key, tap_sort_key)
 from data.integrity import CHECKSUM, describe_read_error, schema_version_problem
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class FeaturesWriter:
         scales: Scale key -> ``ScaleInfo``.
         classic: Classic feature set name (``data.classic.CLASSIC``) -> its dim; written to
             ``/classic/<name>`` beside the learned features (empty: none).
+        precision: What the models computed in ("float32" or "bf16"), the root attribute
+            ``precision``; the features are stored as float32 either way.
 
     Raises:
         FeaturesError: For inconsistent inputs or zero tracks.
@@ -105,8 +107,10 @@ class FeaturesWriter:
         config_hash: str,
         scales: Mapping[str, ScaleInfo],
         classic: Mapping[str, int] | None = None,
+        precision: str = DEFAULT_PRECISION,
     ):
         self.path = Path(path)
+        self.precision = str(precision)
         self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.track_ids = [str(t) for t in track_ids]
         self.num_tracks = len(self.track_ids)
@@ -233,6 +237,7 @@ class FeaturesWriter:
         h5.attrs["dataset"] = str(dataset)
         h5.attrs["pretrain_dataset"] = str(pretrain_dataset or "")
         h5.attrs["task"] = str(task)
+        h5.attrs["precision"] = self.precision
         h5.attrs["complete"] = False
         h5.attrs["num_done"] = 0
         h5.create_dataset("track_ids", data=_str_array(self.track_ids), dtype=STRING_DTYPE)

@@ -13,6 +13,13 @@ from models.blocks import CONV_INIT, DENSE_INIT, apply_block, basic_block, block
 TAPS = ("-3", "-2", "-1")
 """Tap keys, from the deepest but two to the deepest hidden layer."""
 
+PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}
+"""Precision names (what users type) -> the Keras dtype policy a model is built with. "bf16" is Keras'
+mixed precision: weights stay float32, layers compute in bfloat16."""
+
+FLOAT32_LAYERS = ("output",)
+"""Layers that compute in float32 whatever the model's policy: the probabilities the loss reads."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleCNNSpec:
@@ -120,6 +127,7 @@ def build_sample_cnn(
     *,
     block: str = "basic",
     multi: bool = False,
+    dtype: str | None = None,
 ) -> keras.Model:
     """Builds an uncompiled SampleCNN: Lee et al. 2017's model or a variant of Kim et al. 2018.
 
@@ -154,9 +162,13 @@ def build_sample_cnn(
             "sample_cnn_<m>x<n>_<block>[_multi]".
         block: One of ``BLOCKS``: "basic", "se", "res" or "rese".
         multi: Kim et al.'s multi-level head (global max pooling of the last three blocks).
+        dtype: Keras dtype policy of every layer but ``FLOAT32_LAYERS``, e.g. "mixed_bfloat16"
+            (``PRECISIONS["bf16"]``: float32 weights, bfloat16 computation, so the taps come out
+            as bfloat16); None: Keras' default (float32). The output layer always computes in
+            float32, so the probabilities the loss reads are float32.
 
     Returns:
-        A model mapping float32 waveforms (batch, m^(n+1)) to probabilities (batch, num_labels).
+        A model mapping float32 waveforms (batch, m^(n+1)) to float32 probabilities (batch, num_labels).
 
     Raises:
         ValueError: For an unknown scale, task or block, a non-bool ``multi``, or a non-positive
@@ -176,43 +188,92 @@ def build_sample_cnn(
     conv_init = "glorot_uniform" if lee else CONV_INIT
 
     inputs = keras.Input(shape=(spec.input_length,), name="waveform")  # (batch, m^(n+1)); 3^9: (batch, 59049)
-    x = layers.Reshape((spec.input_length, 1), name="expand")(inputs)  # (batch, m^(n+1), 1)
+    x = layers.Reshape((spec.input_length, 1), name="expand", dtype=dtype)(inputs)  # (batch, m^(n+1), 1)
     # Strided first conv: one frame per m samples.
     x = layers.Conv1D(_scaled(spec.first_width, width), m, strides=m, padding="valid",
-                      kernel_initializer=conv_init, name="conv0")(x)
-    x = layers.BatchNormalization(name="bn0")(x)
-    x = layers.Activation("relu", name="relu0")(x)  # (batch, m^n, 128w); 3^9: (batch, 19683, 128)
+                      kernel_initializer=conv_init, name="conv0", dtype=dtype)(x)
+    x = layers.BatchNormalization(name="bn0", dtype=dtype)(x)
+    x = layers.Activation("relu", name="relu0", dtype=dtype)(x)  # (batch, m^n, 128w); 3^9: (batch, 19683, 128)
     levels = [x]
     for i, w in enumerate(spec.block_widths, start=1):
         if lee:
-            x = basic_block(x, _scaled(w, width), m, f"block{i}", kernel_initializer=conv_init)
+            x = basic_block(x, _scaled(w, width), m, f"block{i}", kernel_initializer=conv_init, dtype=dtype)
         else:
-            x = apply_block(x, block, _scaled(w, width), m, i)
+            x = apply_block(x, block, _scaled(w, width), m, i, dtype=dtype)
         levels.append(x)  # (batch, m^(n-i), w_i); 3^9 block 1: (batch, 6561, 128)
     activation = "sigmoid" if task == "tags" else "softmax"
 
     if lee:
-        x = layers.Conv1D(_scaled(spec.top_width, width), 1, name="conv1x1")(x)
-        x = layers.BatchNormalization(name="bn1x1")(x)
-        x = layers.Activation("relu", name="relu1x1")(x)  # (batch, 1, top_width)
-        x = layers.Flatten(name="flatten")(x)
-        x = layers.Dropout(0.5, name="dropout")(x)
-        outputs = layers.Dense(num_labels, activation=activation, name="output")(x)
+        x = layers.Conv1D(_scaled(spec.top_width, width), 1, name="conv1x1", dtype=dtype)(x)
+        x = layers.BatchNormalization(name="bn1x1", dtype=dtype)(x)
+        x = layers.Activation("relu", name="relu1x1", dtype=dtype)(x)  # (batch, 1, top_width)
+        x = layers.Flatten(name="flatten", dtype=dtype)(x)
+        x = layers.Dropout(0.5, name="dropout", dtype=dtype)(x)
+        # float32 whatever ``dtype`` (FLOAT32_LAYERS): the loss reads these probabilities.
+        outputs = layers.Dense(num_labels, activation=activation, name="output", dtype="float32")(x)
         return keras.Model(inputs, outputs, name=name or f"sample_cnn_{m}x{n}")
 
     if multi:
-        pooled = [layers.GlobalMaxPooling1D(name=f"head_pool{k}")(level)
+        pooled = [layers.GlobalMaxPooling1D(name=f"head_pool{k}", dtype=dtype)(level)
                   for k, level in enumerate(levels[-3:], start=1)]
-        x = layers.Concatenate(name="head_concat")(pooled)  # (batch, w_{n-2} + w_{n-1} + w_n); 3^9: (batch, 1024)
+        # (batch, w_{n-2} + w_{n-1} + w_n); 3^9: (batch, 1024)
+        x = layers.Concatenate(name="head_concat", dtype=dtype)(pooled)
     else:
-        x = layers.GlobalMaxPooling1D(name="head_pool")(x)  # (batch, w_n); 3^9: (batch, 512)
-    x = layers.Dense(_head_width(spec, width, multi), kernel_initializer=DENSE_INIT, name="head_dense")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
-    x = layers.Activation("relu", name="head_relu")(x)  # (batch, head width)
-    x = layers.Dropout(0.5, name="dropout")(x)
-    outputs = layers.Dense(num_labels, activation=activation, kernel_initializer=DENSE_INIT, name="output")(x)
+        x = layers.GlobalMaxPooling1D(name="head_pool", dtype=dtype)(x)  # (batch, w_n); 3^9: (batch, 512)
+    x = layers.Dense(_head_width(spec, width, multi), kernel_initializer=DENSE_INIT, name="head_dense",
+                     dtype=dtype)(x)
+    x = layers.BatchNormalization(name="head_bn", dtype=dtype)(x)
+    x = layers.Activation("relu", name="head_relu", dtype=dtype)(x)  # (batch, head width)
+    x = layers.Dropout(0.5, name="dropout", dtype=dtype)(x)
+    outputs = layers.Dense(num_labels, activation=activation, kernel_initializer=DENSE_INIT, name="output",
+                           dtype="float32")(x)
     default = f"sample_cnn_{m}x{n}_{block}" + ("_multi" if multi else "")
     return keras.Model(inputs, outputs, name=name or default)
+
+
+def dtype_policy(precision: str) -> str:
+    """The Keras dtype policy of a precision name ("float32" or "bf16"); ValueError naming the choices."""
+    try:
+        return PRECISIONS[precision]
+    except (KeyError, TypeError):
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}") from None
+
+
+def model_dtype(model: keras.Model) -> str:
+    """The dtype policy a SampleCNN computes in: that of its first layer after the input ("float32", ...)."""
+    policies = [layer.dtype_policy.name for layer in model.layers
+                if layer.name not in FLOAT32_LAYERS and not isinstance(layer, layers.InputLayer)]
+    return policies[0] if policies else "float32"
+
+
+def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
+    """The same model computing in another dtype policy, its weights copied (float32 weights either way).
+
+    Lets a model trained in float32 run in bfloat16 (``"mixed_bfloat16"``) and the reverse. The
+    model is rebuilt from its own config, so it need not come from this version of the builder;
+    ``FLOAT32_LAYERS`` keep computing in float32.
+
+    Args:
+        model: A functional model, e.g. a SampleCNN loaded from its ``.keras`` file.
+        dtype: A Keras dtype policy name ("float32", "mixed_bfloat16").
+
+    Returns:
+        ``model`` itself when every layer but ``FLOAT32_LAYERS`` already has that policy, else
+        an uncompiled copy with the same layer names and weights.
+    """
+    wanted = keras.dtype_policies.get(dtype).name
+    inner = [layer for layer in model.layers if layer.name not in FLOAT32_LAYERS
+             and not isinstance(layer, layers.InputLayer)]
+    if all(layer.dtype_policy.name == wanted for layer in inner):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            continue
+        layer["config"]["dtype"] = "float32" if layer["config"]["name"] in FLOAT32_LAYERS else wanted
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _check_model(model: keras.Model, scale: str, block: str, multi: bool) -> None:
@@ -260,9 +321,12 @@ def build_tap_extractor(model: keras.Model, scale: str, *, block: str = "basic",
     _check_model(model, scale, block, multi)
     outputs = {}
     for tap, layer_name in tap_layer_names(scale, block=block, multi=multi).items():
-        tensor = model.get_layer(layer_name).output
+        layer = model.get_layer(layer_name)
+        tensor = layer.output
         if len(tensor.shape) == 2:  # (batch, c) -> (batch, 1, c): one frame, like relu1x1's
-            tensor = layers.Reshape((1, tensor.shape[-1]), name=f"{layer_name}_frames")(tensor)
+            # In the tapped layer's dtype policy, so a bfloat16 model's taps all come out bfloat16.
+            tensor = layers.Reshape((1, tensor.shape[-1]), name=f"{layer_name}_frames",
+                                    dtype=layer.dtype_policy)(tensor)
         outputs[tap] = tensor
     return keras.Model(model.inputs, outputs, name=f"{model.name}_taps")
 

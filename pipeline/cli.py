@@ -119,9 +119,25 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     "--set augment_noise_prob=0.5 --set augment_pitch_semitones=2 --set augment_pitch_prob=0.5 "
     "--set augment_mixup_alpha=0.2 --set augment_mixup_prob=1 (these are the defaults).",
 )
+@click.option(
+    "--devices",
+    metavar="N|all",
+    help="Devices to train on (default 1: one device, as msagg always ran): a count, or 'all' (every GPU/TPU, "
+    "else every CPU device). More than one trains data parallel through Keras' distribution API (JAX: "
+    "DataParallel; TensorFlow: MirroredStrategy). The batch size stays the global batch of one step, split "
+    "evenly over the devices (it must divide: 23 does not split over 2, use --set batch_size=22 or 24), and "
+    "the learning rate is unchanged. Asking for more devices than the machine has is an error listing them.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "bf16"]),
+    help="float32 (default, the paper) or bf16: layers compute in bfloat16 with float32 weights and float32 "
+    "outputs (Keras' mixed_bfloat16); faster on GPUs/TPUs and CPUs with bfloat16 units.",
+)
 @config_options
 @friendly_errors
-def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overwrite, config_file, sets):
+def pretrain(cache, preset, scales, width, block, multi, augment, devices, precision, out_dir, overwrite, config_file,
+             sets):
     """Train one SampleCNN per scale on an audio cache's train split.
 
     Random segment crops of the train split, SGD with Nesterov momentum 0.9, batch 23, lr 0.01;
@@ -141,6 +157,8 @@ def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overw
       msagg pretrain --cache runs/demo/prepare/synth-tags --no-augment --out runs/demo/pretrain-noaug
       msagg pretrain --cache runs/demo/prepare/synth-tags --scales 3^9 --set max_epochs_per_stage=2 \\
           --out runs/try/pretrain
+      KERAS_BACKEND=jax msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --devices all \\
+          --set batch_size=24 --precision bf16 --out runs/mtat/pretrain-4gpu
     """
     from stages import pretrain as stage
 
@@ -150,7 +168,7 @@ def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overw
         preset=preset,
         config_file=config_file,
         options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width,
-                     block=block, multi=multi, augment=augment),
+                     block=block, multi=multi, augment=augment, devices=devices, precision=precision),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), overwrite=overwrite)
@@ -180,10 +198,14 @@ def pretrain(cache, preset, scales, width, block, multi, augment, out_dir, overw
               "the same features.h5; needs pip install -e '.[ray]').")
 @click.option("--address", help="With --engine ray: a running Ray cluster (HEAD:6379); default: a Ray cluster of "
               "this machine's cores, started for the run. The run folders must be on a filesystem every node sees.")
+@click.option("--precision", type=click.Choice(["float32", "bf16"]),
+              help="What the models compute in, whatever they were trained in: float32 (default) or bf16 (bfloat16 "
+              "layers, Keras' mixed_bfloat16; faster where the hardware has bfloat16 units). The stored features "
+              "are float32 either way.")
 @config_options
 @friendly_errors
-def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, engine, address, out_dir, overwrite,
-            config_file, sets):
+def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, engine, address, precision, out_dir,
+            overwrite, config_file, sets):
     """Song-level features from the last three layers of every pretrained model.
 
     Each track is read once; for every model its non-overlapping segments go through one forward
@@ -210,7 +232,7 @@ def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, engine,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
                      classic=None if classic is None else (() if classic == "none" else (classic,)),
-                     engine=engine, address=address),
+                     engine=engine, address=address, precision=precision),
         sets=sets,
     )
     path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
@@ -392,22 +414,26 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, worker
                    "instead of each block type's own head.")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Width multiplier (1.0 = the paper).")
 @click.option("--batch-size", type=int, default=23, show_default=True, help="Training batch (the paper's 23).")
+@click.option("--precision", "precisions", default="float32", show_default=True,
+              help="Comma-separated precisions to measure side by side: float32, bf16 (bfloat16 layers with float32 "
+                   "weights, Keras' mixed_bfloat16), e.g. --precision float32,bf16.")
 @click.option("--quick", is_flag=True, help="Very few steps: a smoke test, not a measurement.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/bench.json",
               show_default=True, help="Where to write the JSON results.")
 @friendly_errors
-def bench(scales, blocks, multi, width, batch_size, quick, out_file):
+def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file):
     """Measure training and inference throughput of the SampleCNN family.
 
-    Prints, per scale and block type: training and inference segments/s, real-time factor at
-    22050 Hz, achieved GFLOP/s (from counted multiply-adds) and peak resident memory; writes the
-    same as JSON.
+    Prints, per scale, block type and precision: training and inference segments/s, real-time
+    factor at 22050 Hz, achieved GFLOP/s (from counted multiply-adds) and peak resident memory;
+    writes the same as JSON.
 
     \b
     Examples:
       msagg bench
       msagg bench --scales 3^9 --width 0.25
       msagg bench --scales 3^9 --block basic,se,res,rese --multi
+      msagg bench --scales 3^9 --precision float32,bf16
       KERAS_BACKEND=jax msagg bench   # on a GPU machine with JAX
     """
     from data.atomic import write_json
@@ -416,6 +442,7 @@ def bench(scales, blocks, multi, width, batch_size, quick, out_file):
     request = {
         "scales": [s.strip() for s in scales.split(",") if s.strip()],
         "blocks": [b.strip() for b in blocks.split(",") if b.strip()],
+        "precisions": [p.strip() for p in precisions.split(",") if p.strip()],
         "multi": multi, "width": width, "batch_size": batch_size, "quick": quick,
     }
     try:  # bad names and settings are usage errors, caught before the first (slow) measurement

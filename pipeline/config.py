@@ -33,8 +33,9 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 def parse_value(key: str, text: str, tp: Any) -> Any:
     """Parses the text of ``--set key=text`` into a value of type ``tp``.
 
-    Supports str, int, float, bool, ``X | None`` ("none" or "null" gives None) and
-    ``tuple[X, ...]`` (comma-separated; an empty string gives ()).
+    Supports str, int, float, bool, ``X | None`` ("none" or "null" gives None),
+    ``tuple[X, ...]`` (comma-separated; an empty string gives ()) and unions such as ``int | str``
+    (the first member type that parses the text: "2" gives 2, "all" gives "all").
 
     Raises:
         ConfigError: Naming the key, the text and the expected type.
@@ -42,6 +43,13 @@ def parse_value(key: str, text: str, tp: Any) -> Any:
     inner, optional = _strip_optional(tp)
     if optional and text.strip().lower() in ("none", "null"):
         return None
+    if typing.get_origin(inner) in (typing.Union, types.UnionType):
+        for member in typing.get_args(inner):
+            try:
+                return parse_value(key, text, member)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={text!r}: expected {inner}")
     try:
         if typing.get_origin(inner) is tuple:
             (item,) = {a for a in typing.get_args(inner) if a is not Ellipsis} or {str}

@@ -1,4 +1,4 @@
-"""Throughput and memory of the SampleCNN family: training and inference segments/s per scale and variant."""
+"""Throughput and memory of the SampleCNN family: training and inference segments/s per scale, variant and precision."""
 
 from __future__ import annotations
 
@@ -136,6 +136,7 @@ class Settings:
     infer_batch_size: int = 64
     sample_rate: int = 22050
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self):
         for key in ("batch_size", "num_labels", "train_steps", "infer_batches", "infer_batch_size", "sample_rate"):
@@ -144,6 +145,7 @@ class Settings:
         if self.warmup_steps < 0 or not self.width > 0:
             raise ValueError(f"warmup_steps must be >= 0 and width > 0, got {self.warmup_steps}, {self.width}")
         sample_cnn.variant_name(self.block, self.multi)  # raises ValueError naming a bad block or multi
+        sample_cnn.dtype_policy(self.precision)  # raises ValueError naming the precisions
 
     @property
     def variant(self) -> str:
@@ -163,7 +165,8 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     variant = {"block": settings.block, "multi": settings.multi}
-    model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width, **variant)
+    dtype = None if settings.precision == "float32" else sample_cnn.dtype_policy(settings.precision)
+    model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width, dtype=dtype, **variant)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="binary_crossentropy")
     num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     # Synthetic input: quiet noise, random tags.
@@ -192,6 +195,7 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
         "variant": settings.variant,
         "block": settings.block,
         "multi": settings.multi,
+        "precision": settings.precision,
         "input_length": length,
         "segment_sec": round(seconds, 4),
         "sample_rate": sample_rate,
@@ -229,6 +233,7 @@ def plan(
     scales: Sequence[str] = sample_cnn.PAPER_SCALES,
     *,
     blocks: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
     quick: bool = False,
     **options: Any,
 ) -> list[tuple[str, Settings]]:
@@ -245,9 +250,16 @@ def plan(
     settings = Settings(**options)
     if quick:
         settings = dataclasses.replace(settings, **QUICK)
+    if precisions is not None and "precision" in options:
+        raise ValueError(f"give precisions or precision, not both (got precisions={list(precisions)!r}, "
+                         f"precision={options['precision']!r})")
     variants = [dataclasses.replace(settings, block=b) for b in blocks] if blocks is not None else [settings]
     if not variants:
         raise ValueError("no blocks to measure: give at least one of " + ", ".join(sample_cnn.BLOCKS))
+    if precisions is not None:
+        variants = [dataclasses.replace(v, precision=p) for v in variants for p in precisions]
+        if not variants:
+            raise ValueError("no precisions to measure: give at least one of " + ", ".join(sample_cnn.PRECISIONS))
     return [(scale, each) for scale in scales for each in variants]
 
 
@@ -255,11 +267,12 @@ def run_benchmark(
     scales: Sequence[str] = sample_cnn.PAPER_SCALES,
     *,
     blocks: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
     quick: bool = False,
     isolate: bool = True,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """Measures training and inference throughput of each scale (and block type) on synthetic input.
+    """Measures training and inference throughput of each scale (block type, precision) on synthetic input.
 
     Training runs ``train_steps`` SGD steps (Nesterov, batch ``batch_size``) after
     ``warmup_steps`` untimed ones; inference runs ``infer_batches`` batches of
@@ -269,6 +282,9 @@ def run_benchmark(
         scales: Scale keys ("3^9" ...).
         blocks: Block types to measure at every scale, from ``sample_cnn.BLOCKS`` (default: the
             ``block`` option, "basic"); each with the ``multi`` option's head.
+        precisions: Precisions to measure every block type in, side by side, from
+            ``sample_cnn.PRECISIONS`` ("float32", "bf16": Keras' mixed_bfloat16; default: the
+            ``precision`` option, "float32").
         quick: Use ``QUICK``'s very small settings (a smoke test, not a measurement).
         isolate: Measure each model in a fresh process, so the peak memory is its own.
         **options: ``Settings`` fields: block ("basic", "se", "res", "rese"; or use ``blocks``),
@@ -277,8 +293,8 @@ def run_benchmark(
             to time), sample_rate (Hz, for the real-time factors), seed.
 
     Returns:
-        One dict per scale and block, scale-major: ``scale, variant`` ("basic", "rese+multi" ...),
-        ``block, multi, input_length, segment_sec, width, num_params,
+        One dict per scale, block and precision, scale-major: ``scale, variant`` ("basic",
+        "rese+multi" ...), ``block, multi, precision, input_length, segment_sec, width, num_params,
         multiply_adds_per_segment, gmacs_per_segment`` (one forward pass), ``train_segments_per_sec,
         infer_segments_per_sec, train_realtime_factor, infer_realtime_factor`` (audio seconds per
         wall second), ``train_gflops, infer_gflops`` (achieved, 2 FLOPs per multiply-add, training
@@ -287,14 +303,16 @@ def run_benchmark(
         python, versions``.
 
     Raises:
-        ValueError: For an unknown scale or block, no scales or blocks, both ``blocks`` and a
-            ``block`` option, or a non-positive setting.
+        ValueError: For an unknown scale, block or precision, no scales, blocks or precisions,
+            both ``blocks`` and a ``block`` option (or ``precisions`` and ``precision``), or a
+            non-positive setting.
     """
     rows = []
-    for scale, each in plan(scales, blocks=blocks, quick=quick, **options):  # all checked before the first
-        logger.info("benchmarking %s %s (width %g)", scale, each.variant, each.width)
+    for scale, each in plan(scales, blocks=blocks, precisions=precisions, quick=quick,
+                            **options):  # all checked before the first
+        logger.info("benchmarking %s %s in %s (width %g)", scale, each.variant, each.precision, each.width)
         row = _isolated(scale, each) if isolate else benchmark_scale(scale, each)
-        logger.info("%s %s: train %.1f segments/s, inference %.1f segments/s", scale, each.variant,
+        logger.info("%s %s %s: train %.1f segments/s, inference %.1f segments/s", scale, each.variant, each.precision,
                     row["train_segments_per_sec"], row["infer_segments_per_sec"])
         rows.append(row)
     return rows
@@ -303,6 +321,7 @@ def run_benchmark(
 _COLUMNS = (
     ("scale", "scale", "{}"),
     ("variant", "variant", "{}"),
+    ("precision", "precision", "{}"),
     ("input", "input_length", "{:d}"),
     ("sec", "segment_sec", "{:.2f}"),
     ("params", "num_params", "{:,d}"),

@@ -26,7 +26,7 @@ from data.integrity import check_same_run, require_done
 from data.segments import num_segments, segment
 from models import sample_cnn
 from stages.pretrain_run import PretrainRun
-from stages.runfolder import RUNTIME, RunFolder, lock_scope
+from stages.runfolder import OMIT_DEFAULT, RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ class Config:
         address: The Ray cluster to use with engine "ray" ("HOST:6379", "ray://HOST:10001",
             "auto"); None: a Ray cluster of this machine's cores, started for the run.
             ``RUNTIME`` as well.
+        precision: What the models compute in: "float32" (default) or "bf16" (Keras'
+            mixed_bfloat16), whatever precision they were trained in; the stored features are
+            float32 either way. Left out of config.json and the hash at "float32".
     """
 
     pretrain: str
@@ -63,6 +66,7 @@ class Config:
     classic: tuple[str, ...] = CLASSIC
     engine: str = dataclasses.field(default="local", metadata={RUNTIME: True})
     address: str | None = dataclasses.field(default=None, metadata={RUNTIME: True})
+    precision: str = dataclasses.field(default="float32", metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self):
         for name in ("pretrain", "cache"):
@@ -92,6 +96,8 @@ class Config:
         if self.address is not None and (self.engine != "ray" or not isinstance(self.address, str)
                                          or not self.address.strip()):
             raise ConfigError(f"address {self.address!r}: a Ray cluster address (HOST:PORT), only with engine ray")
+        if self.precision not in sample_cnn.PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(sample_cnn.PRECISIONS)}, got {self.precision!r}")
 
 
 class ExtractError(MsaggError):
@@ -137,7 +143,8 @@ class TapModel:
 
 
 def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[str] = (),
-                    sample_rate: int | None = None, what: str = "the audio") -> dict[str, TapModel]:
+                    sample_rate: int | None = None, what: str = "the audio", *,
+                    precision: str = "float32") -> dict[str, TapModel]:
     """Loads each model of a pretrain run once and wraps it to return its taps.
 
     Args:
@@ -145,6 +152,8 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
         scales: Scales to load (empty: all).
         sample_rate: When given, models trained at another rate are refused.
         what: How to name the audio in that error message.
+        precision: What the models compute in, "float32" or "bf16" (``sample_cnn.PRECISIONS``),
+            whatever they were trained in (``sample_cnn.with_dtype``); taps are pooled to float32.
 
     Returns:
         Scale -> ``TapModel``, ordered by (m, n).
@@ -157,8 +166,11 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
     if sample_rate is not None:
         run.check_sample_rate(sample_rate, what, scales)
     out = {}
+    dtype = sample_cnn.dtype_policy(precision)
     for scale in scales:
         model = run.load(scale)
+        # A run pretrained in bf16 saves models that compute in bf16: each runs as asked here.
+        model = sample_cnn.with_dtype(model, dtype)
         extractor = run.tap_extractor(scale, model)
         channels = {tap: int(t.shape[-1]) for tap, t in extractor.output.items()}
         info = run.metrics(scale)
@@ -210,7 +222,8 @@ def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> 
     """Per-segment vectors of every tap: one forward pass per batch, then max over time.
 
     Returns:
-        Tap -> float32 (num_segments, channels).
+        Tap -> float32 (num_segments, channels) (a bf16 model's taps are cast by ``pool_time``;
+        the max of bfloat16 values is exact in float32).
     """
     out: dict[str, list[np.ndarray]] = {tap: [] for tap in sample_cnn.TAPS}
     for k, taps in fixed_batches(model.extractor.predict_on_batch, segments, batch_size):
@@ -255,6 +268,7 @@ def song_features(
     *,
     song_pool: str = "mean",
     batch_size: int = 64,
+    precision: str = "float32",
 ) -> dict[str, dict[str, np.ndarray]]:
     """Features of new audio, as extract computes them (for ``msagg predict``).
 
@@ -264,11 +278,12 @@ def song_features(
         scales: Scales to compute (empty: all of the run).
         song_pool: Song pooling, as the classifier's features were made.
         batch_size: Segments per forward pass.
+        precision: What the models compute in ("float32" or "bf16").
 
     Returns:
         Scale -> tap -> float32 (len(waves), dim).
     """
-    models = load_tap_models(pretrain, scales)
+    models = load_tap_models(pretrain, scales, precision=precision)
     features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in sample_cnn.TAPS} for s in models}
     for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size):
         block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size)
@@ -428,7 +443,7 @@ def run(
                                                                **(ray_options or {})))
             infos = actors.scale_infos()
         else:
-            models = load_tap_models(pretrain, scales)
+            models = load_tap_models(pretrain, scales, precision=config.precision)
             infos = scale_infos(models, config.song_pool)
         writer = FeaturesWriter(
             final,
@@ -443,12 +458,14 @@ def run(
             config_hash=folder.hash,
             scales=infos,
             classic={name: classic_dim(name) for name in config.classic},
+            precision=config.precision,
         )
         num_tracks = cache.num_tracks
         start = writer.num_done
-        logger.info("extract %d tracks of %s (%d Hz) with scales %s, song pooling %s, classic features %s, "
-                    "engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales), config.song_pool,
-                    ", ".join(config.classic) or "none", config.engine, f"; resuming after {start}" if start else "")
+        logger.info("extract %d tracks of %s (%d Hz) with scales %s in %s, song pooling %s, classic features %s, "
+                    "engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales), config.precision,
+                    config.song_pool, ", ".join(config.classic) or "none", config.engine,
+                    f"; resuming after {start}" if start else "")
         began = time.monotonic()
         with writer, tqdm(total=num_tracks, initial=start, unit="track", desc="extract", disable=not progress,
                           dynamic_ncols=True) as bar:

@@ -38,13 +38,14 @@ from stages.checks import check_int, check_number
 # them from this module keeps working.
 from stages import augment as augment_lib
 from stages import checkpoint, crops
+from stages import devices as devices_lib
 from stages.crops import CropSequence
 from stages.evaluation import predict_segments, segment_loss, song_metrics, song_predictions
 from stages import training_log
 from stages.metrics import PRIMARY
 from stages import pretrain_run
 from stages.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
-from stages.runfolder import RunFolder, lock_scope
+from stages.runfolder import OMIT_DEFAULT, RunFolder, lock_scope
 
 __all__ = ["Config", "PRESETS", "BLOCKS", "PretrainError", "run"]
 
@@ -54,6 +55,11 @@ BLOCKS = sample_cnn.BLOCKS
 """Building blocks of ``Config.block``: Lee et al.'s basic block, and Kim et al. (2018)'s SE, Res
 and ReSE-2 blocks. (``models.sample_cnn`` owns the blocks; this list validates configs before a
 model is built.)"""
+
+
+PRECISIONS = tuple(sample_cnn.PRECISIONS)
+"""Values of ``Config.precision``: "float32", or "bf16" (Keras' mixed_bfloat16: float32 weights,
+bfloat16 computation, float32 outputs)."""
 
 
 class PretrainError(MsaggError):
@@ -73,7 +79,9 @@ class Config:
             ReSE-2 block of Kim et al. 2018).
         multi: Kim et al.'s "multi" variant: the classifier head reads the last three blocks'
             pooled outputs concatenated, not only the last one.
-        batch_size: Segments per training step.
+        batch_size: Segments per training step: the global batch, split evenly over the devices
+            (it must divide by their number), so one step sees the same batch whatever the device
+            count, and the learning rate is unchanged.
         learning_rate: SGD learning rate of the first learning-rate stage.
         lr_decay: Factor on the learning rate from one stage to the next.
         num_lr_stages: Learning-rate stages (0.01 to 0.000016 with the defaults).
@@ -95,6 +103,15 @@ class Config:
         augment_mixup_alpha: Mixup of crops within a batch, weight ~ Beta(alpha, alpha); labels are
             mixed with the same weight (soft targets).
         augment_mixup_prob: Probability that a crop is mixed with another.
+        devices: Devices to train on: a count (1: one device, msagg as it always ran) or "all"
+            (every accelerator, else every CPU device Keras lists). More than one trains data
+            parallel through Keras' distribution API (``stages.devices``: JAX ``DataParallel``,
+            TensorFlow ``MirroredStrategy``); results then differ from one device's by rounding
+            on JAX, and on TensorFlow also by per-device batch-norm statistics and dropout masks.
+            Left out of config.json and the hash at 1, so earlier run folders keep their hash.
+        precision: "float32" (the paper) or "bf16": layers compute in bfloat16 with float32
+            weights and float32 outputs (Keras' "mixed_bfloat16" policy); faster where the
+            hardware has bfloat16 units. Left out of config.json and the hash at "float32".
 
     The ``augment_*`` values matter only when ``augment`` is true; ``augmentation()`` gives the
     ``stages.augment.Augment`` in force.
@@ -123,6 +140,8 @@ class Config:
     augment_pitch_prob: float = 0.5
     augment_mixup_alpha: float = 0.2
     augment_mixup_prob: float = 1.0
+    devices: int | str = dataclasses.field(default=1, metadata={OMIT_DEFAULT: True})
+    precision: str = dataclasses.field(default="float32", metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self):
         if isinstance(self.cache, os.PathLike):
@@ -157,6 +176,11 @@ class Config:
             raise ConfigError(f"augment must be true or false, got {self.augment!r}")
         checked = augment_lib.from_fields(self)  # validates every augment_* key, switched on or not
         object.__setattr__(self, "augment_noise_snr_db", checked.noise_snr_db)  # a JSON list -> a tuple
+        object.__setattr__(self, "devices", devices_lib.check_request(self.devices))
+        if isinstance(self.devices, int):  # "all" is checked once the devices are known (run)
+            devices_lib.check_batch(self.batch_size, self.devices)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def augmentation(self) -> augment_lib.Augment:
         """The augmentation of the training crops: the ``augment_*`` values, or none when ``augment`` is off."""
@@ -219,10 +243,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Models and files
 
 
+def _dtype(config: Config) -> str | None:
+    """The Keras dtype policy the models are built with (None for float32: the builder's default)."""
+    return None if config.precision == "float32" else sample_cnn.dtype_policy(config.precision)
+
+
 def _build(config: Config, scale: str, num_labels: int, task: str) -> keras.Model:
-    """The uncompiled SampleCNN of ``config`` at ``scale`` (its block type and head)."""
+    """The uncompiled SampleCNN of ``config`` at ``scale`` (its block type, head and precision)."""
     return sample_cnn.build_sample_cnn(scale, num_labels, task, width=config.width, block=config.block,
-                                       multi=config.multi)
+                                       multi=config.multi, dtype=_dtype(config))
 
 
 def _compile(model: keras.Model, task: str, learning_rate: float) -> None:
@@ -275,12 +304,17 @@ def _train_scale(
     cache,
     folder: Path,
     *,
+    devices: devices_lib.Devices,
     progress: bool,
     eval_batch_size: int,
     tensorboard: bool,
     on_epoch_end: Callable[[str, dict], None] | None,
 ) -> dict[str, Any]:
-    """Trains (or resumes, or skips) one scale; returns its metrics.json content."""
+    """Trains (or resumes, or skips) one scale; returns its metrics.json content.
+
+    Runs inside ``devices_lib.data_parallel(devices)`` (the caller's), so every model it builds or
+    loads is placed on the run's devices.
+    """
     spec = sample_cnn.get_spec(scale)
     input_length = spec.input_length
     metrics_path, ckpt = folder / pretrain_run.METRICS_FILE, folder / checkpoint.CHECKPOINT_DIR
@@ -333,10 +367,20 @@ def _train_scale(
     num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     logger.info("%s: %d trainable parameters, input %d samples (%.2f s), %d steps of %d per epoch",
                 scale, num_params, input_length, input_length / cache.sample_rate, steps, config.batch_size)
+    if devices.parallel:
+        logger.info("%s: data parallel on %d devices (%s), %d segments per device and step", scale, devices.count,
+                    ", ".join(devices.names), config.batch_size // devices.count)
+        # Evaluation batches are padded anyway; each must split evenly over the devices too.
+        eval_batch_size = devices.batch_multiple(eval_batch_size)
+    if config.precision != "float32":
+        logger.info("%s: %s precision (Keras policy %s)", scale, config.precision, _dtype(config))
 
     augment = config.augmentation()
     logger.info("%s: augmentation of the training crops: %s", scale, augment.describe())
-    sequence = CropSequence(cache, train, input_length, config.batch_size, steps, seed=seed, augment=augment)
+    # On several hosts (JAX), each process draws its own share of every global batch.
+    local_batch = config.batch_size // devices.num_processes
+    crop_seed = seed if devices.num_processes == 1 else _scale_seed(seed, f"process{devices.process_index}")
+    sequence = CropSequence(cache, train, input_length, local_batch, steps, seed=crop_seed, augment=augment)
     scalars = training_log.ScalarLog(folder / "tensorboard", enabled=tensorboard)
     try:
         while state["lr_stage"] < config.num_lr_stages:
@@ -407,7 +451,7 @@ def _train_scale(
     finally:
         scalars.close()
 
-    metrics = _finish_scale(config, scale, cache, folder, state, num_params, eval_batch_size)
+    metrics = _finish_scale(config, scale, cache, folder, state, num_params, eval_batch_size, devices)
     write_scale_metrics(folder, metrics)
     mark_scale_done(folder, {"scale": scale, "best_epoch": state["best_epoch"]})
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -415,7 +459,7 @@ def _train_scale(
 
 
 def _finish_scale(config: Config, scale: str, cache, folder: Path, state: dict, num_params: int,
-                  eval_batch_size: int) -> dict[str, Any]:
+                  eval_batch_size: int, devices: devices_lib.Devices) -> dict[str, Any]:
     spec = sample_cnn.get_spec(scale)
     history = state["history"]
     if not (folder / pretrain_run.MODEL_FILE).is_file():
@@ -451,6 +495,8 @@ def _finish_scale(config: Config, scale: str, cache, folder: Path, state: dict, 
         "test": test_metrics,
         "seconds": round(seconds, 1),
         "segments_per_sec": round(float(np.mean(rates)), 2) if rates else None,
+        "precision": config.precision,
+        "devices": devices.describe(),
     }
     logger.info("%s: test %s", scale, json.dumps(test_metrics))
     return metrics
@@ -485,13 +531,21 @@ def run(
         ``out_dir`` as a Path.
 
     Raises:
+        DevicesError: Before anything is written, if ``config.devices`` asks for more devices than
+            this machine has (naming those it has), or for several on a backend without data
+            parallelism.
+        ConfigError: If ``devices="all"`` finds a device count that does not divide ``batch_size``.
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
         RunFolderBusy: If another process is running a stage in ``out_dir``.
         CacheError: If the cache is missing or of an unknown schema.
         PretrainError: If the cache lacks train or valid tracks, or a scale's training diverged.
     """
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": cache_run_folder(config.cache)}).lock()
+    devices = devices_lib.resolve(config.devices)
+    devices_lib.check_batch(config.batch_size, devices.count)
+    runtime = {"devices": devices.describe()}
+    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": cache_run_folder(config.cache)},
+                       runtime=runtime).lock()
     if folder.done and not overwrite:
         logger.info("%s: pretrain already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
@@ -506,12 +560,13 @@ def run(
                     cache.task, len(cache.label_names), cache.sample_rate)
         keras.utils.set_random_seed(config.seed)
         for scale in config.scales:
-            metrics = _train_scale(config, scale, cache, pretrain_run.scale_dir(out_dir, scale), progress=progress,
-                                   eval_batch_size=eval_batch_size, tensorboard=tensorboard,
-                                   on_epoch_end=on_epoch_end)
+            with devices_lib.data_parallel(devices):
+                metrics = _train_scale(config, scale, cache, pretrain_run.scale_dir(out_dir, scale), devices=devices,
+                                       progress=progress, eval_batch_size=eval_batch_size, tensorboard=tensorboard,
+                                       on_epoch_end=on_epoch_end)
             summary[scale] = {k: metrics.get(k) for k in ("num_params", "input_length", "epochs", "best_epoch",
                                                            "best_val_loss", "best_val_song_metric", "test",
                                                            "seconds", "segments_per_sec")}
     write_json(out_dir / "summary.json", summary)
-    folder.finish({"scales": list(config.scales)})
+    folder.finish({"scales": list(config.scales), "devices": devices.count})
     return out_dir

@@ -341,7 +341,7 @@ class _Extractor:
 
         self.config, self.batch_size, self.die_once = config, batch_size, die_once
         self.cache = AudioCache(config.cache)
-        self.models = extract.load_tap_models(PretrainRun(config.pretrain), scales)
+        self.models = extract.load_tap_models(PretrainRun(config.pretrain), scales, precision=config.precision)
         self.node = ray.get_runtime_context().get_node_id()
         self.code = code_fingerprint()
 

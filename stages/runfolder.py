@@ -60,26 +60,31 @@ class RunFolderBusy(MsaggError):
 OMIT_NONE = "omit_none"
 """Field metadata key: a field added to a Config later, left out of config.json (and the hash) while None,
 so run folders made before it existed keep their hash (prepare's ``audio_from``)."""
-OMIT_DEFAULT = "omit_default"
-"""Field metadata key: the same for a field with a default, left out while it holds that default
-(prepare's ``shard_mb``)."""
-
-
 RUNTIME = "runtime"
 """Field metadata key: a Config field that chooses how a stage runs, not what it computes (extract's
 ``engine`` and ``address``): never in config.json nor the hash, so a run started one way can be
 resumed, or found done, another way, and its downstream runs see the same upstream hash."""
 
+OMIT_DEFAULT = "omit_default"
+"""Field metadata key: a field added to a Config later, left out of config.json (and the hash) while it
+holds its default, so run folders made before it existed keep their hash (prepare's ``shard_mb``,
+pretrain's ``devices`` and ``precision``, extract's ``precision``); any other value is recorded and hashed."""
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
 
 def config_dict(config: Any) -> dict:
     """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out
     while None, ``OMIT_DEFAULT`` fields while they hold their default, ``RUNTIME`` fields always)."""
-    data = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    data = _json(dataclasses.asdict(config))
     for field in dataclasses.fields(config):
         if field.metadata.get(RUNTIME) or (field.metadata.get(OMIT_NONE) and data.get(field.name) is None):
             data.pop(field.name, None)
-        elif field.metadata.get(OMIT_DEFAULT) and getattr(config, field.name) == field.default:
-            data.pop(field.name, None)
+        elif (field.metadata.get(OMIT_DEFAULT) and field.default is not dataclasses.MISSING
+              and field.name in data and data[field.name] == _json(field.default)):
+            data.pop(field.name)
     return data
 
 
@@ -332,15 +337,19 @@ class RunFolder:
         stage: Stage name ("prepare", "pretrain", ...).
         config: The stage's resolved config dataclass.
         upstream: Named upstream run folders; their config hashes are recorded.
+        runtime: What this process resolved on this machine and does not hash (e.g. the
+            devices), recorded in metadata.json under "runtime" each time the run starts or resumes.
     """
 
-    def __init__(self, out_dir: str | Path, stage: str, config: Any, upstream: Mapping[str, str | Path] | None = None):
+    def __init__(self, out_dir: str | Path, stage: str, config: Any, upstream: Mapping[str, str | Path] | None = None,
+                 *, runtime: Mapping[str, Any] | None = None):
         self.path = Path(out_dir)
         self.stage = stage
         self.config = config
         self.config_json = config_dict(config)
         self.hash = config_hash(self.config_json)
         self.upstream = {k: Path(v) for k, v in (upstream or {}).items()}
+        self.runtime = dict(runtime or {})
         self._lock = FolderLock(self.path)
 
     def lock(self) -> RunFolder:
@@ -475,6 +484,7 @@ class RunFolder:
                 "platform": platform.platform(),
                 "packages": _versions(),
                 "upstream": upstream,
+                **({"runtime": _json(self.runtime)} if self.runtime else {}),
             },
         )
         return True

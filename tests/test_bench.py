@@ -102,3 +102,36 @@ def test_bench_command_measures_a_variant_and_refuses_a_bad_block(tmp_path):
     result = CliRunner().invoke(main, ["bench", "--scales", "3^2", "--block", "basic,resnet", "--out", str(out)])
     assert result.exit_code == 2
     assert "block must be one of 'basic', 'se', 'res', 'rese', got 'resnet'" in result.output
+
+
+def test_benchmark_precisions_side_by_side():
+    rows = bench.run_benchmark(["3^2"], blocks=["basic", "se"], precisions=["float32", "bf16"], width=0.125,
+                               batch_size=2, num_labels=3, quick=True, isolate=False)
+    assert [(r["variant"], r["precision"]) for r in rows] == [
+        ("basic", "float32"), ("basic", "bf16"), ("se", "float32"), ("se", "bf16")]
+    assert all(r["train_segments_per_sec"] > 0 and r["infer_segments_per_sec"] > 0 for r in rows)
+    assert rows[0]["num_params"] == rows[1]["num_params"]  # the same model, computing in bfloat16
+    lines = bench.format_table(rows).splitlines()
+    assert "precision" in lines[1]
+    assert [line.split()[:3] for line in lines[3:7]] == [
+        ["3^2", "basic", "float32"], ["3^2", "basic", "bf16"], ["3^2", "se", "float32"], ["3^2", "se", "bf16"]]
+    with pytest.raises(ValueError, match="precision must be one of float32, bf16, got 'fp8'"):
+        bench.plan(["3^2"], precisions=["bf16", "fp8"])
+    with pytest.raises(ValueError, match="give precisions or precision, not both"):
+        bench.plan(["3^2"], precisions=["bf16"], precision="float32")
+    with pytest.raises(ValueError, match="no precisions to measure"):
+        bench.plan(["3^2"], precisions=[])
+
+
+def test_bench_command_precision_option(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "--scales", "3^2", "--width", "0.125", "--batch-size", "2",
+                                       "--precision", "float32, bf16", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [row["precision"] for row in json.loads(out.read_text())["rows"]] == ["float32", "bf16"]
+    result = CliRunner().invoke(main, ["bench", "--scales", "3^2", "--precision", "fp16", "--out", str(out)])
+    assert result.exit_code == 2 and "precision must be one of float32, bf16, got 'fp16'" in result.output

@@ -44,7 +44,9 @@ def test_toml_file(tmp_path):
 @pytest.mark.parametrize(
     "text,tp,expected",
     [("3", int, 3), ("0.25", float, 0.25), ("yes", bool, True), ("off", bool, False),
-     ("none", int | None, None), ("5", int | None, 5), ("", tuple[str, ...], ()), ("1,2", tuple[int, ...], (1, 2))],
+     ("none", int | None, None), ("5", int | None, 5), ("", tuple[str, ...], ()), ("1,2", tuple[int, ...], (1, 2)),
+     # A union takes the first member type that parses (pretrain's devices: a count or "all").
+     ("2", int | str, 2), ("all", int | str, "all")],
 )
 def test_parse_value(text, tp, expected):
     assert parse_value("k", text, tp) == expected

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stages.runfolder import RunConflictError, RunFolder, config_hash, read_config
+from stages.runfolder import OMIT_DEFAULT, OMIT_NONE, RunConflictError, RunFolder, config_dict, config_hash, read_config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,3 +47,38 @@ def test_lifecycle(tmp_path):
 def test_config_hash_is_stable():
     assert config_hash(Cfg()) == config_hash({"scales": ["3^9"], "seed": 0})
     assert config_hash(Cfg()) != config_hash(Cfg(seed=2))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Later(Cfg):
+    """Cfg with fields added later: left out of config.json and the hash at their defaults."""
+
+    source: str | None = dataclasses.field(default=None, metadata={OMIT_NONE: True})
+    devices: int | str = dataclasses.field(default=1, metadata={OMIT_DEFAULT: True})
+    scales_added: tuple[str, ...] = dataclasses.field(default=("3^9",), metadata={OMIT_DEFAULT: True})
+
+
+def test_fields_added_later_keep_the_hash_of_older_runs(tmp_path):
+    assert config_dict(Later()) == config_dict(Cfg()) and config_hash(Later()) == config_hash(Cfg())
+    # Another value is recorded and hashed (a tuple default compares as its JSON list).
+    assert config_dict(Later(devices=2)) == {**config_dict(Cfg()), "devices": 2}
+    assert config_dict(Later(devices="all"))["devices"] == "all"
+    assert config_hash(Later(devices=2)) != config_hash(Cfg())
+    assert config_dict(Later(scales_added=("3^8",)))["scales_added"] == ["3^8"]
+    # A folder an older msagg made with Cfg is this run, done (a no-op), not a conflict.
+    out = tmp_path / "run"
+    old = RunFolder(out, "toy", Cfg())
+    assert old.start() is True
+    old.finish()
+    assert RunFolder(out, "toy", Later()).done and RunFolder(out, "toy", Later()).start() is False
+    with pytest.raises(RunConflictError, match="another config"):
+        RunFolder(out, "toy", Later(devices=2)).start()
+
+
+def test_runtime_is_recorded_in_metadata_and_not_hashed(tmp_path):
+    runtime = {"devices": {"requested": "all", "count": 2, "names": ["gpu:0", "gpu:1"]}}
+    rf = RunFolder(tmp_path / "run", "toy", Cfg(), runtime=runtime)
+    assert rf.hash == config_hash(Cfg())
+    assert rf.start() is True
+    assert json.loads((tmp_path / "run" / "metadata.json").read_text())["runtime"] == runtime
+    assert "runtime" not in json.loads((tmp_path / "run" / "config.json").read_text())
