@@ -241,6 +241,10 @@ def run(
     kept = _subset(tracklist, keep, skipped)
     write_index(cache_dir / cache_lib.INDEX_NAME, _as_text(kept), shards, sample_rate=config.sample_rate,
                 config_hash=folder.hash)
+    # Every decoder of this run has ended and the folder is locked: a temp still here is a killed
+    # run's, whose workers were still exiting (so looked alive) when this run started.
+    for temp in cache_dir.glob(".*.tmp-*"):
+        temp.unlink(missing_ok=True)
 
     audio_sec = stats["audio_samples"] / config.sample_rate
     return _finish(folder, tracklist, kept, skipped, started, {

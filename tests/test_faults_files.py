@@ -283,6 +283,49 @@ def test_prepare_killed_mid_run_resumes_to_the_same_cache(tmp_path):
             assert a.track(i).tobytes() == b.track(i).tobytes()
 
 
+def test_a_temp_whose_writer_still_looks_alive_is_gone_when_the_resumed_run_ends(tmp_path):
+    """Fault: a killed prepare's decoding worker is still exiting (alive, or a zombie not yet
+    reaped) when the re-run starts, so its shard's temp file is not stale yet; the re-run, which
+    holds the folder's lock and has joined its own workers, removes it before DONE.
+    Found by a kill campaign: 2 of 6 kills of a 2-worker prepare left such a temp behind."""
+    corpus = tmp_path / "corpus"
+    for i in range(12):
+        path = corpus / ("ab"[i % 2]) / f"{i:02d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wav_bytes(0.01 * (i + 1), num_frames=800 + 80 * i))
+    out = tmp_path / "run"
+    cache = run_prepare(corpus, out, workers=1)
+    reference = sorted(p.name for p in cache.iterdir())
+    # As a kill leaves it: no DONE, no index, a shard in flight; its writer still alive.
+    (out / "DONE").unlink()
+    (cache / "index.h5").unlink()
+    (cache / "shard-00001.h5").unlink()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        temp = cache / f".shard-00001.tmp-{writer.pid}.h5"
+        temp.write_bytes(b"half a shard")
+        run_prepare(corpus, out, workers=1)
+        assert not temp.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sorted(p.name for p in cache.iterdir()) == reference
+    assert json.loads((out / "DONE").read_text())["num_decoded_this_run"] < 12
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_zombie_writer_counts_as_gone():
+    """A killed process not yet reaped (a zombie) writes nothing more: its temps are stale."""
+    from data import atomic
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                      timeout=30)
+    try:
+        assert not atomic._alive(child.pid)
+    finally:
+        child.wait()
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_worker_without_parent_death_signal_still_ends_with_its_parent(tmp_path):
     """Fault: the parent of a worker dies where the kernel sends it no signal (the portable
