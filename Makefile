@@ -77,8 +77,10 @@ bench: venv
 
 # General pretraining: SampleCNNs on a rendered General MIDI corpus (about an hour on 2 CPU cores),
 # to transfer to your own data:  msagg extract --pretrain runs/general/pretrain --cache <prepare run>
+# Another SoundFont: make pretrain-general PREPARE_ARGS="--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2"
 pretrain-general: venv
-	$(MSAGG) prepare --dataset synth-gm-tags --preset general --out runs/general/prepare/synth-gm-tags
+	$(MSAGG) prepare --dataset synth-gm-tags --preset general --out runs/general/prepare/synth-gm-tags \
+		$(PREPARE_ARGS)
 	$(MSAGG) pretrain --cache runs/general/prepare/synth-gm-tags --preset general --out runs/general/pretrain \
 		$(PRETRAIN_ARGS)
 
