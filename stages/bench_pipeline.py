@@ -56,6 +56,8 @@ DISK_POLL_SEC = 0.05
 MARKER = ".msagg-bench-pipeline"
 """Marks a --work folder as this benchmark's: it may be emptied and filled again."""
 DATASET = "synth-tags"
+BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
+"""Python loggers of the backends, kept at ERROR in the step processes unless debugging (as the CLI does)."""
 
 
 class PipelineBenchError(MsaggError):
@@ -87,7 +89,7 @@ class Settings:
     width: float = 1.0
     crop_scales: tuple[str, ...] = CROP_SCALES
     crop_batch_size: int = 23
-    min_crop_batches: int = 20
+    min_crop_batches: int = 100
     extract_batch_size: int = 64
     workers: int | None = None
     sample_rate: int = 22050
@@ -348,15 +350,25 @@ class DiskWatcher:
         self._sample()
 
 
+def _start_step_process(keras: bool, verbose: bool) -> None:
+    """Prepares a step's process as the CLI prepares its own: the backends' Python loggers at
+    ERROR (extract's eight models would each warn about tf.function retracing) and, for the
+    steps that use Keras, the backend imported with its start-up notices hidden; unless debugging."""
+    if not verbose:
+        for name in BACKEND_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    if keras:
+        quiet.import_backend(verbose)
+
+
 def _run_step(step: Callable[..., dict], kwargs: dict, *, isolate: bool, keras: bool, workers: bool = False) -> dict:
     if not isolate:
         return _measured(step, kwargs, workers)
-    # A fresh process per step, so that its peak resident memory is its own. The steps that use
-    # Keras import it as the CLI does (start-up notices hidden unless debugging).
+    # A fresh process per step, so that its peak resident memory is its own.
     context = multiprocessing.get_context("spawn")
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
-    initializer = dict(initializer=quiet.import_backend, initargs=(verbose,)) if keras else {}
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, **initializer) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_step_process,
+                                                initargs=(keras, verbose)) as pool:
         return pool.submit(_measured, step, kwargs, workers).result()
 
 
