@@ -18,7 +18,7 @@ CLASSIFY_ARGS ?=
 # The prepare preset only sizes the synthetic datasets; real data ignores it.
 PREP_PRESET := $(if $(filter synth-%,$(DATASET)),--preset $(if $(filter paper,$(PRESET)),demo,$(PRESET)),)
 
-.PHONY: help venv demo prepare pretrain extract classify test faults bench pretrain-general eval-esc10 clean
+.PHONY: help venv demo prepare pretrain extract classify test faults bench bench-pipeline pretrain-general eval-esc10 clean
 
 help:
 	@echo "make demo       venv + every stage on the embedded synthetic dataset, then the results tables"
@@ -26,6 +26,7 @@ help:
 	@echo "make faults     only the fault-injection tests (kills, full disk, locks, bad files; tiny data)"
 	@echo "make prepare | pretrain | extract | classify   one stage (PRESET=$(PRESET) DATASET=$(DATASET) RUN=$(RUN))"
 	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
+	@echo "make bench-pipeline  prepare, training input and extract at 16 and 64 tracks (runs/bench/pipeline.json)"
 	@echo "make pretrain-general  SampleCNNs on a 2000-track rendered GM corpus to transfer (about 1 h on 2 cores)"
 	@echo "make eval-esc10 5-fold ESC-10 protocol with the demo preset (needs ../shared/datasets/esc10)"
 	@echo "make clean      remove runs/ and caches (keeps .venv)"
@@ -74,6 +75,9 @@ faults: venv
 
 bench: venv
 	$(MSAGG) bench --out runs/bench/bench.json
+
+bench-pipeline: venv
+	$(MSAGG) bench-pipeline --out runs/bench/pipeline.json
 
 # General pretraining: SampleCNNs on a rendered General MIDI corpus (about an hour on 2 CPU cores),
 # to transfer to your own data:  msagg extract --pretrain runs/general/pretrain --cache <prepare run>

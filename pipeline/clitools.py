@@ -25,8 +25,8 @@ DEBUG_ENV = "MSAGG_DEBUG"
 """Set to 1 to see the traceback of every error (as ``--debug`` does)."""
 BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it with the traceback above "
             "(user errors print one line; --debug or MSAGG_DEBUG=1 shows tracebacks for every error)")
-KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval")
-"""Subcommands that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
+KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval", "bench_pipeline")
+"""Subcommands (by function name) that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
 
 BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
 

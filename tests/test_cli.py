@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.clitools import CROSSVAL_SETS_PER_FOLD
 
-COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench", "crossval"]
+COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench", "crossval", "bench-pipeline"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
