@@ -126,7 +126,7 @@ def field_options(config_cls, *, skip=(), required=()):
     """One click option per field of a stage Config, its help text from the field's metadata.
 
     ``--num-tracks`` for ``num_tracks``; the type from the annotation (``X | None`` gives X), a
-    bool is a flag, metadata ``path`` gives a path. An option left out is None, so the config's
+    bool is a flag, metadata ``path`` gives a path, metadata ``choices`` a choice among them. An option left out is None, so the config's
     own layers (preset, file, default) decide. The fields the class declares itself come first,
     then the inherited ones (prepare: dataset and source before the adapter options).
     """
@@ -143,6 +143,8 @@ def field_options(config_cls, *, skip=(), required=()):
                 extra = {"is_flag": True, "default": None}
             elif field.metadata.get("path"):
                 extra = {"type": click.Path()}
+            elif field.metadata.get("choices"):
+                extra = {"type": click.Choice(list(field.metadata["choices"]))}
             else:
                 extra = {"type": {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)}
             func = click.option(f"--{field.name.replace('_', '-')}", field.name, help=field.metadata["help"],

@@ -24,7 +24,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
-from data.errors import MsaggError
+from data.errors import ConfigError, MsaggError
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,26 @@ DEFAULT_PORTS = {"": 6379, "ray": 10001}
 
 CODE_PACKAGES = ("stages", "data", "models")
 """The packages workers import (``pipeline`` stays on the driver)."""
+
+
+ENGINES = ("local", "ray")
+"""Where a stage with a ray engine (prepare, extract) computes: this machine, or a Ray cluster."""
+
+ADDRESS_HELP = ("With --engine ray: a running Ray cluster (HEAD:6379); default: a Ray cluster of this machine's "
+                "cores, started for the run. The run folders must be on a filesystem every node sees.")
+"""The help of ``--address``, the same for every stage."""
+
+
+def check_engine(engine: str, address: str | None, prefix: str = "") -> None:
+    """Checks a Config's ``engine`` and ``address`` (both ``RUNTIME`` fields).
+
+    Raises:
+        ConfigError: ``prefix`` then the bad value and what is expected.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"{prefix}engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if address is not None and (engine != "ray" or not isinstance(address, str) or not address.strip()):
+        raise ConfigError(f"{prefix}address {address!r}: a Ray cluster address (HOST:PORT), only with engine ray")
 
 
 class RayEngineError(MsaggError):
