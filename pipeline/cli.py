@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.clitools import (CROSSVAL_SETS_PER_FOLD, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
+from pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
                                friendly_errors, setup_logging, STATE)
 from pipeline.config import resolve
 from stages import prepare as prepare_stage
@@ -359,8 +359,7 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 
 
 @main.command()
-@field_options(prepare_stage.Config, skip=CROSSVAL_SETS_PER_FOLD + ("engine", "address"),
-               required=("dataset",))
+@field_options(prepare_stage.Config, skip=CROSSVAL_SKIPS, required=("dataset",))
 @click.option("--num-folds", type=int, default=5, show_default=True,
               help="How many folds, each the test split once: the dataset's official folds in its file names "
               "(esc10, or --fold-from-name), else stratified k-fold drawn with --split-seed.")

@@ -120,6 +120,8 @@ def config_options(func):
 CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split", "audio_from")
 """prepare keys that crossval sets for each fold (from --num-folds; audio_from: its one decoded copy of the
 dataset), so it offers no option for them."""
+CROSSVAL_SKIPS = CROSSVAL_SETS_PER_FOLD + ("engine", "address")
+"""prepare keys crossval offers no option for: those above, and the engine (crossval runs every stage locally)."""
 
 
 def field_options(config_cls, *, skip=(), required=()):

@@ -5,7 +5,8 @@ The cache is a folder of shards of consecutive tracks, about ``shard_mb`` each, 
 or with engine "ray" as Ray tasks (``stages.ray_decode``): each worker decodes one shard at a
 time, appending track after track to the shard's temporary file and renaming it when complete,
 so no second copy of the audio is ever made (the disk peaks at the cache's size) and a killed
-run loses at most the shards in flight: a re-run decodes only the shards that are missing. Then ``cache/index.h5`` and ``skipped.csv`` are written.
+run loses at most the shards in flight: a re-run decodes only the shards that are missing. Then
+``cache/index.h5`` and ``skipped.csv`` are written.
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error

@@ -27,9 +27,10 @@ How a run goes:
   models loaded again, and the range it held computed again (``max_task_retries``).
 
 Actors run the driver's own code (``stages.ray_session``: the job's ``py_modules``, or the driver's
-code folder on ``PYTHONPATH``), which each actor proves with its ``code_fingerprint``. Actors read the cache and the pretrain run by absolute path: run
-folders must lie on a filesystem every node sees, at the same path (each result carries the
-cache's and the models' hashes as that node read them; another file is refused).
+code folder on ``PYTHONPATH``), which each actor proves with its ``code_fingerprint``. Actors read
+the cache and the pretrain run by absolute path: run folders must lie on a filesystem every node
+sees, at the same path (each result carries the cache's and the models' hashes as that node read
+them; another file is refused).
 """
 
 from __future__ import annotations
@@ -52,9 +53,8 @@ import numpy as np
 from data.cache import AudioCache
 from data.errors import MsaggError
 from stages import extract
-from stages.ray_session import (  # noqa: F401 (re-exported: extract's engine is used through this module)
-    DEFAULT_PORTS, INSTALL_HINT, MIN_RAY, NAMESPACE, PROBE_TIMEOUT_SEC, RayEngineError, check_code, code_env,
-    code_fingerprint, code_modules, first_line, probe, require_ray, session, split_address)
+from stages.ray_session import RayEngineError, check_code, code_env, code_fingerprint, first_line
+from stages.ray_session import session, split_address  # noqa: F401 (extract's engine is used through this module)
 
 logger = logging.getLogger(__name__)
 
