@@ -20,11 +20,11 @@ from data import audio
 from data.errors import ConfigError
 from data.tracklist import absolute_source
 from fresh_imports import modules_loaded_by
+from h5_contents import contents
 from pipeline.cli import main
 from pipeline.config import resolve
 from stages import prepare, ray_decode
 from stages.runfolder import config_dict, config_hash
-from test_ray_engine import contents
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 8000
