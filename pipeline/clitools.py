@@ -128,9 +128,10 @@ def field_options(config_cls, *, skip=(), required=()):
     """One click option per field of a stage Config, its help text from the field's metadata.
 
     ``--num-tracks`` for ``num_tracks``; the type from the annotation (``X | None`` gives X), a
-    bool is a flag, metadata ``path`` gives a path, metadata ``choices`` a choice among them. An option left out is None, so the config's
-    own layers (preset, file, default) decide. The fields the class declares itself come first,
-    then the inherited ones (prepare: dataset and source before the adapter options).
+    bool is a flag, metadata ``path`` gives a path, metadata ``choices`` a choice among them. An
+    option left out is None, so the config's own layers (preset, file, default) decide. The fields
+    the class declares itself come first, then the inherited ones (prepare: dataset and source
+    before the adapter options).
     """
     hints = typing.get_type_hints(config_cls)
     own = vars(config_cls).get("__annotations__", {})

@@ -32,7 +32,6 @@ from stages.runfolder import OMIT_DEFAULT, RUNTIME, RunFolder, lock_scope
 logger = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     """What the extract stage computes.

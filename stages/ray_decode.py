@@ -188,10 +188,13 @@ class ShardDecoder:
             if isinstance(cause, (MsaggError, OSError)):
                 raise cause from None
             raise
-        except rx.RayError as err:
-            raise RayEngineError(f"shard {shard}: a Ray worker died {self.max_retries + 1} times decoding it, or its "
+        except (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OutOfMemoryError) as err:
+            raise RayEngineError(f"shard {shard}: its Ray worker died on every attempt ({self.max_retries + 1}), or its "
                                  f"node was lost ({first_line(err)}); the finished shards are kept in {cache_dir}: run "
                                  "the same command again to resume") from None
+        except rx.RayError as err:  # e.g. the runtime environment (the code sent) could not be set up
+            raise RayEngineError(f"shard {shard}: Ray could not run its task ({first_line(err)}); the finished shards "
+                                 f"are kept in {cache_dir}") from None
         return summary, where
 
     def _note(self, where: dict) -> None:
