@@ -189,9 +189,9 @@ class ShardDecoder:
                 raise cause from None
             raise
         except (rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OutOfMemoryError) as err:
-            raise RayEngineError(f"shard {shard}: its Ray worker died on every attempt ({self.max_retries + 1}), or its "
-                                 f"node was lost ({first_line(err)}); the finished shards are kept in {cache_dir}: run "
-                                 "the same command again to resume") from None
+            raise RayEngineError(f"shard {shard}: its Ray worker died on every attempt ({self.max_retries + 1}), or "
+                                 f"its node was lost ({first_line(err)}); the finished shards are kept in {cache_dir}: "
+                                 "run the same command again to resume") from None
         except rx.RayError as err:  # e.g. the runtime environment (the code sent) could not be set up
             raise RayEngineError(f"shard {shard}: Ray could not run its task ({first_line(err)}); the finished shards "
                                  f"are kept in {cache_dir}") from None
