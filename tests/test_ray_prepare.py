@@ -168,7 +168,7 @@ def test_a_killed_run_resumes_on_ray_from_its_finished_shards_through_the_cli_on
 def test_a_worker_dying_past_its_retries_is_one_line_and_the_same_command_resumes(ray_cluster, corpus, local_run):
     out, flag = corpus.parent / "no-retries", corpus.parent / "die-no-retry"
     flag.touch()
-    message = r"^shard \d+: its Ray worker died on every attempt \(1\), or its node was lost \(.*run the same command again"
+    message = r"^shard \d+: its Ray worker died on every attempt \(1\), or its node was lost \(.*run the same command"
     with pytest.raises(ray_decode.RayEngineError, match=message):
         prepare.run(config(corpus, engine="ray"), out, progress=False, ray_options={"die_once": flag, "max_retries": 0})
     assert not flag.exists() and not (out / "DONE").exists()
