@@ -22,6 +22,7 @@ error messages, the HDF5 cache) through ``escape_name``, a reversible backslash 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -123,6 +124,15 @@ class TrackList:
 
     def __len__(self) -> int:
         return len(self.track_ids)
+
+
+GENERATED_PREFIXES = ("synth:", "synthgm:")
+"""Sources that name a generated track (rendered by ``data.synth`` / ``data.synth_gm``), not a file."""
+
+
+def absolute_source(source: str) -> str:
+    """A file source as an absolute path (for a process with another working folder); a generated one unchanged."""
+    return source if source.startswith(GENERATED_PREFIXES) else os.path.abspath(source)
 
 
 def load_source(source: str, sample_rate: int) -> np.ndarray:

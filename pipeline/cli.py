@@ -11,10 +11,11 @@ from pathlib import Path
 
 import click
 
-from pipeline.clitools import (CROSSVAL_SETS_PER_FOLD, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
+from pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
                                friendly_errors, setup_logging, STATE)
 from pipeline.config import resolve
 from stages import prepare as prepare_stage
+from stages.ray_session import ADDRESS_HELP
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,7 +58,8 @@ def main(log_level: str, debug: bool) -> None:
 @main.command(epilog=EPILOG_CONFIG)
 @field_options(prepare_stage.Config)
 @click.option("--preset", type=click.Choice(list(prepare_stage.PRESETS)), help="Size preset for the synthetic datasets.")
-@click.option("--workers", type=int, help="Decoding processes (default: the number of cores). Does not change results.")
+@click.option("--workers", type=int, help="Decoding processes (default: the number of cores; with --engine ray and "
+              "no --address, the CPUs of the Ray cluster started for the run). Does not change results.")
 @config_options
 @friendly_errors
 def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
@@ -69,7 +71,8 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     Unreadable or empty files are listed with their reason in skipped.csv and left out (--strict
     makes them fatal). With --audio-from RUN (a finished prepare run of the same dataset and rate)
     nothing is decoded: the cache holds this run's tracks, labels and split, and links to RUN's
-    shards.
+    shards. With --engine ray, each shard is decoded by a Ray task, into the run folder (on a
+    filesystem every node sees): the same cache.
 
     \b
     Examples:
@@ -80,6 +83,8 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
       msagg prepare --dataset esc10 --source ../shared/datasets/esc10 --fold 2 \\
           --audio-from runs/esc10/prepare/fold1 --out runs/esc10/prepare/fold2
       msagg prepare --dataset csv --source tracks.csv --top-k 50 --out runs/msd/prepare/msd
+      msagg prepare --dataset mtat --source /shared/mtat --out /shared/runs/mtat/prepare/mtat \
+          --engine ray --address HEAD:6379
     """
     config = resolve(prepare_stage.Config, presets=prepare_stage.PRESETS, preset=preset, config_file=config_file,
                      options=options, sets=sets)
@@ -197,8 +202,7 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
 @click.option("--engine", type=click.Choice(["local", "ray"]),
               help="Where to compute: local (this process, the default) or ray (Ray actors over ranges of tracks; "
               "the same features.h5; needs pip install -e '.[ray]').")
-@click.option("--address", help="With --engine ray: a running Ray cluster (HEAD:6379); default: a Ray cluster of "
-              "this machine's cores, started for the run. The run folders must be on a filesystem every node sees.")
+@click.option("--address", help=ADDRESS_HELP)
 @click.option("--precision", type=click.Choice(["float32", "bf16"]),
               help="What the models compute in, whatever they were trained in: float32 (default) or bf16 (bfloat16 "
               "layers, Keras' mixed_bfloat16; faster where the hardware has bfloat16 units). The stored features "
@@ -356,7 +360,7 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 
 
 @main.command()
-@field_options(prepare_stage.Config, skip=CROSSVAL_SETS_PER_FOLD, required=("dataset",))
+@field_options(prepare_stage.Config, skip=CROSSVAL_SKIPS, required=("dataset",))
 @click.option("--num-folds", type=int, default=5, show_default=True,
               help="How many folds, each the test split once: the dataset's official folds in its file names "
               "(esc10, or --fold-from-name), else stratified k-fold drawn with --split-seed.")

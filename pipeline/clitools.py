@@ -120,15 +120,18 @@ def config_options(func):
 CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split", "audio_from")
 """prepare keys that crossval sets for each fold (from --num-folds; audio_from: its one decoded copy of the
 dataset), so it offers no option for them."""
+CROSSVAL_SKIPS = CROSSVAL_SETS_PER_FOLD + ("engine", "address")
+"""prepare keys crossval offers no option for: those above, and the engine (crossval runs every stage locally)."""
 
 
 def field_options(config_cls, *, skip=(), required=()):
     """One click option per field of a stage Config, its help text from the field's metadata.
 
     ``--num-tracks`` for ``num_tracks``; the type from the annotation (``X | None`` gives X), a
-    bool is a flag, metadata ``path`` gives a path. An option left out is None, so the config's
-    own layers (preset, file, default) decide. The fields the class declares itself come first,
-    then the inherited ones (prepare: dataset and source before the adapter options).
+    bool is a flag, metadata ``path`` gives a path, metadata ``choices`` a choice among them. An
+    option left out is None, so the config's own layers (preset, file, default) decide. The fields
+    the class declares itself come first, then the inherited ones (prepare: dataset and source
+    before the adapter options).
     """
     hints = typing.get_type_hints(config_cls)
     own = vars(config_cls).get("__annotations__", {})
@@ -143,6 +146,8 @@ def field_options(config_cls, *, skip=(), required=()):
                 extra = {"is_flag": True, "default": None}
             elif field.metadata.get("path"):
                 extra = {"type": click.Path()}
+            elif field.metadata.get("choices"):
+                extra = {"type": click.Choice(list(field.metadata["choices"]))}
             else:
                 extra = {"type": {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)}
             func = click.option(f"--{field.name.replace('_', '-')}", field.name, help=field.metadata["help"],

@@ -9,10 +9,11 @@ the finished shards of the same plan (``finished_shards``: failed tracks are rec
 shard, so they are not tried again, except in strict mode) and decodes the others; a listing that
 changed starts the cache again. ``stages.prepare`` then writes ``cache/index.h5``.
 
-Engines: the local one is ``decode_all`` (a spawn-context process pool; workers end themselves
-when the process that started them dies, even by SIGKILL: ``_worker_init``). Another engine runs
-the same plain function ``decode_shard`` for the shards ``open_cache_dir`` and
-``finished_shards`` leave to do, and hands its summaries to ``stages.prepare`` in shard order.
+Engines: ``decode_all`` plans, resumes, shows progress and collects the summaries; the shards
+left to do are decoded in this process, in a spawn-context process pool (workers end themselves
+when the process that started them dies, even by SIGKILL: ``_worker_init``), or by another
+engine given as ``engine`` (``stages.ray_decode``: Ray tasks) that runs the same plain function
+``decode_shard``. ``stages.prepare`` gets the summaries in shard order.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ DEFAULT_TRACK_SEC = 30.0
 """A track's duration when none of the sampled ones can be read (the clip length of MTAT and GTZAN)."""
 PARENT_POLL_SEC = 0.5
 """Where the kernel cannot signal a worker at its parent's death, how often the worker looks."""
+
+
+Engine = Callable[[str, "ShardPlan", list, bool, Callable[[dict], None], Callable[[int, "int | None"], None]], None]
+"""Another engine for ``decode_all`` (see there)."""
 
 
 class PrepareError(MsaggError):
@@ -268,8 +273,17 @@ def decode_shard(cache_dir: str | os.PathLike, plan: ShardPlan, shard: int, sour
 
 
 def decode_all(tracklist: TrackList, cache_dir: Path, *, sample_rate: int, shard_mb: float, strict: bool,
-               workers: int, progress: bool) -> tuple[list[dict], dict]:
-    """Decodes every shard of the cache folder's plan that is not finished, with the local engine.
+               workers: int, progress: bool, engine: Engine | None = None) -> tuple[list[dict], dict]:
+    """Decodes every shard of the cache folder's plan that is not finished, with the local engine or ``engine``.
+
+    Args:
+        workers: Decoding processes of the local engine (1: this process); with ``engine``, the
+            shards it decodes at once (recorded and logged only).
+        engine: Runs ``decode_shard`` elsewhere: called as ``engine(cache_dir, plan, tasks, strict,
+            finished, on_track)`` with ``tasks`` the ``(shard, sources)`` to decode; it calls
+            ``finished(summary)`` for each shard as it ends (which raises ``PrepareError`` for
+            a strict failure: the engine then stops its other shards) and ``on_track(row,
+            num_samples or None)`` for each track, when it can (``stages.ray_decode``).
 
     Returns:
         (summaries of every shard in shard order, throughput of this run: decoded (files),
@@ -319,7 +333,9 @@ def decode_all(tracklist: TrackList, cache_dir: Path, *, sample_rate: int, shard
 
     tasks = [(s, [tracklist.sources[i] for i in plan.tracks(s)]) for s in todo]
     try:
-        if workers == 1:
+        if engine is not None:
+            engine(str(cache_dir), plan, tasks, strict, finished, on_track)
+        elif workers == 1:
             for shard, sources in tasks:
                 finished(decode_shard(cache_dir, plan, shard, sources, strict=strict, on_track=on_track))
         else:

@@ -26,12 +26,10 @@ from data.integrity import check_same_run, require_done
 from data.segments import num_segments, segment
 from models import sample_cnn
 from stages.pretrain_run import PretrainRun
+from stages.ray_session import check_engine
 from stages.runfolder import OMIT_DEFAULT, RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
-
-ENGINES = ("local", "ray")
-"""Where extract computes: in this process, or on Ray actors (``stages.ray_engine``)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,11 +89,7 @@ class Config:
         if bad or len(set(classic)) != len(classic):
             raise ConfigError(f"classic must list distinct names among {', '.join(CLASSIC)}, got {classic!r}")
         object.__setattr__(self, "classic", classic)
-        if self.engine not in ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.address is not None and (self.engine != "ray" or not isinstance(self.address, str)
-                                         or not self.address.strip()):
-            raise ConfigError(f"address {self.address!r}: a Ray cluster address (HOST:PORT), only with engine ray")
+        check_engine(self.engine, self.address)
         if self.precision not in sample_cnn.PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(sample_cnn.PRECISIONS)}, got {self.precision!r}")
 

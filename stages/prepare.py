@@ -1,11 +1,12 @@
 """Stage 1, prepare: decode a dataset once into the audio cache (``cache/``) and list what was skipped.
 
 The cache is a folder of shards of consecutive tracks, about ``shard_mb`` each, and an index
-(``data/cache.py`` documents the layout). Decoding runs in a process pool (``stages.decode``):
-each worker decodes one shard at a time, appending track after track to the shard's temporary
-file and renaming it when complete, so no second copy of the audio is ever made (the disk peaks
-at the cache's size) and a killed run loses at most the shards in flight: a re-run decodes only
-the shards that are missing. Then ``cache/index.h5`` and ``skipped.csv`` are written.
+(``data/cache.py`` documents the layout). Decoding runs in a process pool (``stages.decode``),
+or with engine "ray" as Ray tasks (``stages.ray_decode``): each worker decodes one shard at a
+time, appending track after track to the shard's temporary file and renaming it when complete,
+so no second copy of the audio is ever made (the disk peaks at the cache's size) and a killed
+run loses at most the shards in flight: a re-run decodes only the shards that are missing. Then
+``cache/index.h5`` and ``skipped.csv`` are written.
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
@@ -23,6 +24,7 @@ dataset once this way and gives each fold its own split.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -31,6 +33,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -44,7 +47,8 @@ from data.cache_writer import write_index, write_linked_cache
 from data.integrity import check_same_run, require_done
 from data.tracklist import TrackList, escape_name
 from stages.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
-from stages.runfolder import OMIT_DEFAULT, OMIT_NONE, RunFolder, lock_scope
+from stages.ray_session import ADDRESS_HELP, ENGINES, check_engine
+from stages.runfolder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +66,6 @@ PRESETS: dict[str, dict] = {
     # Tests and smoke runs: seconds to make.
     "tiny": {"num_tracks": 24, "min_sec": 2.0, "max_sec": 4.0},
 }
-
-
 
 
 def _field(default, help: str, **metadata):
@@ -90,6 +92,12 @@ class Config(AdapterOptions):
         shard_mb: About how many MB (10^6 bytes) of int16 audio a shard holds (a corpus is cut
             into at least ``stages.decode.MIN_SHARDS`` shards when it has the tracks). In the
             config hash only when not the default, so older run folders keep theirs.
+        engine: Where the shards are decoded: "local" (processes of this machine) or "ray" (one
+            Ray task per shard, ``stages.ray_decode``). The cache is the same either way, so the
+            engine is a ``RUNTIME`` field: not in config.json nor the hash.
+        address: The Ray cluster to use with engine "ray" ("HOST:6379", "ray://HOST:10001",
+            "auto"); None: a Ray cluster of this machine's cores, started for the run.
+            ``RUNTIME`` as well.
     """
 
     dataset: str = _field("synth-tags", "Dataset adapter: " + "; ".join(
@@ -107,6 +115,10 @@ class Config(AdapterOptions):
         DEFAULT_SHARD_MB, f"About how many MB of audio each file of the cache (a shard) holds (default "
         f"{DEFAULT_SHARD_MB:g}); small corpora are cut into at least 32 shards so every worker has some.",
         **{OMIT_DEFAULT: True})
+    engine: str = _field("local", "Where to decode: local (processes of this machine, the default) or ray (one Ray "
+                         "task per shard; the same cache; needs pip install -e '.[ray]').", choices=ENGINES,
+                         **{RUNTIME: True})
+    address: str | None = _field(None, ADDRESS_HELP, **{RUNTIME: True})
 
     def __post_init__(self):
         def bad(name: str, why: str):
@@ -126,6 +138,7 @@ class Config(AdapterOptions):
         if isinstance(self.shard_mb, bool) or not isinstance(self.shard_mb, numbers.Real) \
                 or not 0 < self.shard_mb < float("inf"):
             bad("shard_mb", "must be a positive number of MB, e.g. 1024")
+        check_engine(self.engine, self.address, "prepare: ")
         # A dataset the registry does not know is refused when listed (prepare.run can be given
         # a track list of its own); its options are checked by the rules that hold for all.
         problems = self.problems(adapters.ADAPTERS.get(self.dataset))
@@ -165,6 +178,7 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     tracklist: TrackList | None = None,
+    ray_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Runs the prepare stage into ``out_dir``, resuming an interrupted run of the same config.
 
@@ -173,6 +187,7 @@ def run(
             records the result).
         out_dir: The run folder.
         workers: Decoding processes (default: the usable cores); 1 decodes in this process.
+            With engine "ray" and no address, the CPUs of the Ray cluster started for the run.
             Does not change the result.
         overwrite: Replace a run folder that holds another config (or a finished run), and
             decode again the shards an interrupted run had finished.
@@ -180,6 +195,8 @@ def run(
         tracklist: Use this track list instead of asking the adapter named by
             ``config.dataset`` (for tests and library use; its ``name`` must equal
             ``config.dataset``, and the config should describe where it came from).
+        ray_options: With engine "ray": keyword options of ``stages.ray_decode.ShardDecoder``
+            (``max_retries``, ``die_once``).
 
     Returns:
         The cache folder, ``out_dir/cache`` (``out_dir/cache.h5`` for a run an older msagg finished).
@@ -191,6 +208,8 @@ def run(
             and the reason); in any mode, when no track at all could be decoded.
         data.adapters.DatasetError: For a dataset the adapter refuses.
         data.soundfont.SoundFontError: For synth-gm-*, a SoundFont that cannot be used (``pin_inputs``).
+        stages.ray_session.RayEngineError: With engine "ray": Ray is not installed, the cluster cannot
+            be reached (nothing is written in either case), or a worker kept dying.
     """
     started = time.perf_counter()
     workers = num_workers(workers)
@@ -203,29 +222,44 @@ def run(
                        upstream=None if store_dir is None else {"audio_from": store_dir}).lock()
     if store_dir is not None and not (folder.done and not overwrite):
         _check_store_dir(store_dir, out_dir)  # before anything is written here
-    if not folder.start(overwrite):
-        return _cache_of(out_dir)
-    remove_stale_temps(out_dir)  # temps of atomic writes (shards, the index) a killed run left
-    _remove_unfinished(out_dir, overwrite)
-    if tracklist is None:
-        tracklist = list_tracks(config)
-    if len(tracklist) == 0:
-        raise PrepareError(f"{config.dataset}: the dataset has no tracks to decode"
-                           + (f" ({len(tracklist.skipped)} skipped while listing)" if tracklist.skipped else ""))
-    logger.info("%s: %d tracks listed (%d skipped while listing)", tracklist.name, len(tracklist),
-                len(tracklist.skipped))
-    if config.strict and tracklist.skipped:
-        source, reason = tracklist.skipped[0]
-        more = f" (and {len(tracklist.skipped) - 1} more)" if len(tracklist.skipped) > 1 else ""
-        raise PrepareError(f"{escape_name(source)}: {reason}{more} "
-                           "(strict mode; without it the file would be skipped)")
+    on_ray = config.engine == "ray" and store_dir is None and not (folder.done and not overwrite)
+    with _ray_engine(config, workers, ray_options) if on_ray else contextlib.nullcontext() as engine:
+        if not folder.start(overwrite):  # Ray (its absence, an unreachable cluster) was met before this
+            return _cache_of(out_dir)
+        remove_stale_temps(out_dir)  # temps of atomic writes (shards, the index) a killed run left
+        _remove_unfinished(out_dir, overwrite)
+        if tracklist is None:
+            tracklist = list_tracks(config)
+        if len(tracklist) == 0:
+            raise PrepareError(f"{config.dataset}: the dataset has no tracks to decode"
+                               + (f" ({len(tracklist.skipped)} skipped while listing)" if tracklist.skipped else ""))
+        logger.info("%s: %d tracks listed (%d skipped while listing)", tracklist.name, len(tracklist),
+                    len(tracklist.skipped))
+        if config.strict and tracklist.skipped:
+            source, reason = tracklist.skipped[0]
+            more = f" (and {len(tracklist.skipped) - 1} more)" if len(tracklist.skipped) > 1 else ""
+            raise PrepareError(f"{escape_name(source)}: {reason}{more} "
+                               "(strict mode; without it the file would be skipped)")
+        if store_dir is not None:
+            return _link_to_store(config, folder, tracklist, store_dir, started=started)
+        return _decode(config, folder, tracklist, started=started, workers=workers, progress=progress, engine=engine)
 
-    if store_dir is not None:
-        return _link_to_store(config, folder, tracklist, store_dir, started=started)
 
+def _ray_engine(config: Config, workers: int, ray_options: Mapping[str, Any] | None):
+    """The Ray session and shard decoder of ``config.engine == "ray"`` (``stages.ray_decode.engine``)."""
+    from stages import ray_decode
+
+    return ray_decode.engine(config.address, num_cpus=workers, **(ray_options or {}))
+
+
+def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started: float, workers: int, progress: bool,
+            engine=None) -> Path:
+    """Decodes the shards left to do (``decode_all``, locally or with ``engine``), writes the index, finishes."""
+    out_dir = folder.path
     cache_dir = out_dir / CACHE_NAME
     shards, stats = decode_all(tracklist, cache_dir, sample_rate=config.sample_rate, shard_mb=config.shard_mb,
-                               strict=config.strict, workers=workers, progress=progress)
+                               strict=config.strict, workers=workers if engine is None else engine.workers,
+                               progress=progress, engine=engine)
     keep = [row for shard in shards for row in shard["rows"]]
     failed = sorted((row, reason) for shard in shards for row, reason in shard["failed"])
     skipped = list(tracklist.skipped) + [(tracklist.sources[row], unescape_text(reason)) for row, reason in failed]
@@ -254,6 +288,8 @@ def run(
         "realtime_factor_per_worker": _rate(audio_sec, stats["seconds"] * stats["workers"]),
         "workers": stats["workers"],
         "num_shards": stats["num_shards"],
+        "engine": config.engine,
+        **({"ray": engine.summary()} if engine is not None else {}),
     })
 
 
@@ -381,12 +417,8 @@ def _store_rows(tracklist: TrackList, store: AudioCache) -> tuple[list[int], lis
     return rows, skipped
 
 
-
-
 def _rate(amount: float, seconds: float) -> float | None:
     return round(amount / seconds, 3) if amount and seconds > 0 else None
-
-
 
 
 def _subset(tracklist: TrackList, keep: list[int], skipped: list[tuple[str, str]]) -> TrackList:

@@ -5,9 +5,10 @@ imports Ray only inside its functions, so the local engine never loads Ray.
 
 How a run goes:
 
-- ``session(address)`` connects to a cluster (after a socket probe, so an unreachable address
-  fails in seconds) or starts one of this machine's cores; a missing Ray is a one-line
-  ``RayEngineError`` naming the install command. extract calls it before writing anything.
+- ``session(address)`` (``stages.ray_session``, shared with prepare's engine and re-exported
+  here) connects to a cluster (after a socket probe, so an unreachable address fails in seconds)
+  or starts one of this machine's cores; a missing Ray is a one-line ``RayEngineError`` naming
+  the install command. extract calls it before writing anything.
 - ``Extractors`` starts the actors. Each loads the pretrain run's models once (through
   ``stages.pretrain_run.PretrainRun``, as the local engine does) and opens the cache; the first
   one reports the ``ScaleInfo``\\ s the driver creates ``features.h5.partial`` with.
@@ -25,27 +26,22 @@ How a run goes:
 - A worker that dies (a killed process, a lost node) is restarted by Ray (``max_restarts``), its
   models loaded again, and the range it held computed again (``max_task_retries``).
 
-Actors run the driver's own code: in a session ``session`` starts, ``stages``, ``data`` and
-``models`` travel as the job's ``py_modules`` runtime environment (Ray uploads them), so a cluster
-needs only msagg's dependencies installed; in a session someone else started (a test, a library
-caller) the actors get the driver's code folder on ``PYTHONPATH``. Either way each actor checks
-that its code is the driver's (``code_fingerprint``), since an installed msagg of another version
-would be found first otherwise. Actors read the cache and the pretrain run by absolute path: run
-folders must lie on a filesystem every node sees, at the same path (each result carries the
-cache's and the models' hashes as that node read them; another file is refused).
+Actors run the driver's own code (``stages.ray_session``: the job's ``py_modules``, or the driver's
+code folder on ``PYTHONPATH``), which each actor proves with its ``code_fingerprint``. Actors read
+the cache and the pretrain run by absolute path: run folders must lie on a filesystem every node
+sees, at the same path (each result carries the cache's and the models' hashes as that node read
+them; another file is refused).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import os
 import re
 import signal
-import socket
 import time
 import types
 from collections import deque
@@ -57,151 +53,13 @@ import numpy as np
 from data.cache import AudioCache
 from data.errors import MsaggError
 from stages import extract
-from stages.extract import ExtractError
+from stages.ray_session import RayEngineError, check_code, code_env, code_fingerprint, first_line
+from stages.ray_session import session, split_address  # noqa: F401 (extract's engine is used through this module)
 
 logger = logging.getLogger(__name__)
 
-MIN_RAY = (2, 9)
-INSTALL_HINT = "pip install -e '.[ray]'"
-"""How to install the ray extra (from the repository root)."""
-
 RANGE_TRACKS = 128
 """Tracks per range when the cache gives no shards: the unit of work of an actor, of a write and of resume."""
-
-PROBE_TIMEOUT_SEC = 5.0
-"""How long the socket probe of ``--address`` waits (``ray.init`` itself retries for minutes)."""
-
-NAMESPACE = "msagg"
-"""The Ray namespace of the jobs ``session`` starts: ``Extractors`` knows by it that its code was uploaded."""
-
-DEFAULT_PORTS = {"": 6379, "ray": 10001}
-"""The port of an address without one: the head's GCS port, or Ray Client's for ``ray://``."""
-
-
-class RayEngineError(ExtractError):
-    """The ray engine cannot run: Ray is missing, its cluster is unreachable, or a worker kept dying."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Ray itself
-
-
-def require_ray():
-    """Imports Ray.
-
-    Returns:
-        The ``ray`` module.
-
-    Raises:
-        RayEngineError: If Ray is not installed (or older than 2.9), with the install command.
-    """
-    try:
-        import ray
-    except ImportError:
-        raise RayEngineError(f"extract --engine ray needs Ray, which is not installed here; install it with "
-                             f"{INSTALL_HINT} (or pip install 'ray>=2.9')") from None
-    version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
-    if version < MIN_RAY:
-        raise RayEngineError(f"extract --engine ray needs Ray >= 2.9, found {ray.__version__}; "
-                             f"upgrade it with {INSTALL_HINT}")
-    return ray
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """The host and port of a Ray address ("HOST:PORT", "HOST", "ray://HOST:PORT", "[::1]:6379").
-
-    Raises:
-        RayEngineError: For a port that is not a number.
-    """
-    scheme, sep, rest = address.strip().partition("://")
-    if not sep:
-        scheme, rest = "", address.strip()
-    rest = rest.split("/", 1)[0]
-    host, colon, port = rest.rpartition(":")
-    if not colon or host.endswith(":") or (":" in host and not host.startswith("[")):  # "HOST" or a bare IPv6
-        host, port = rest, ""
-    host = host.strip("[]")
-    if not port:
-        return host, DEFAULT_PORTS.get(scheme, 6379)
-    if not port.isdigit():
-        raise RayEngineError(f"--address {address!r}: the port {port!r} is not a number")
-    return host, int(port)
-
-
-def probe(address: str, timeout: float = PROBE_TIMEOUT_SEC) -> None:
-    """Checks that something listens at a Ray address, within ``timeout`` seconds.
-
-    ``ray.init`` keeps retrying an address nobody answers for minutes; a TCP connection tells
-    in seconds. ("auto" is left to Ray, which finds a cluster of this machine or fails at once.)
-
-    Raises:
-        RayEngineError: Naming the address and the reason.
-    """
-    if address.strip() == "auto":
-        return
-    host, port = split_address(address)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as err:
-        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
-        raise RayEngineError(f"cannot reach the Ray cluster at {address} ({reason}); start its head with "
-                             f"`ray start --head` or check --address") from None
-
-
-@contextlib.contextmanager
-def session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
-    """Connects to a Ray cluster, or starts one of this machine's cores, for the length of a run.
-
-    A session this process already has (``ray.is_initialized()``: a test, a library caller) is
-    used as it is and left running; one this call starts is shut down at the end.
-
-    Args:
-        address: A running cluster ("HOST:6379", "ray://HOST:10001", "auto"); None starts a
-            local cluster (``RAY_ADDRESS`` is not read: pass the address).
-        num_cpus: CPUs of the local cluster (default: the cores this process may use).
-
-    Yields:
-        The ``ray`` module.
-
-    Raises:
-        RayEngineError: Ray is missing, or the address cannot be reached or joined.
-    """
-    ray = require_ray()
-    if address:
-        probe(address)
-    if ray.is_initialized():
-        logger.info("ray: using this process's Ray session")
-        yield ray
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a tool run reports nothing anywhere
-    verbose = logger.isEnabledFor(logging.DEBUG)
-    options: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING,
-                               "runtime_env": {"py_modules": code_modules()}, "namespace": NAMESPACE}
-    if not verbose:  # "token authentication is enabled" (Ray's default for a local cluster) at every run
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(address="local", num_cpus=num_cpus or len(os.sched_getaffinity(0)), include_dashboard=False,
-                     **options)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise RayEngineError(f"cannot start or join {where}: {first_line(err)}") from None
-    try:
-        resources = ray.cluster_resources()
-        logger.info("ray: %s, %d CPUs, %d GPUs", f"cluster at {address}" if address else "local cluster",
-                    int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (Ray's are often long)."""
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,39 +219,12 @@ class _Extractor:
                            {scale: m.model_hash for scale, m in self.models.items()}, self.code)
 
 
-CODE_PACKAGES = ("stages", "data", "models")
-"""The packages actors import (``pipeline`` stays on the driver)."""
-
-
-def code_modules() -> list[str]:
-    """The folders of ``CODE_PACKAGES`` as this process imports them."""
-    import importlib
-
-    return [str(Path(importlib.import_module(name).__file__).resolve().parent) for name in CODE_PACKAGES]
-
-
-def code_fingerprint() -> str:
-    """sha256 of the Python sources of ``CODE_PACKAGES`` as this process imports them (names and bytes)."""
-    digest = hashlib.sha256()
-    for folder in code_modules():
-        root = Path(folder)
-        for path in sorted(root.rglob("*.py")):
-            digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def actor_runtime_env(ray) -> dict:
     """The actors' runtime environment: the driver's Keras backend (the same numbers need the same
-    backend), and, outside a ``session`` job (whose py_modules hold the code), the driver's code
-    folder first on ``PYTHONPATH``."""
+    backend), and the driver's code (``ray_session.code_env``)."""
     import keras
 
-    env = {"KERAS_BACKEND": keras.backend.backend()}
-    if ray.get_runtime_context().namespace != NAMESPACE:
-        root = str(Path(code_modules()[0]).parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return {"env_vars": env}
+    return {"env_vars": {"KERAS_BACKEND": keras.backend.backend(), **code_env(ray)}}
 
 
 def actor_plan(ray, num_actors: int | None, num_ranges: int) -> tuple[int, dict]:
@@ -444,7 +275,6 @@ class Extractors:
         self.config = dataclasses.replace(config, pretrain=str(Path(config.pretrain).resolve()),
                                           cache=str(Path(cache.path).resolve()))
         self.count, self.ask = actor_plan(ray, num_actors, len(row_ranges(cache, range_tracks)))
-        self.fingerprint = code_fingerprint()
         remote = ray.remote(_Extractor).options(max_restarts=max_restarts, max_task_retries=max_restarts,
                                                 runtime_env=actor_runtime_env(ray), **self.ask)
         logger.info("ray: starting %d actors (%s each); each loads the models", self.count,
@@ -492,7 +322,7 @@ class Extractors:
         if self._infos is None:
             started = time.monotonic()
             code, self._infos = self._get(self.actors[0].scale_infos.remote())
-            self._check_code(code)
+            check_code(code)
             logger.info("ray: first actor ready in %.1f s", time.monotonic() - started)
         return self._infos
 
@@ -538,14 +368,8 @@ class Extractors:
                 next_first = result.end
                 yield from result.blocks
 
-    def _check_code(self, code: str) -> None:
-        if code != self.fingerprint:
-            raise RayEngineError(f"Ray workers run another msagg than this process (code {code}, here "
-                                 f"{self.fingerprint}); start them from the same msagg, or let msagg start the Ray "
-                                 "session (it sends its code)")
-
     def _check(self, result: RangeResult, actor: int) -> None:
-        self._check_code(result.code)
+        check_code(result.code)
         expected = {s: i.model_hash for s, i in self.scale_infos().items()}
         if result.cache_hash != self.cache.config_hash or result.model_hashes != expected:
             what = "cache" if result.cache_hash != self.cache.config_hash else "models"

@@ -9,7 +9,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.clitools import CROSSVAL_SETS_PER_FOLD
+from pipeline.clitools import CROSSVAL_SKIPS
 
 COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench", "crossval", "bench-pipeline"]
 
@@ -97,7 +97,7 @@ def test_prepare_and_crossval_options_are_the_config_fields():
 
     from stages.prepare import Config
 
-    for command, skip in (("prepare", ()), ("crossval", CROSSVAL_SETS_PER_FOLD)):
+    for command, skip in (("prepare", ()), ("crossval", CROSSVAL_SKIPS)):
         options = {p.name: p for p in main.commands[command].params if p.param_type_name == "option"}
         for field in dataclasses.fields(Config):
             if field.name in skip:

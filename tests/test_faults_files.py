@@ -252,8 +252,9 @@ def test_prepare_killed_mid_run_resumes_to_the_same_cache(tmp_path):
         prepare.run(config, {str(out)!r}, workers=1, progress=False)
     """, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: len(list((out / "cache").glob("shard-*.h5"))) >= 4, timeout=120), \
-            "prepare wrote no shards"
+        # Four shards finished and the next one's temporary file made (not the instant between the two).
+        assert wait_until(lambda: len(list((out / "cache").glob("shard-*.h5"))) >= 4
+                          and any((out / "cache").glob(".shard-*.tmp-*")), timeout=120), "prepare wrote no shards"
         parent.kill()
         parent.wait()
     finally:

@@ -217,7 +217,7 @@ def test_config_is_the_adapter_options_plus_its_own_keys():
     adapter_fields = {f.name: f for f in dataclasses.fields(AdapterOptions)}
     config_fields = {f.name: f for f in dataclasses.fields(prepare.Config)}
     assert set(config_fields) == set(adapter_fields) | {"dataset", "source", "sample_rate", "strict", "audio_from",
-                                                                   "shard_mb"}
+                                                        "shard_mb", "engine", "address"}
     for name, field in adapter_fields.items():
         assert config_fields[name].default == field.default and field.metadata["help"], name
     # The corpus size is no setting of a folder dataset's config; the synth adapter has the defaults.

@@ -22,6 +22,7 @@ from pipeline.cli import main
 from pipeline.config import resolve
 from stages import extract, ray_engine
 from stages.runfolder import config_dict, config_hash
+from h5_contents import contents
 from test_extract import LENGTHS, make_cache, make_pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,24 +49,6 @@ def local_run(upstream):
 def config(upstream, **changes) -> extract.Config:
     _, cache, pretrain = upstream
     return extract.Config(pretrain=str(pretrain), cache=str(cache), **changes)
-
-
-def contents(path: Path) -> dict:
-    """Every attribute of every object and every dataset of an HDF5 file: values, dtype, shape, chunks, filters."""
-    out = {}
-
-    def visit(name, obj):
-        entry = {"attrs": {k: repr(v) for k, v in obj.attrs.items()}}
-        if isinstance(obj, h5py.Dataset):
-            values = obj.asstr()[...].tolist() if h5py.check_string_dtype(obj.dtype) else obj[...].tobytes()
-            entry.update(values=values, dtype=str(obj.dtype), shape=obj.shape, chunks=obj.chunks,
-                         fletcher32=obj.fletcher32, compression=obj.compression)
-        out[name] = entry
-
-    with h5py.File(path, "r") as h5:
-        visit("/", h5)
-        h5.visititems(visit)
-    return out
 
 
 def assert_same_features(run_dir: Path, reference: Path) -> None:
