@@ -10,14 +10,13 @@ import math
 import multiprocessing
 import os
 import platform
-import resource
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
 from models import sample_cnn
-from stages import quiet
+from stages import measure, quiet
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +115,8 @@ def _sig(value: float, digits: int = 4) -> float:
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if platform.system() == "Darwin" else 2**10)
+    # VmHWM, not ru_maxrss: a spawned process inherits its parent's ru_maxrss (the CLI's ~800 MB).
+    return measure.own_peak_rss_mb()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

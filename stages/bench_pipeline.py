@@ -28,11 +28,9 @@ import math
 import multiprocessing
 import numbers
 import os
-import platform
 import resource
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,6 +39,7 @@ import numpy as np
 
 from data.errors import MsaggError
 from stages import quiet
+from stages.measure import DiskWatcher, own_peak_rss_mb, rusage_mb, tree_bytes  # noqa: F401 (tree_bytes: tests)
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +51,6 @@ RSS_GROWTH_LIMIT = 1.2
 """A step whose peak RSS at 4N exceeds this multiple of that at N is flagged."""
 DISK_PEAK_LIMIT = 1.05
 """A prepare whose disk use peaked above this multiple of its final size is flagged."""
-DISK_POLL_SEC = 0.05
-"""How often the prepare run folder's size is sampled."""
 MARKER = ".msagg-bench-pipeline"
 """Marks a --work folder as this benchmark's: it may be emptied and filled again."""
 DATASET = "synth-tags"
@@ -150,28 +147,6 @@ def _prepare_config(settings: Settings, num_tracks: int):
 # Measurements: each step runs in its own process; these functions run there.
 
 
-def _rusage_mb(who: int) -> float:
-    peak = resource.getrusage(who).ru_maxrss  # KiB on Linux, bytes on macOS
-    return round(peak / (2**20 if platform.system() == "Darwin" else 2**10), 1)
-
-
-def own_peak_rss_mb() -> float:
-    """This process's peak resident memory, MB (2^20 bytes).
-
-    Linux's ``ru_maxrss`` survives ``exec``: a spawned process starts with its parent's RSS at
-    the time it was started (the CLI's, with the backend loaded: some 800 MB), so the peak of
-    the address space itself (``VmHWM``, fresh after ``exec``) is read where there is one.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 2**10, 1)  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return _rusage_mb(resource.RUSAGE_SELF)
-
-
 def _measured(step: Callable[..., dict], kwargs: dict, workers: bool = False) -> dict:
     """Runs one step and adds its wall time and its processes' peak resident memory."""
     began = time.perf_counter()
@@ -183,7 +158,7 @@ def _measured(step: Callable[..., dict], kwargs: dict, workers: bool = False) ->
         # The largest of the processes the step started and waited for (prepare's decoding
         # workers): their ru_maxrss, which may include the step's RSS when each started, a
         # figure below the step's own peak, so the maximum of the two stays right.
-        result["peak_rss_workers_mb"] = _rusage_mb(resource.RUSAGE_CHILDREN)
+        result["peak_rss_workers_mb"] = rusage_mb(resource.RUSAGE_CHILDREN)
         result["peak_rss_mb"] = max(result["peak_rss_mb"], result["peak_rss_workers_mb"])
     return result
 
@@ -297,56 +272,6 @@ def _sig(value: float, digits: int = 4) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # The parent: runs the steps, watches the disk, compares the two sizes.
-
-
-def tree_bytes(path: str | os.PathLike) -> int:
-    """Bytes the files under ``path`` occupy on disk (allocated blocks, as ``du``; sizes where the
-    platform gives no blocks). Files that vanish while it walks are skipped."""
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(folder, name))
-            except OSError:  # renamed or removed meanwhile
-                continue
-            blocks = getattr(st, "st_blocks", None)
-            total += blocks * 512 if blocks is not None else st.st_size
-    return total
-
-
-class DiskWatcher:
-    """Samples ``tree_bytes(path)`` every ``interval`` seconds from a thread, while in its ``with``.
-
-    Attributes:
-        peak: The largest sample (bytes), one taken at the end included.
-        samples: How many samples were taken.
-    """
-
-    def __init__(self, path: str | os.PathLike, interval: float = DISK_POLL_SEC):
-        self.path = Path(path)
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="disk-watcher", daemon=True)
-
-    def _sample(self) -> None:
-        self.peak = max(self.peak, tree_bytes(self.path))
-        self.samples += 1
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "DiskWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
 
 def _start_step_process(keras: bool, verbose: bool) -> None:
