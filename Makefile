@@ -38,8 +38,13 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m pip install --quiet --no-deps 'tinysoundfont>=0.3.7'
+	touch $@
+
+# The tests also need the optional engines (Ray, JAX): the test extra, installed only for them.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 # prepare one dataset: make prepare DATASET=folder SOURCE="path/to/folders"
@@ -66,10 +71,10 @@ demo:
 	$(MAKE) --no-print-directory classify PRESET=demo DATASET=synth-tags TARGETS="synth-tags synth-genre" RUN=runs/demo
 	@echo; echo "Plots: runs/demo/classify/*/plots/   Tables: runs/demo/classify/*/results.md"
 
-test: venv
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-faults: venv
+faults: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/test_faults_lock.py tests/test_faults_disk.py tests/test_faults_files.py \
 		tests/test_faults_resume.py
 
