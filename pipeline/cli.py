@@ -83,7 +83,7 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
       msagg prepare --dataset esc10 --source ../shared/datasets/esc10 --fold 2 \\
           --audio-from runs/esc10/prepare/fold1 --out runs/esc10/prepare/fold2
       msagg prepare --dataset csv --source tracks.csv --top-k 50 --out runs/msd/prepare/msd
-      msagg prepare --dataset mtat --source /shared/mtat --out /shared/runs/mtat/prepare/mtat \
+      msagg prepare --dataset mtat --source /shared/mtat --out /shared/runs/mtat/prepare/mtat \\
           --engine ray --address HEAD:6379
     """
     config = resolve(prepare_stage.Config, presets=prepare_stage.PRESETS, preset=preset, config_file=config_file,
