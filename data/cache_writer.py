@@ -187,6 +187,20 @@ def write_index(path: str | os.PathLike, tracklist: TrackList, shards: Sequence[
                         sha256=[s["sha256"] for s in shards], shard=shard, offsets=offsets, lengths=lengths)
 
 
+def linked_rows(path: Path, tracklist: TrackList, store: AudioCache, rows: Sequence[int]) -> np.ndarray:
+    """``rows`` as int64, checked to hold one valid track index of ``store`` per track of ``tracklist``.
+
+    Raises:
+        ValueError: Naming ``path`` and ``store``, for a wrong count or an index out of range.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.shape[0] != len(tracklist):
+        raise ValueError(f"{path}: got {rows.shape[0]} rows of {store.path} for {len(tracklist)} tracks")
+    if rows.size and (rows.min() < 0 or rows.max() >= store.num_tracks):
+        raise ValueError(f"{path}: rows out of range for {store.path} ({store.num_tracks} tracks)")
+    return rows
+
+
 def write_linked_cache(path: str | os.PathLike, tracklist: TrackList, store: AudioCache, rows: Sequence[int], *,
                        config_hash: str = "") -> Path:
     """Writes a cache whose tracks are tracks of another cache, without copying their samples.
@@ -211,11 +225,7 @@ def write_linked_cache(path: str | os.PathLike, tracklist: TrackList, store: Aud
         WriteError: Naming ``path``, if the disk refuses a write; nothing is left behind.
     """
     path = Path(path)
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    if rows.shape[0] != len(tracklist):
-        raise ValueError(f"{path}: got {rows.shape[0]} rows of {store.path} for {len(tracklist)} tracks")
-    if rows.size and (rows.min() < 0 or rows.max() >= store.num_tracks):
-        raise ValueError(f"{path}: rows out of range for {store.path} ({store.num_tracks} tracks)")
+    rows = linked_rows(path, tracklist, store, rows)
     # Lexical paths (no symlinks resolved) on both sides, as the reader joins them.
     here = os.path.abspath(path.parent)
     files = [os.path.relpath(os.path.abspath(f), here) for f in store.shard_files]

@@ -39,7 +39,7 @@ import numpy as np
 
 from data.errors import MsaggError
 from stages import quiet
-from stages.measure import DiskWatcher, own_peak_rss_mb, rusage_mb, tree_bytes  # noqa: F401 (tree_bytes: tests)
+from stages.measure import DiskWatcher, own_peak_rss_mb, rusage_mb, tree_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -140,9 +140,6 @@ class ShardDecoder:
                 a node runs other msagg code, or wrote a shard the driver does not see.
         """
         cache_dir = os.path.abspath(cache_dir)  # the workers' working folder is not the driver's
-        for shard, _ in tasks:  # of tasks of an earlier run, on any node (this run holds the folder's lock)
-            for path in stale_temps(Path(cache_dir) / shard_file_name(shard)):
-                path.unlink(missing_ok=True)
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": self.max_retries, "retry_exceptions": False}
         env = code_env(self.ray)
         if env:

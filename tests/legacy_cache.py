@@ -18,6 +18,7 @@ import numpy as np
 
 from data.atomic import CheckedFile, atomic_write
 from data.cache import CHUNK_SAMPLES, to_int16
+from data.cache_writer import linked_rows
 from data.integrity import CHECKSUM
 from data.tracklist import TrackList
 
@@ -172,11 +173,7 @@ def write_linked_cache_v1(path: str | os.PathLike, tracklist: TrackList, store,
         WriteError: Naming ``path``, if the disk refuses a write; nothing is left behind.
     """
     path = Path(path)
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    if rows.shape[0] != len(tracklist):
-        raise ValueError(f"{path}: got {rows.shape[0]} rows of {store.path} for {len(tracklist)} tracks")
-    if rows.size and (rows.min() < 0 or rows.max() >= store.num_tracks):
-        raise ValueError(f"{path}: rows out of range for {store.path} ({store.num_tracks} tracks)")
+    rows = linked_rows(path, tracklist, store, rows)
     # Lexical paths (no symlinks resolved) on both sides, as the reader joins them.
     target = os.path.relpath(os.path.abspath(store.audio_store), os.path.abspath(path.parent))
     with atomic_write(path) as tmp:
