@@ -375,11 +375,16 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
               "instead of pretraining on the fold's training tracks.")
 @click.option("--song-pool", type=click.Choice(["mean", "max", "meanmax", "meanstd"]),
               help="Song pooling of extract (default mean).")
+@click.option("--compare", "compare", multiple=True, metavar="'NAME: KEY=VALUE ...'",
+              help="Also run a variant of the pretraining in every fold, from the same prepared audio, and put it "
+              "beside the base in crossval.md, e.g. --compare 'augment: augment=true'. Its KEY=VALUE pretrain sets "
+              "(space-separated) apply after --set. Repeatable; its runs go to OUT/fold<i>/variants/NAME.")
 @click.option("--workers", type=int, help="Decoding processes for prepare.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the folds' run folders and the summary (crossval.md, crossval.json).")
 @friendly_errors
-def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, workers, out_dir, **prepare_options):
+def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compare, workers, out_dir,
+             **prepare_options):
     """Run every stage once per fold and report the mean score over folds.
 
     The audio is decoded once (into OUT/audio); then for each fold i: prepare with fold i as the
@@ -395,6 +400,8 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, worker
       msagg crossval --dataset folder --source ~/sounds --num-folds 10 --preset tiny --out runs/mine-cv
       msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --pretrained runs/general/pretrain \
           --out runs/esc10-general   # transfer: no pretraining per fold
+      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --compare 'augment: augment=true' \
+          --out runs/esc10   # augmentation off (base) and on, side by side
     """
     from pipeline import protocols
 
@@ -403,7 +410,7 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, worker
     path = protocols.crossval(out_dir, prepare_options=options, num_folds=num_folds, preset=preset,
                               pretrain_sets=sets, classify_options=classify_options, workers=workers,
                               references=protocols.REFERENCES.get(options["dataset"], []), pretrained=pretrained,
-                              extract_options={"song_pool": song_pool} if song_pool else None)
+                              extract_options={"song_pool": song_pool} if song_pool else None, compare=compare)
     click.echo(path.read_text())
     click.echo(f"summary: {path}")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from data.atomic import write_json, write_text
-from data.errors import MsaggError
+from data.errors import ConfigError, MsaggError
 from pipeline.config import resolve
 from stages.metrics import mean_std
 from stages.runfolder import config_hash, read_json_config
@@ -18,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 AUDIO_DIR = "audio"
 """``<out>/audio``: crossval's prepare run that decodes the dataset once; every fold's prepare links to it."""
+
+VARIANTS_DIR = "variants"
+"""``<out>/fold<i>/variants/<name>``: the pretrain, extract and classify runs of a compared variant."""
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}")
 
 # Published figures quoted in reports (../shared/README.md), as fractions.
 REFERENCES: dict[str, list[tuple[str, float]]] = {
@@ -69,30 +75,86 @@ def store_options(per_fold: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def run_fold(fold_dir: Path, *, prepare_options: Mapping[str, Any], preset: str, pretrain_sets: Sequence[str] = (),
              classify_options: Mapping[str, Any] | None = None, workers: int | None = None,
              pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None,
-             audio_from: str | Path | None = None) -> dict:
+             audio_from: str | Path | None = None,
+             variants: Sequence[tuple[str, Sequence[str]]] = ()) -> dict:
     """Runs prepare, pretrain, extract and classify for one fold; returns classify's metrics.json.
+
+    With ``variants`` ((name, extra pretrain sets) pairs), each variant then pretrains, extracts
+    and classifies again from the same prepared fold, in ``<fold>/variants/<name>/``, with its
+    sets after ``pretrain_sets``; its metrics are under ``"variants"`` of the returned dict.
 
     With ``pretrained`` (a finished pretrain run), no model is trained: the fold's audio goes
     through those models (transfer), and only the song-level classifiers learn from the fold.
     With ``audio_from`` (a finished prepare run of the dataset), the fold's prepare decodes
     nothing and links to that run's audio (``fold_prepare_config``).
     """
-    from stages import classify, extract, prepare, pretrain
+    from stages import prepare
 
-    prep_dir, pre_dir, ext_dir, cls_dir = (fold_dir / s for s in ("prepare", "pretrain", "extract", "classify"))
+    prep_dir = fold_dir / "prepare"
     prepare.run(fold_prepare_config(prep_dir, prepare_options, audio_from), prep_dir, workers=workers)
+    metrics = _learn(fold_dir, prep_dir, preset=preset, pretrain_sets=pretrain_sets, pretrained=pretrained,
+                     extract_options=extract_options, classify_options=classify_options)
+    if variants:
+        metrics["variants"] = {
+            name: _learn(fold_dir / VARIANTS_DIR / name, prep_dir, preset=preset,
+                         pretrain_sets=[*pretrain_sets, *sets], pretrained=None, extract_options=extract_options,
+                         classify_options=classify_options)
+            for name, sets in variants}
+    return metrics
+
+
+def _learn(run_dir: Path, prep_dir: Path, *, preset: str, pretrain_sets: Sequence[str],
+           pretrained: str | Path | None, extract_options: Mapping[str, Any] | None,
+           classify_options: Mapping[str, Any] | None) -> dict:
+    """pretrain (unless ``pretrained``), extract and classify in ``run_dir``; classify's metrics.json."""
+    from stages import classify, extract, pretrain
+
+    pre_dir, ext_dir, cls_dir = (run_dir / s for s in ("pretrain", "extract", "classify"))
     if pretrained is None:
-        pretrain.run(
-            resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
-                    sets=pretrain_sets),
-            pre_dir,
-        )
+        pretrain.run(pretrain_config(preset, prep_dir, pretrain_sets), pre_dir)
     else:
         pre_dir = Path(pretrained)
     extract.run(resolve(extract.Config, options={"pretrain": str(pre_dir), "cache": str(prep_dir),
                                                  **(extract_options or {})}), ext_dir)
     classify.run(resolve(classify.Config, options={"features": str(ext_dir), **(classify_options or {})}), cls_dir)
     return json.loads((cls_dir / "metrics.json").read_text())
+
+
+def pretrain_config(preset: str, prep_dir: str | Path, sets: Sequence[str]):
+    """pretrain's Config for a fold: the preset, the fold's cache, the ``key=value`` sets (checked)."""
+    from stages import pretrain
+
+    return resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
+                   sets=sets)
+
+
+def parse_variants(specs: Sequence[str], pretrain_sets: Sequence[str] = (), preset: str = "demo"
+                   ) -> list[tuple[str, list[str]]]:
+    """``NAME: KEY=VALUE KEY=VALUE ...`` specs (crossval --compare) as (name, sets) pairs, each checked.
+
+    Every variant's sets are resolved with pretrain's Config (after ``pretrain_sets``), so a bad
+    key or value is an error before any fold runs.
+
+    Raises:
+        pipeline.config.ConfigError: naming the spec and what is wrong with it.
+    """
+    parsed: list[tuple[str, list[str]]] = []
+    for spec in specs:
+        name, sep, rest = spec.partition(":")
+        name, sets = name.strip(), rest.split()
+        if not sep or not VARIANT_NAME.fullmatch(name):
+            raise ConfigError(f"--compare {spec!r}: expected NAME: KEY=VALUE [KEY=VALUE ...] with NAME of letters, "
+                              "digits, '_', '.', '+', '-' (at most 40)")
+        if not sets or not all("=" in item for item in sets):
+            raise ConfigError(f"--compare {spec!r}: give at least one KEY=VALUE after '{name}:'")
+        if name in {n for n, _ in parsed} or name == "base":
+            raise ConfigError(f"--compare {spec!r}: the name {name!r} is taken")
+        try:
+            pretrain_config(preset, "unused", [*pretrain_sets, *sets])
+        except ConfigError as err:
+            raise ConfigError(f"--compare {spec!r}: {err}") from None
+        parsed.append((name, sets))
+    return parsed
 
 
 def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict:
@@ -149,12 +211,42 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
         mean = "n/a" if row["mean"] is None else f"{row['mean']:.3f} ± {row['std']:.3f}"
         per_fold = " ".join(f"{v:.3f}" for v in row["values"])
         lines.append(f"| {row['feature_set']} | {row['classifier']} | {mean} | {per_fold} |")
+    if summary.get("variants"):
+        lines += ["", *comparison_markdown(summary)]
     if references:
         lines += ["", "Published references (from ../shared/README.md; they train on all four other folds, "
                   "msagg on three, the fourth being the validation split for early stopping):", "",
                   f"| Method | {title} |", "|---|---:|"]
         lines += [f"| {name} | {value:.3f} |" for name, value in references]
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(summary: Mapping[str, Any]) -> list[str]:
+    """The lines of crossval.md's side-by-side table of the base and its ``--compare`` variants.
+
+    Rows are the base table's rows whose features the pretrained models make (the classic MFCC
+    set is the same in every variant and left out), in the base table's order.
+    """
+    metric = summary["metric"]
+    title = "accuracy" if metric == "accuracy" else "ROC-AUC"
+    variants = summary["variants"]
+    base_sets = " ".join(summary.get("pretrain_sets") or []) or "the preset as it is"
+    lines = [f"## Variants compared ({title}, mean ± std over the same folds)", "",
+             f"Every variant pretrains, extracts and classifies again from the same prepared folds. base: {base_sets}; "
+             + "; ".join(f"{name}: {' '.join(v['sets'])}" for name, v in variants.items()) + ". The MFCC rows "
+             "do not depend on pretraining and are the same in every variant (above).", "",
+             "| Feature set | Classifier | base | " + " | ".join(variants) + " |",
+             "|---|---|---:|" + "---:|" * len(variants)]
+
+    def cell(row):
+        return "n/a" if not row or row["mean"] is None else f"{row['mean']:.3f} ± {row['std']:.3f}"
+
+    ordered = sorted(((key, row) for key, row in summary["rows"].items() if row["group"] != "classic"),
+                     key=lambda kv: -(kv[1]["mean"] if kv[1]["mean"] is not None else -1))
+    for key, row in ordered:
+        cells = [cell(row)] + [cell(v["rows"].get(key)) for v in variants.values()]
+        lines.append(f"| {row['feature_set']} | {row['classifier']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def fold_options(prepare_options: Mapping[str, Any], num_folds: int) -> list[dict[str, Any]]:
@@ -181,7 +273,8 @@ def fold_options(prepare_options: Mapping[str, Any], num_folds: int) -> list[dic
 def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_folds: int, preset: str,
              pretrain_sets: Sequence[str] = (), classify_options: Mapping[str, Any] | None = None,
              workers: int | None = None, references: Sequence[tuple[str, float]] = (),
-             pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None) -> Path:
+             pretrained: str | Path | None = None, extract_options: Mapping[str, Any] | None = None,
+             compare: Sequence[str] = ()) -> Path:
     """Runs every stage for each fold and writes ``crossval.md`` / ``crossval.json`` in ``out_dir``.
 
     The dataset is decoded once, into the prepare run ``<out>/audio`` (the first fold's options
@@ -206,13 +299,23 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
             the fold's training tracks (e.g. ``runs/general/pretrain``); ``preset`` and
             ``pretrain_sets`` are then unused.
         extract_options: extract Config keys (e.g. ``song_pool``).
+        compare: Variants to compare with the base, as ``NAME: KEY=VALUE ...`` pretrain sets
+            (``parse_variants``), e.g. ``"augment: augment=true"``: each fold also pretrains,
+            extracts and classifies each variant from the same prepared fold, and crossval.md
+            gets a side-by-side table. Not with ``pretrained``.
 
     Returns:
         The path of ``crossval.md``.
+
+    Raises:
+        pipeline.config.ConfigError: For a bad ``compare`` spec, or ``compare`` with ``pretrained``.
     """
     from stages import prepare
 
     out_dir = Path(out_dir)
+    if compare and pretrained is not None:
+        raise ConfigError("--compare needs pretraining in every fold; it cannot be used with --pretrained")
+    variants = parse_variants(compare, pretrain_sets, preset)
     folds = fold_options(prepare_options, num_folds)
     audio_dir = out_dir / AUDIO_DIR
     linked = [fold_prepare_config(out_dir / f"fold{fold}" / "prepare", options, audio_dir).audio_from is not None
@@ -225,12 +328,16 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
         logger.info("fold %d of %d", fold, num_folds)
         metrics[fold] = run_fold(out_dir / f"fold{fold}", prepare_options=options, preset=preset,
                                  pretrain_sets=pretrain_sets, classify_options=classify_options, workers=workers,
-                                 pretrained=pretrained, extract_options=extract_options, audio_from=audio_dir)
+                                 pretrained=pretrained, extract_options=extract_options, audio_from=audio_dir,
+                                 variants=variants)
     summary = summarize(metrics)
     dataset = next(iter(metrics.values()))["dataset"]
     summary.update({"dataset": dataset, "preset": preset, "references": [list(r) for r in references],
                     "pretrained": None if pretrained is None else str(pretrained),
                     "pretrain_sets": list(pretrain_sets), "extract_options": dict(extract_options or {})})
+    if variants:
+        summary["variants"] = {name: {"sets": sets, **summarize({f: m["variants"][name] for f, m in metrics.items()})}
+                               for name, sets in variants}
     write_json(out_dir / "crossval.json", summary)
     path = out_dir / "crossval.md"
     write_text(path, summary_markdown(summary, dataset, preset, references))

@@ -53,12 +53,31 @@ def test_crossval_cli_two_folds(tmp_path):
             sf.write(src / label / f"{i}.wav", 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size),
                      16000)
     out = tmp_path / "cv"
+    gain_only = ("gain: augment=true augment_polarity=0 augment_noise_snr_db=none augment_pitch_semitones=0 "
+                 "augment_mixup_alpha=0")
     args = ["crossval", "--dataset", "folder", "--source", str(src), "--num-folds", "2", "--preset", "tiny",
-            "--classifier", "logreg", "--workers", "1", "--out", str(out)]
+            "--classifier", "logreg", "--workers", "1", "--compare", gain_only, "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "crossval.json").read_text())
     assert summary["folds"] == [1, 2] and summary["task"] == "classes"
+    # The variant pretrains again from each fold's prepared audio, beside the base, into variants/gain.
+    assert summary["variants"]["gain"]["folds"] == [1, 2]
+    for fold in (1, 2):
+        base_cfg = json.loads((out / f"fold{fold}" / "pretrain" / "config.json").read_text())
+        gain_cfg = json.loads((out / f"fold{fold}" / "variants" / "gain" / "pretrain" / "config.json").read_text())
+        assert base_cfg["augment"] is False and gain_cfg["augment"] is True and gain_cfg["augment_mixup_alpha"] == 0
+        assert gain_cfg["cache"] == base_cfg["cache"] == str(out / f"fold{fold}" / "prepare")
+        assert (out / f"fold{fold}" / "variants" / "gain" / "classify" / "DONE").is_file()
+    table = (out / "crossval.md").read_text().split("## Variants compared")[1]
+    assert "| Feature set | Classifier | base | gain |" in table and "augment=true" in table
+    rows = [line for line in table.splitlines() if line.startswith("| 3^") or line.startswith("| mfcc")]
+    assert rows and not any(line.startswith("| mfcc |") for line in rows)  # MFCC does not depend on pretraining
+    key = next(k for k, r in summary["rows"].items() if r["group"] == "multi-scale")
+    row = summary["rows"][key]
+    expected = (f"| {row['feature_set']} | {row['classifier']} | {row['mean']:.3f} ± {row['std']:.3f} | "
+                f"{summary['variants']['gain']['rows'][key]['mean']:.3f}")
+    assert any(line.startswith(expected) for line in rows)
     # The audio is decoded once, into <out>/audio; every fold's cache links to it.
     assert json.loads((out / "audio" / "DONE").read_text())["num_decoded_this_run"] == 16
     for fold in (1, 2):
@@ -133,3 +152,12 @@ def test_crossval_checks_every_fold_before_running(tmp_path):
                                        "--out", str(out)])
     assert result.exit_code == 1 and "synth-tags is generated, it has no file names" in result.output
     assert not out.exists()
+    for spec, message in (("gain augment=true", "expected NAME: KEY=VALUE"), ("gain:", "at least one KEY=VALUE"),
+                          ("base: augment=true", "'base' is taken"), ("a: augment=maybe", "augment")):
+        result = CliRunner().invoke(main, ["crossval", "--dataset", "folder", "--source", str(tmp_path),
+                                           "--compare", spec, "--out", str(out)])
+        assert result.exit_code == 1 and message in result.output and "--compare" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    result = CliRunner().invoke(main, ["crossval", "--dataset", "folder", "--source", str(tmp_path), "--compare",
+                                       "a: augment=true", "--pretrained", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 1 and "cannot be used with --pretrained" in result.output and not out.exists()
