@@ -28,7 +28,7 @@ help:
 	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
 	@echo "make bench-pipeline  prepare, training input and extract at 16 and 64 tracks (runs/bench/pipeline.json)"
 	@echo "make pretrain-general  SampleCNNs on a 2000-track rendered GM corpus to transfer (about 1 h on 2 cores)"
-	@echo "make eval-esc10 5-fold ESC-10 protocol with the demo preset (needs ../shared/datasets/esc10)"
+	@echo "make eval-esc10 5-fold ESC-10 protocol, demo preset, augmentation off and on (needs ../shared/datasets/esc10)"
 	@echo "make clean      remove runs/ and caches (keeps .venv)"
 
 venv: $(VENV)/.installed
@@ -93,8 +93,10 @@ pretrain-general: venv
 	$(MSAGG) pretrain --cache runs/general/prepare/synth-gm-tags --preset general --out runs/general/pretrain \
 		$(PRETRAIN_ARGS)
 
+# Augmentation off (the preset) and on side by side: two pretrainings per fold, about 50 min on 2 cores.
 eval-esc10: venv
-	$(MSAGG) crossval --dataset esc10 --source ../shared/datasets/esc10 --preset demo --out runs/esc10
+	$(MSAGG) crossval --dataset esc10 --source ../shared/datasets/esc10 --preset demo \
+		--compare 'augment: augment=true' --out runs/esc10
 
 clean:
 	rm -rf runs .pytest_cache

@@ -16,6 +16,9 @@ Schema version 1::
                        layers, Keras' mixed_bfloat16); the features are float32 either way. Files
                        written before it existed lack it and read as "float32"
                        (``FeaturesFile.precision``)
+      segments         str, optional: how songs were cut into segments, "cover" | "drop"
+                       (``data.segments``). Files written before it existed lack it and read as
+                       "drop" (``FeaturesFile.segments``)
       complete         bool, True once every row is written and the file is finalized
       num_done         int, rows [0, num_done) are final (advanced after each flushed batch)
     /track_ids         str (N,), same order as the audio cache
@@ -75,6 +78,8 @@ PARTIAL_SUFFIX = ".partial"
 SONG_POOLS = ("mean", "max", "meanmax", "meanstd")
 DEFAULT_BLOCK = "basic"
 DEFAULT_PRECISION = "float32"
+LEGACY_SEGMENTS = "drop"
+"""How files written before the ``segments`` attribute existed cut songs (``data.segments``)."""
 STRING_DTYPE = h5py.string_dtype("utf-8")
 
 
@@ -257,6 +262,11 @@ class FeaturesFile:
     def precision(self) -> str:
         """What the models computed in: "float32" or "bf16" ("float32" when the file does not say)."""
         return str(attr_value(self._h5.attrs.get("precision", DEFAULT_PRECISION)))
+
+    @property
+    def segments(self) -> str:
+        """How songs were cut: "cover" or "drop" ("drop" when the file does not say)."""
+        return str(attr_value(self._h5.attrs.get("segments", LEGACY_SEGMENTS)))
 
     @property
     def num_tracks(self) -> int:

@@ -86,6 +86,7 @@ class FeaturesWriter:
             ``/classic/<name>`` beside the learned features (empty: none).
         precision: What the models computed in ("float32" or "bf16"), the root attribute
             ``precision``; the features are stored as float32 either way.
+        segments: How songs were cut ("cover" or "drop"), the root attribute ``segments``.
 
     Raises:
         FeaturesError: For inconsistent inputs or zero tracks.
@@ -108,9 +109,11 @@ class FeaturesWriter:
         scales: Mapping[str, ScaleInfo],
         classic: Mapping[str, int] | None = None,
         precision: str = DEFAULT_PRECISION,
+        segments: str = "cover",
     ):
         self.path = Path(path)
         self.precision = str(precision)
+        self.segments = str(segments)
         self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.track_ids = [str(t) for t in track_ids]
         self.num_tracks = len(self.track_ids)
@@ -238,6 +241,7 @@ class FeaturesWriter:
         h5.attrs["pretrain_dataset"] = str(pretrain_dataset or "")
         h5.attrs["task"] = str(task)
         h5.attrs["precision"] = self.precision
+        h5.attrs["segments"] = self.segments
         h5.attrs["complete"] = False
         h5.attrs["num_done"] = 0
         h5.create_dataset("track_ids", data=_str_array(self.track_ids), dtype=STRING_DTYPE)

@@ -194,6 +194,10 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
     help="How segment vectors become one song vector (default mean, the paper's; meanmax concatenates mean "
     "and max, meanstd mean and standard deviation).",
 )
+@click.option("--segments", type=click.Choice(["cover", "drop"]),
+              help="How a song is cut into segments: cover (default: the non-overlapping segments plus one that "
+              "ends at the song's end, so no sample is left out) or drop (the remainder after the last whole "
+              "segment is left out, as extract did before this option).")
 @click.option("--scales", help="Comma-separated scales to use (default: every model of the pretrain run).")
 @click.option("--classic", "classic", type=click.Choice(["mfcc", "none"]),
               help="Classic features stored beside the learned ones for the baseline rows of every report "
@@ -209,12 +213,12 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
               "are float32 either way.")
 @config_options
 @friendly_errors
-def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, engine, address, precision, out_dir,
-            overwrite, config_file, sets):
+def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_size, engine, address, precision,
+            out_dir, overwrite, config_file, sets):
     """Song-level features from the last three layers of every pretrained model.
 
-    Each track is read once; for every model its non-overlapping segments go through one forward
-    pass that yields the three taps (-3, -2, -1), each max-pooled over time within a segment and
+    Each track is read once; for every model its segments (non-overlapping, plus one ending at the
+    track's end) go through one forward pass that yields the three taps (-3, -2, -1), each max-pooled over time within a segment and
     then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
     (the classic baseline of every report). Writes features.h5 (layout: data/features.py);
     a killed extraction resumes from the last track written. With --engine ray, ranges of tracks
@@ -234,7 +238,7 @@ def extract(pretrain_dir, cache, song_pool, scales, classic, batch_size, engine,
     config = resolve(
         stage.Config,
         config_file=config_file,
-        options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool,
+        options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool, segments=segments,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
                      classic=None if classic is None else (() if classic == "none" else (classic,)),
                      engine=engine, address=address, precision=precision),

@@ -23,11 +23,11 @@ from data.cache import AudioCache, cache_run_folder
 from data.classic import CLASSIC, classic_dim, classic_features
 from data.errors import ConfigError, MsaggError
 from data.integrity import check_same_run, require_done
-from data.segments import num_segments, segment
+from data.segments import SEGMENTINGS, num_segments, segment
 from models import sample_cnn
 from stages.pretrain_run import PretrainRun
 from stages.ray_session import check_engine
-from stages.runfolder import OMIT_DEFAULT, RUNTIME, RunFolder, lock_scope
+from stages.runfolder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ class Config:
             may be another dataset than the models were trained on (transfer).
         song_pool: How a song's segment vectors become one vector: "mean" (the paper), "max",
             "meanmax" ([mean, max] concatenated) or "meanstd" ([mean, standard deviation]).
+        segments: How a song is cut into segments (``data.segments``): "cover" (default: the
+            non-overlapping segments plus one ending at the song's end, so no sample is left out)
+            or "drop" (the remainder after the last whole segment is left out, as every extract
+            run before this setting did: their config.json, without the key, reads as "drop" and
+            keeps its hash).
         scales: Scales to use (empty: every scale of the pretrain run).
         classic: Classic hand-crafted feature sets computed from the same audio and stored beside
             the learned ones (``data.classic``: "mfcc"), the baseline every report compares
@@ -60,6 +65,7 @@ class Config:
     pretrain: str
     cache: str
     song_pool: str = "mean"
+    segments: str = dataclasses.field(default="cover", metadata={OMIT_VALUE: "drop"})
     scales: tuple[str, ...] = ()
     classic: tuple[str, ...] = CLASSIC
     engine: str = dataclasses.field(default="local", metadata={RUNTIME: True})
@@ -75,6 +81,8 @@ class Config:
                 raise ConfigError(f"{name} must be a run folder, got {value!r}")
         if self.song_pool not in features_lib.SONG_POOLS:
             raise ConfigError(f"song_pool must be one of {', '.join(features_lib.SONG_POOLS)}, got {self.song_pool!r}")
+        if self.segments not in SEGMENTINGS:
+            raise ConfigError(f"segments must be one of {', '.join(SEGMENTINGS)}, got {self.segments!r}")
         scales = (self.scales,) if isinstance(self.scales, str) else tuple(self.scales)
         try:
             normalized = tuple(sample_cnn.parse_scale(str(s)) for s in scales)
@@ -227,7 +235,8 @@ def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> 
 
 
 def features_of_waves(
-    waves: Sequence[np.ndarray], models: Mapping[str, TapModel], song_pool: str = "mean", batch_size: int = 64
+    waves: Sequence[np.ndarray], models: Mapping[str, TapModel], song_pool: str = "mean", batch_size: int = 64,
+    segments: str = "cover",
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Song vectors of a few tracks, their segments batched together across tracks.
 
@@ -236,6 +245,7 @@ def features_of_waves(
         models: Scale -> ``TapModel``.
         song_pool: One of ``data.features.SONG_POOLS``.
         batch_size: Segments per forward pass.
+        segments: "cover" or "drop" (``data.segments``).
 
     Returns:
         ``(features, num_segments)``: scale -> tap -> float32 (len(waves), dim), and
@@ -244,7 +254,7 @@ def features_of_waves(
     features: dict[str, dict[str, np.ndarray]] = {}
     counts: dict[str, np.ndarray] = {}
     for scale, model in models.items():
-        per_track = [segment(w, model.input_length) for w in waves]
+        per_track = [segment(w, model.input_length, segments) for w in waves]
         counts[scale] = np.array([len(s) for s in per_track], dtype=np.int32)
         vectors = _segment_vectors(model, np.concatenate(per_track), batch_size)
         bounds = np.cumsum(counts[scale])[:-1]
@@ -263,6 +273,7 @@ def song_features(
     song_pool: str = "mean",
     batch_size: int = 64,
     precision: str = "float32",
+    segments: str = "cover",
 ) -> dict[str, dict[str, np.ndarray]]:
     """Features of new audio, as extract computes them (for ``msagg predict``).
 
@@ -273,21 +284,23 @@ def song_features(
         song_pool: Song pooling, as the classifier's features were made.
         batch_size: Segments per forward pass.
         precision: What the models compute in ("float32" or "bf16").
+        segments: How songs are cut, as the classifier's features were made ("cover" or "drop").
 
     Returns:
         Scale -> tap -> float32 (len(waves), dim).
     """
     models = load_tap_models(pretrain, scales, precision=precision)
     features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in sample_cnn.TAPS} for s in models}
-    for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size):
-        block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size)
+    for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size, segments):
+        block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size, segments)
         for scale, taps in block.items():
             for tap, rows in taps.items():
                 features[scale][tap].append(rows)
     return {s: {t: np.concatenate(rows) for t, rows in taps.items()} for s, taps in features.items()}
 
 
-def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], batch_size: int) -> Iterator[list[int]]:
+def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], batch_size: int,
+            segments: str = "cover") -> Iterator[list[int]]:
     """Groups consecutive tracks until every scale has at least ``batch_size`` segments.
 
     The grouping depends only on the track lengths from the first index on, so a resumed run
@@ -300,7 +313,7 @@ def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], b
         chunk.append(i)
         n = int(length_of(i))
         for scale, model in models.items():
-            totals[scale] += num_segments(n, model.input_length)
+            totals[scale] += num_segments(n, model.input_length, segments)
         if min(totals.values()) >= batch_size:
             yield chunk
             chunk, totals = [], {scale: 0 for scale in models}
@@ -336,9 +349,9 @@ def extract_rows(cache: AudioCache, models: Mapping[str, TapModel], config: Conf
         ``(k, features, num_segments, classic)`` for the next ``k`` rows: scale -> tap -> float32
         (k, dim), scale -> int32 (k,), classic name -> float32 (k, dim).
     """
-    for chunk in _chunks(rows, lambda i: cache.lengths[i], models, batch_size):
+    for chunk in _chunks(rows, lambda i: cache.lengths[i], models, batch_size, config.segments):
         waves = [cache.track(i) for i in chunk]
-        block, counts = features_of_waves(waves, models, config.song_pool, batch_size)
+        block, counts = features_of_waves(waves, models, config.song_pool, batch_size, config.segments)
         classic = {name: classic_features(name, waves, cache.sample_rate) for name in config.classic}
         yield len(chunk), block, counts, classic
 
@@ -453,12 +466,13 @@ def run(
             scales=infos,
             classic={name: classic_dim(name) for name in config.classic},
             precision=config.precision,
+            segments=config.segments,
         )
         num_tracks = cache.num_tracks
         start = writer.num_done
-        logger.info("extract %d tracks of %s (%d Hz) with scales %s in %s, song pooling %s, classic features %s, "
-                    "engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales), config.precision,
-                    config.song_pool, ", ".join(config.classic) or "none", config.engine,
+        logger.info("extract %d tracks of %s (%d Hz) with scales %s in %s, segments %s, song pooling %s, "
+                    "classic features %s, engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales),
+                    config.precision, config.segments, config.song_pool, ", ".join(config.classic) or "none", config.engine,
                     f"; resuming after {start}" if start else "")
         began = time.monotonic()
         with writer, tqdm(total=num_tracks, initial=start, unit="track", desc="extract", disable=not progress,

@@ -110,7 +110,8 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
         from stages.featuresets import CLASSIC_KEY
 
         features = (extract.song_features(list(waves.values()), pretrain, predictor.scales,
-                                          song_pool=predictor.song_pool, precision=predictor.precision)
+                                          song_pool=predictor.song_pool, precision=predictor.precision,
+                                          segments=predictor.segments)
                     if predictor.scales else {})
         if predictor.fs.classic:
             features[CLASSIC_KEY] = {name: classic_features(name, list(waves.values()), predictor.sample_rate)

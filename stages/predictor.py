@@ -88,6 +88,7 @@ def predictor_info(ff: FeaturesFile, features: str | os.PathLike, seed: int, mod
         "label_names": list(ff.label_names),
         "song_pool": ff.song_pool,
         "precision": ff.precision,
+        "segments": ff.segments,
         "sample_rate": int(ff.scale_attrs(ff.scales[0])["sample_rate"]),
         "input_lengths": {s: int(ff.scale_attrs(s)["input_length"]) for s in ff.scales},
         "model_hashes": {s: str(ff.scale_attrs(s)["model_hash"]) for s in ff.scales},
@@ -153,6 +154,7 @@ class Predictor:
         classifier: "mlp" or "logreg".
         task, label_names, song_pool, sample_rate: As the features were made.
         precision: What the models computed the features in ("float32" for descriptions that do not say).
+        segments: How songs were cut ("drop" for descriptions that do not say).
         scales: Scales whose features it reads.
         pretrain_dir: The pretrain run whose models compute those features (None if unknown).
         description: The full ``.json`` description.
@@ -177,6 +179,7 @@ class Predictor:
         self.label_names = list(d["label_names"])
         self.song_pool = d["song_pool"]
         self.precision = str(d.get("precision", "float32"))
+        self.segments = str(d.get("segments", "drop"))
         self.sample_rate = int(d["sample_rate"])
         self.scales = list(d["scales"])
         self.pretrain_dir = Path(d["pretrain_dir"]) if d.get("pretrain_dir") else None

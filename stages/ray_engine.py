@@ -120,18 +120,19 @@ def row_ranges(cache: Any, max_tracks: int = RANGE_TRACKS) -> list[tuple[int, in
     return out
 
 
-def group_starts(lengths: Sequence[int], input_lengths: dict[str, int], batch_size: int) -> list[int]:
+def group_starts(lengths: Sequence[int], input_lengths: dict[str, int], batch_size: int,
+                 segments: str = "cover") -> list[int]:
     """Where extract's track groups start (``extract._chunks`` over every row), plus the row count."""
     models = {scale: types.SimpleNamespace(input_length=int(n)) for scale, n in input_lengths.items()}
     starts, row = [], 0
-    for chunk in extract._chunks(range(len(lengths)), lambda i: lengths[i], models, batch_size):
+    for chunk in extract._chunks(range(len(lengths)), lambda i: lengths[i], models, batch_size, segments):
         starts.append(row)
         row += len(chunk)
     return starts + [row]
 
 
 def plan_ranges(cache: Any, input_lengths: dict[str, int], batch_size: int, max_tracks: int = RANGE_TRACKS,
-                start: int = 0) -> list[tuple[int, int]]:
+                start: int = 0, segments: str = "cover") -> list[tuple[int, int]]:
     """The ranges a run computes: ``row_ranges`` moved onto group boundaries, from row ``start`` on.
 
     Each range end moves forward to the next start of a group of ``extract._chunks``, so that a
@@ -144,11 +145,12 @@ def plan_ranges(cache: Any, input_lengths: dict[str, int], batch_size: int, max_
         batch_size: Segments per forward pass.
         max_tracks: Most tracks in a range before moving its end.
         start: Rows below it are done (``FeaturesWriter.num_done``, itself a group boundary).
+        segments: How songs are cut (the extract config's ``segments``).
 
     Returns:
         ``[(first, end), ...]`` covering ``[start, num_tracks)`` in order, none empty.
     """
-    bounds = group_starts(np.asarray(cache.lengths), input_lengths, batch_size)
+    bounds = group_starts(np.asarray(cache.lengths), input_lengths, batch_size, segments)
     ends = []
     for _, end in row_ranges(cache, max_tracks):
         snapped = bounds[int(np.searchsorted(bounds, end))]
@@ -341,7 +343,7 @@ class Extractors:
         """
         infos = self.scale_infos()
         ranges = plan_ranges(self.cache, {s: i.input_length for s, i in infos.items()}, self.batch_size,
-                             self.range_tracks, start)
+                             self.range_tracks, start, self.config.segments)
         self.stats["num_ranges"] = len(ranges)
         logger.info("ray: %d ranges of rows [%d, %d) on %d actors", len(ranges), start, self.cache.num_tracks,
                     self.count)

@@ -65,6 +65,12 @@ RUNTIME = "runtime"
 ``engine`` and ``address``): never in config.json nor the hash, so a run started one way can be
 resumed, or found done, another way, and its downstream runs see the same upstream hash."""
 
+OMIT_VALUE = "omit_value"
+"""Field metadata key whose value is the field's legacy value: a field added to a Config later, with a
+new default, left out of config.json (and the hash) while it holds the legacy value, so run folders
+made before it existed keep their hash and read as that value (extract's ``segments``: "drop"),
+while runs with the new default hash differently from the old ones."""
+
 OMIT_DEFAULT = "omit_default"
 """Field metadata key: a field added to a Config later, left out of config.json (and the hash) while it
 holds its default, so run folders made before it existed keep their hash (prepare's ``shard_mb``,
@@ -77,11 +83,14 @@ def _json(value: Any) -> Any:
 
 def config_dict(config: Any) -> dict:
     """A JSON-ready dict of a config dataclass (tuples become lists; ``OMIT_NONE`` fields left out
-    while None, ``OMIT_DEFAULT`` fields while they hold their default, ``RUNTIME`` fields always)."""
+    while None, ``OMIT_DEFAULT`` fields while they hold their default, ``OMIT_VALUE`` fields while they
+    hold their legacy value, ``RUNTIME`` fields always)."""
     data = _json(dataclasses.asdict(config))
     for field in dataclasses.fields(config):
         if field.metadata.get(RUNTIME) or (field.metadata.get(OMIT_NONE) and data.get(field.name) is None):
             data.pop(field.name, None)
+        elif OMIT_VALUE in field.metadata and data.get(field.name) == _json(field.metadata[OMIT_VALUE]):
+            data.pop(field.name)
         elif (field.metadata.get(OMIT_DEFAULT) and field.default is not dataclasses.MISSING
               and field.name in data and data[field.name] == _json(field.default)):
             data.pop(field.name)

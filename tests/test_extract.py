@@ -82,8 +82,11 @@ def test_layout_and_attributes(upstream, finished):
     with FeaturesFile(path) as ff:
         assert ff.num_tracks == len(LENGTHS) and ff.scales == list(SCALES)
         assert [ff.get("3^2", t).shape[1] for t in ("-3", "-2", "-1")] == [6, 13, 13]  # width 0.05
-        np.testing.assert_array_equal(ff.num_segments("3^2"), [max(1, L // 27) for L in LENGTHS])
-        np.testing.assert_array_equal(ff.num_segments("4^2"), [max(1, L // 64) for L in LENGTHS])
+        # The default cuts "cover": one more segment, ending at the track's end, where a remainder is left.
+        assert ff.segments == "cover"
+        for scale, n in (("3^2", 27), ("4^2", 64)):
+            np.testing.assert_array_equal(ff.num_segments(scale),
+                                          [max(1, L // n) + (L > n and L % n > 0) for L in LENGTHS])
         assert all(np.isfinite(ff.get(s, t)).all() for s in SCALES for t in ("-3", "-2", "-1"))
         assert ff.variant("4^2") == {"block": "basic", "multi": False,
                                      "tap_layers": {"-3": "block1_pool", "-2": "block2_pool", "-1": "relu1x1"}}
@@ -103,8 +106,8 @@ def test_rows_are_max_over_time_then_mean_over_segments(upstream, finished):
 
     taps = PretrainRun(pretrain).tap_extractor("3^2")
     with AudioCache(cache) as c, FeaturesFile(finished[1]) as ff:
-        for i in (0, 4):  # a padded one-segment track and an 11-segment track
-            out = taps.predict_on_batch(segment(c.track(i), 27))
+        for i in (0, 4):  # a padded one-segment track and a 12-segment track (11 + one ending at its end)
+            out = taps.predict_on_batch(segment(c.track(i), 27, "cover"))
             for tap in ("-3", "-1"):
                 expected = np.asarray(out[tap]).max(axis=1).mean(axis=0)
                 np.testing.assert_allclose(ff.get("3^2", tap)[i], expected, rtol=1e-5, atol=1e-6)
@@ -154,6 +157,28 @@ def test_meanmax_doubles_dims_and_scale_subset(upstream):
         mean_max = ff.get("4^2", "-1")
         assert mean_max.shape[1] == 26
         assert (mean_max[:, 13:] >= mean_max[:, :13] - 1e-6).all()  # max >= mean
+
+
+def test_drop_segments_keep_the_old_runs_hash_and_numbers(upstream, finished):
+    """segments="drop" is extract as it was before the setting: the remainder is left out, and
+    config.json has no "segments" key, so a run folder made then keeps its hash (and is done)."""
+    from stages.runfolder import config_dict, config_hash
+
+    root, cache, pretrain = upstream
+    config = extract.Config(pretrain=str(pretrain), cache=str(cache), segments="drop", scales=("3^2",))
+    path = extract.run(config, root / "run-drop", batch_size=4, progress=False)
+    stored = json.loads((root / "run-drop" / "config.json").read_text())
+    assert "segments" not in stored and config_hash(stored) == config_hash(config)
+    assert config_dict(extract.Config(pretrain="p", cache="c"))["segments"] == "cover"
+    with FeaturesFile(path) as ff, FeaturesFile(finished[1]) as covered:
+        assert ff.segments == "drop"
+        np.testing.assert_array_equal(ff.num_segments("3^2"), [max(1, L // 27) for L in LENGTHS])
+        # Tracks no longer than one segment are cut alike; the others differ by their last segment.
+        same = [i for i, L in enumerate(LENGTHS) if L <= 27]
+        np.testing.assert_array_equal(ff.get("3^2", "-1")[same], covered.get("3^2", "-1")[same])
+        assert not np.allclose(ff.get("3^2", "-1")[4], covered.get("3^2", "-1")[4])
+    with pytest.raises(ValueError, match="segments must be one of cover, drop"):
+        extract.Config(pretrain="p", cache="c", segments="overlap")
 
 
 def test_sample_rate_mismatch_refused(upstream, tmp_path):
