@@ -81,8 +81,10 @@ demo-synth-tags demo-synth-genre: demo-%: venv
 	$(MSAGG) extract --pretrain $(DEMO_RUN)/pretrain --cache $(DEMO_RUN)/prepare/$* --out $(DEMO_RUN)/extract/$*
 	$(MSAGG) classify --features $(DEMO_RUN)/extract/$* --out $(DEMO_RUN)/classify/$*
 
+# Two pytest workers, each test file on one of them (its module fixtures built once): many tests wait on
+# subprocesses, Ray actors or kills, so two files at a time fill the two cores better than one.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 faults: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/test_faults_lock.py tests/test_faults_disk.py tests/test_faults_files.py \
