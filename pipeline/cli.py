@@ -400,12 +400,12 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
 
     \b
     Examples:
-      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --out runs/esc10   # make eval-esc10
+      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --out runs/esc10-base
       msagg crossval --dataset folder --source ~/sounds --num-folds 10 --preset tiny --out runs/mine-cv
-      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --pretrained runs/general/pretrain \
+      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --pretrained runs/general/pretrain \\
           --out runs/esc10-general   # transfer: no pretraining per fold
-      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --compare 'augment: augment=true' \
-          --out runs/esc10   # augmentation off (base) and on, side by side
+      msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --compare 'augment: augment=true' \\
+          --out runs/esc10   # make eval-esc10: augmentation off (base) and on, side by side
     """
     from pipeline import protocols
 
