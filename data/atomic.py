@@ -152,14 +152,18 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def stale_temps_in(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+def stale_temps_in(folder: str | os.PathLike, *, recursive: bool = True, writers_ended: bool = False) -> list[Path]:
     """Temporary files of ``atomic_write`` under ``folder`` whose writing process is gone.
 
-    A temp whose process id belongs to a live process (perhaps writing it right now) is left out.
+    A temp whose process id belongs to a live process (perhaps writing it right now) is left out,
+    unless ``writers_ended``.
 
     Args:
         folder: A run folder.
         recursive: Also look in its sub-folders.
+        writers_ended: The caller holds the folder's lock and every writer it started has ended,
+            so every temp is stale, even one whose killed writer still looked alive (still exiting)
+            when the caller started.
 
     Returns:
         Sorted paths (none if ``folder`` does not exist).
@@ -168,17 +172,19 @@ def stale_temps_in(folder: str | os.PathLike, *, recursive: bool = True) -> list
     if not folder.is_dir():
         return []
     found = folder.rglob(".*.tmp-*") if recursive else folder.glob(".*.tmp-*")
-    return sorted(p for p in found if (m := TEMP_NAME.match(p.name)) and p.is_file() and not _alive(int(m["pid"])))
+    return sorted(p for p in found if (m := TEMP_NAME.match(p.name)) and p.is_file()
+                  and (writers_ended or not _alive(int(m["pid"]))))
 
 
-def remove_stale_temps(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Deletes what ``stale_temps_in(folder)`` finds; a stage calls it when it starts.
+def remove_stale_temps(folder: str | os.PathLike, *, recursive: bool = True, writers_ended: bool = False) -> list[Path]:
+    """Deletes what ``stale_temps_in(folder, recursive=..., writers_ended=...)`` finds; a stage calls
+    it when it starts (and prepare once its decoders have ended).
 
     Returns:
         The paths removed.
     """
     removed = []
-    for stale in stale_temps_in(folder, recursive=recursive):
+    for stale in stale_temps_in(folder, recursive=recursive, writers_ended=writers_ended):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
             removed.append(stale)

@@ -239,11 +239,23 @@ def dtype_policy(precision: str) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}") from None
 
 
+def build_dtype(precision: str) -> str | None:
+    """The ``dtype`` of ``build_sample_cnn`` for a precision name: None (the builder's default) for
+    "float32", else its policy; ValueError naming the choices."""
+    policy = dtype_policy(precision)
+    return None if policy == "float32" else policy
+
+
+def _computing_layers(model: keras.Model) -> list:
+    """The layers whose dtype policy a precision sets: all but the input and ``FLOAT32_LAYERS``."""
+    return [layer for layer in model.layers
+            if layer.name not in FLOAT32_LAYERS and not isinstance(layer, layers.InputLayer)]
+
+
 def model_dtype(model: keras.Model) -> str:
     """The dtype policy a SampleCNN computes in: that of its first layer after the input ("float32", ...)."""
-    policies = [layer.dtype_policy.name for layer in model.layers
-                if layer.name not in FLOAT32_LAYERS and not isinstance(layer, layers.InputLayer)]
-    return policies[0] if policies else "float32"
+    inner = _computing_layers(model)
+    return inner[0].dtype_policy.name if inner else "float32"
 
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
@@ -262,9 +274,7 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
         an uncompiled copy with the same layer names and weights.
     """
     wanted = keras.dtype_policies.get(dtype).name
-    inner = [layer for layer in model.layers if layer.name not in FLOAT32_LAYERS
-             and not isinstance(layer, layers.InputLayer)]
-    if all(layer.dtype_policy.name == wanted for layer in inner):
+    if all(layer.dtype_policy.name == wanted for layer in _computing_layers(model)):
         return model
     config = model.get_config()
     for layer in config["layers"]:

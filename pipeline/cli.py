@@ -14,7 +14,9 @@ import click
 from pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
                                friendly_errors, setup_logging, STATE)
 from pipeline.config import resolve
+from data.segments import SEGMENTINGS
 from stages import prepare as prepare_stage
+from stages.featuresets import PAPER_SCALES
 from stages.ray_session import ADDRESS_HELP
 
 
@@ -194,7 +196,7 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
     help="How segment vectors become one song vector (default mean, the paper's; meanmax concatenates mean "
     "and max, meanstd mean and standard deviation).",
 )
-@click.option("--segments", type=click.Choice(["cover", "drop"]),
+@click.option("--segments", type=click.Choice(SEGMENTINGS),
               help="How a song is cut into segments: cover (default: the non-overlapping segments plus one that "
               "ends at the song's end, so no sample is left out) or drop (the remainder after the last whole "
               "segment is left out, as extract did before this option).")
@@ -218,8 +220,8 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     """Song-level features from the last three layers of every pretrained model.
 
     Each track is read once; for every model its segments (non-overlapping, plus one ending at the
-    track's end) go through one forward pass that yields the three taps (-3, -2, -1), each max-pooled over time within a segment and
-    then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
+    track's end) go through one forward pass that yields the three taps (-3, -2, -1), each
+    max-pooled over time within a segment and then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
     (the classic baseline of every report). Writes features.h5 (layout: data/features.py);
     a killed extraction resumes from the last track written. With --engine ray, ranges of tracks
     are computed on Ray actors (one per node or GPU) and written in order: the same file.
@@ -420,7 +422,7 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
 
 
 @main.command()
-@click.option("--scales", default=",".join(("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")),
+@click.option("--scales", default=",".join(PAPER_SCALES),
               show_default=True, help="Comma-separated scales to measure.")
 @click.option("--block", "blocks", default="basic", show_default=True,
               help="Comma-separated block types to measure at every scale: basic (Lee et al. 2017), se, res, "
@@ -455,20 +457,9 @@ def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file)
     from data.atomic import write_json
     from stages import bench as stage
 
-    request = {
-        "scales": [s.strip() for s in scales.split(",") if s.strip()],
-        "blocks": [b.strip() for b in blocks.split(",") if b.strip()],
-        "precisions": [p.strip() for p in precisions.split(",") if p.strip()],
-        "multi": multi, "width": width, "batch_size": batch_size, "quick": quick,
-    }
-    try:  # bad names and settings are usage errors, caught before the first (slow) measurement
-        stage.plan(**request)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
-    folder = Path(out_file).parent  # an unusable --out fails now, not after the measurements
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+    request = {"scales": _comma_list(scales), "blocks": _comma_list(blocks), "precisions": _comma_list(precisions),
+               "multi": multi, "width": width, "batch_size": batch_size, "quick": quick}
+    _check_bench_request(stage.plan, out_file, **request)
     started = time.time()
     rows = stage.run_benchmark(**request)
     click.echo(stage.format_table(rows))
@@ -484,7 +475,7 @@ def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file)
               help="Seconds per generated track (29: MTAT's clips).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Decoding processes of prepare (default: the number of cores).")
-@click.option("--scales", default=",".join(("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")),
+@click.option("--scales", default=",".join(PAPER_SCALES),
               show_default=True, help="Comma-separated scales of the models the extract step runs.")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Width multiplier of those models (1.0 = the paper).")
@@ -516,21 +507,32 @@ def bench_pipeline(num_tracks, track_sec, workers, scales, width, work_dir, keep
     from stages import bench_pipeline as stage
 
     settings = stage.Settings(num_tracks=num_tracks, track_sec=track_sec, workers=workers, width=width,
-                              scales=tuple(s.strip() for s in scales.split(",") if s.strip()))
-    try:  # bad names and settings are usage errors, caught before anything is generated
-        stage.plan(settings)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
-    folder = Path(out_file).parent  # an unusable --out fails now, not after the measurements
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+                              scales=tuple(_comma_list(scales)))
+    _check_bench_request(stage.plan, out_file, settings)
     report = stage.run_benchmark(settings, work_dir=work_dir, keep=keep)
     click.echo(stage.format_table(report))
     write_json(out_file, report)
     click.echo(f"written: {out_file}")
     if report["work_dir"]:
         click.echo(f"data kept: {report['work_dir']}")
+
+
+def _comma_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated option value, stripped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _check_bench_request(plan, out_file: str, *args, **kwargs) -> None:
+    """A benchmark's request checked before its first (slow) step: ``plan(*args, **kwargs)``'s
+    ValueError as a usage error, and an ``--out`` whose folder cannot be made as the OSError it is."""
+    try:
+        plan(*args, **kwargs)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    folder = Path(out_file).parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,8 +28,6 @@ BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it w
 KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval", "bench_pipeline")
 """Subcommands (by function name) that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
 
-BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
-
 STATE = {"debug": False, "verbose": False}
 
 
@@ -43,10 +41,7 @@ def setup_logging(level: str) -> None:
     verbose = level.lower() == "debug"
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The backends' own Python loggers stay quiet unless asked: TensorFlow warns "tf.function
-    # retracing" as soon as five models (one per scale) each trace their predict function once.
-    for name in BACKEND_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    quiet.quiet_backend_loggers(verbose)  # the backends' own Python loggers stay quiet unless asked
 
 
 def friendly_errors(func):

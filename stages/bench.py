@@ -109,16 +109,6 @@ def _peak_device_mb(backend: str) -> float | None:
     return None
 
 
-def _sig(value: float, digits: int = 4) -> float:
-    """Rounds to significant digits, so tiny figures of test scales do not round to 0."""
-    return float(f"{value:.{digits}g}")
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM, not ru_maxrss: a spawned process inherits its parent's ru_maxrss (the CLI's ~800 MB).
-    return measure.own_peak_rss_mb()
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """What to build and how much to time (see ``run_benchmark``)."""
@@ -163,8 +153,8 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     variant = {"block": settings.block, "multi": settings.multi}
-    dtype = None if settings.precision == "float32" else sample_cnn.dtype_policy(settings.precision)
-    model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width, dtype=dtype, **variant)
+    model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width,
+                                        dtype=sample_cnn.build_dtype(settings.precision), **variant)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="binary_crossentropy")
     num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     # Synthetic input: quiet noise, random tags.
@@ -205,13 +195,14 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
         "infer_batch_size": infer_batch_size,
         "train_steps": settings.train_steps,
         "infer_batches": settings.infer_batches,
-        "train_segments_per_sec": _sig(train_rate),
-        "infer_segments_per_sec": _sig(infer_rate),
-        "train_realtime_factor": _sig(train_rate * seconds),
-        "infer_realtime_factor": _sig(infer_rate * seconds),
-        "train_gflops": _sig(TRAIN_FLOPS_FACTOR * 2 * macs * train_rate / 1e9),
-        "infer_gflops": _sig(2 * macs * infer_rate / 1e9),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "train_segments_per_sec": measure.sig(train_rate),
+        "infer_segments_per_sec": measure.sig(infer_rate),
+        "train_realtime_factor": measure.sig(train_rate * seconds),
+        "infer_realtime_factor": measure.sig(infer_rate * seconds),
+        "train_gflops": measure.sig(TRAIN_FLOPS_FACTOR * 2 * macs * train_rate / 1e9),
+        "infer_gflops": measure.sig(2 * macs * infer_rate / 1e9),
+        # VmHWM, not ru_maxrss: a spawned process inherits its parent's ru_maxrss (the CLI's ~800 MB).
+        "peak_rss_mb": round(measure.own_peak_rss_mb(), 1),
         "peak_device_mb": None if (mb := _peak_device_mb(backend)) is None else round(mb, 1),
         **environment(),
     }
@@ -348,10 +339,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
             for value, (_, _, fmt) in zip(values, columns)
         ])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    text = [fmt == "{}" for _, _, fmt in columns]  # labels left, numbers right
-    lines = ["  ".join(c.ljust(w) if t else c.rjust(w) for c, w, t in zip(r, widths, text)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = measure.lay_out(cells, [fmt == "{}" for _, _, fmt in columns])  # labels left, numbers right
     first = rows[0]
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
     head = (f"backend {first.get('backend')} on {first.get('device')}; width {first.get('width')}, "

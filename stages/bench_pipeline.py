@@ -39,7 +39,8 @@ import numpy as np
 
 from data.errors import MsaggError
 from stages import quiet
-from stages.measure import DiskWatcher, own_peak_rss_mb, rusage_mb, tree_bytes
+from stages.featuresets import PAPER_SCALES
+from stages.measure import DiskWatcher, lay_out, own_peak_rss_mb, rusage_mb, sig, tree_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ DISK_PEAK_LIMIT = 1.05
 MARKER = ".msagg-bench-pipeline"
 """Marks a --work folder as this benchmark's: it may be emptied and filled again."""
 DATASET = "synth-tags"
-BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
-"""Python loggers of the backends, kept at ERROR in the step processes unless debugging (as the CLI does)."""
 
 
 class PipelineBenchError(MsaggError):
@@ -83,7 +82,7 @@ class Settings:
 
     num_tracks: int = 16
     track_sec: float = 29.0
-    scales: tuple[str, ...] = ("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")
+    scales: tuple[str, ...] = PAPER_SCALES
     width: float = 1.0
     crop_scales: tuple[str, ...] = CROP_SCALES
     crop_batch_size: int = 23
@@ -241,8 +240,8 @@ def crops_step(settings: Settings, cache_dir: str, scale: str) -> dict:
     rate = steps * batch_size / seconds
     return {
         "scale": scale, "input_length": length, "batch_size": batch_size, "num_batches": steps,
-        "num_crop_tracks": int(rows.size), "segments_per_sec": _sig(rate),
-        "realtime_factor": _sig(rate * length / settings.sample_rate), "stage_sec": round(seconds, 3),
+        "num_crop_tracks": int(rows.size), "segments_per_sec": sig(rate),
+        "realtime_factor": sig(rate * length / settings.sample_rate), "stage_sec": round(seconds, 3),
     }
 
 
@@ -261,13 +260,9 @@ def extract_step(settings: Settings, pretrain_dir: str, cache_dir: str, out_dir:
     return {
         "num_extracted": done["num_tracks"], "scales": done["scales"], "classic": list(config.classic),
         "audio_sec": round(audio_sec, 3), "stage_sec": seconds,
-        "tracks_per_sec": _sig(done["num_tracks"] / seconds) if seconds > 0 else None,
-        "realtime_factor": _sig(audio_sec / seconds) if seconds > 0 else None,
+        "tracks_per_sec": sig(done["num_tracks"] / seconds) if seconds > 0 else None,
+        "realtime_factor": sig(audio_sec / seconds) if seconds > 0 else None,
     }
-
-
-def _sig(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,9 +273,7 @@ def _start_step_process(keras: bool, verbose: bool) -> None:
     """Prepares a step's process as the CLI prepares its own: the backends' Python loggers at
     ERROR (extract's eight models would each warn about tf.function retracing) and, for the
     steps that use Keras, the backend imported with its start-up notices hidden; unless debugging."""
-    if not verbose:
-        for name in BACKEND_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+    quiet.quiet_backend_loggers(verbose)
     if keras:
         quiet.import_backend(verbose)
 
@@ -308,9 +301,7 @@ def _work_folder(work_dir: str | os.PathLike | None) -> tuple[Path, bool]:
         if entries and MARKER not in entries:
             raise PipelineBenchError(f"{work}: the folder holds other files ({', '.join(sorted(entries)[:3])}"
                                      f"{', ...' if len(entries) > 3 else ''}); give an empty or new folder for --work")
-        for name in entries:  # a previous benchmark's data: measured again from scratch
-            path = work / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        _empty(work)  # a previous benchmark's data: measured again from scratch
         created = False
     else:
         work.mkdir(parents=True)
@@ -319,12 +310,17 @@ def _work_folder(work_dir: str | os.PathLike | None) -> tuple[Path, bool]:
     return work, created
 
 
+def _empty(folder: Path) -> None:
+    for path in folder.iterdir():
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() \
+            else path.unlink(missing_ok=True)
+
+
 def _clean(work: Path, created: bool) -> None:
     if created:
         shutil.rmtree(work, ignore_errors=True)
-        return
-    for path in work.iterdir():
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    else:
+        _empty(work)
 
 
 def audio_bytes(settings: Settings, num_tracks: int) -> int:
@@ -507,14 +503,14 @@ def format_table(report: dict[str, Any]) -> str:
             _number(r.get("disk_peak_ratio"), "{:.3f}"),
         ])
     text = [False, True, False, False, False, False, False, False, False]  # labels left, numbers right
-    lines = _lay_out(cells, text)
+    lines = lay_out(cells, text)
     small, large = report["sizes"]
     growth_cells = [["step", f"peak RSS MB at {small}", f"at {large}", "ratio", ""]]
     for g in report["rss_growth"]:
         verdict = f"GROWS (> {RSS_GROWTH_LIMIT:.2f})" if g["grows"] else "ok"
         growth_cells.append([g["step"], _number(g["small_mb"], "{:.0f}"), _number(g["large_mb"], "{:.0f}"),
                              _number(g["ratio"], "{:.3f}"), verdict])
-    out = [head, *lines, "", *_lay_out(growth_cells, [True, False, False, False, True])]
+    out = [head, *lines, "", *lay_out(growth_cells, [True, False, False, False, True])]
     out.append(f"disk: peak / final size of each prepare run folder {'within' if report['disk_ok'] else 'ABOVE'} "
                f"{DISK_PEAK_LIMIT:.2f}; peak RSS = the largest of a step's processes")
     out.extend(f"FLAG: {flag}" for flag in report["flags"])
@@ -522,10 +518,3 @@ def format_table(report: dict[str, Any]) -> str:
     if versions:
         out.append(versions)
     return "\n".join(out)
-
-
-def _lay_out(cells: list[list[str]], text: list[bool]) -> list[str]:
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.ljust(w) if t else c.rjust(w) for c, w, t in zip(r, widths, text)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
-    return lines

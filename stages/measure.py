@@ -1,4 +1,4 @@
-"""Process-level measurements for the benchmarks: peak resident memory and disk usage.
+"""What the benchmarks share: peak resident memory, disk usage, and their figures' plain-text tables.
 
 ``own_peak_rss_mb`` reads the peak of this process's own address space (``VmHWM``), not
 ``ru_maxrss``, which Linux carries over from the parent into a spawned process; ``DiskWatcher``
@@ -15,6 +15,21 @@ from pathlib import Path
 
 DISK_POLL_SEC = 0.05
 """How often ``DiskWatcher`` samples, seconds."""
+
+
+def sig(value: float, digits: int = 4) -> float:
+    """``value`` rounded to ``digits`` significant digits (not decimals, so the tiny rates of test
+    scales do not round to 0)."""
+    return float(f"{value:.{digits}g}")
+
+
+def lay_out(cells: list[list[str]], text: list[bool]) -> list[str]:
+    """The lines of a plain-text table: ``cells[0]`` the header, then a rule, then the rows;
+    column i left-aligned where ``text[i]`` (labels), else right-aligned (numbers)."""
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) if t else c.rjust(w) for c, w, t in zip(r, widths, text)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    return lines
 
 
 def rusage_mb(who: int) -> float:

@@ -277,8 +277,7 @@ def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started:
                 config_hash=folder.hash)
     # Every decoder of this run has ended and the folder is locked: a temp still here is a killed
     # run's, whose workers were still exiting (so looked alive) when this run started.
-    for temp in cache_dir.glob(".*.tmp-*"):
-        temp.unlink(missing_ok=True)
+    remove_stale_temps(cache_dir, recursive=False, writers_ended=True)
 
     audio_sec = stats["audio_samples"] / config.sample_rate
     return _finish(folder, tracklist, kept, skipped, started, {

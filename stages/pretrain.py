@@ -245,7 +245,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _dtype(config: Config) -> str | None:
     """The Keras dtype policy the models are built with (None for float32: the builder's default)."""
-    return None if config.precision == "float32" else sample_cnn.dtype_policy(config.precision)
+    return sample_cnn.build_dtype(config.precision)
 
 
 def _build(config: Config, scale: str, num_labels: int, task: str) -> keras.Model:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,16 @@ NOISE = re.compile(
     r"|TF-TRT Warning: Could not find TensorRT"
 )
 """Start-up notices that say nothing about the user's run."""
+
+BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
+"""Python loggers of the backends."""
+
+
+def quiet_backend_loggers(verbose: bool) -> None:
+    """The backends' Python loggers at ERROR (NOTSET when ``verbose``): TensorFlow warns "tf.function
+    retracing" as soon as five models (one per scale) each trace their predict function once."""
+    for name in BACKEND_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def filter_noise(text: str) -> str:

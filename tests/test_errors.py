@@ -117,5 +117,5 @@ def test_backend_warnings_are_shown_only_at_debug_level():
         clitools.setup_logging("debug")
         assert logging.getLogger("tensorflow").isEnabledFor(logging.WARNING)
     finally:
-        for name in clitools.BACKEND_LOGGERS:
+        for name in quiet.BACKEND_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)
