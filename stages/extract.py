@@ -472,7 +472,8 @@ def run(
         start = writer.num_done
         logger.info("extract %d tracks of %s (%d Hz) with scales %s in %s, segments %s, song pooling %s, "
                     "classic features %s, engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales),
-                    config.precision, config.segments, config.song_pool, ", ".join(config.classic) or "none", config.engine,
+                    config.precision, config.segments, config.song_pool, ", ".join(config.classic) or "none",
+                    config.engine,
                     f"; resuming after {start}" if start else "")
         began = time.monotonic()
         with writer, tqdm(total=num_tracks, initial=start, unit="track", desc="extract", disable=not progress,
