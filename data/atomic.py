@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from data.errors import MsaggError
+from msagg.data.errors import MsaggError
 
 logger = logging.getLogger(__name__)
 

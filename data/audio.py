@@ -12,8 +12,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from data.errors import MsaggError
-from data.tracklist import escape_name
+from msagg.data.errors import MsaggError
+from msagg.data.tracklist import escape_name
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class AudioError(MsaggError):
         path: The file, as given (as Python holds its name: it may hold surrogates).
         reason: Why it cannot be used, e.g. "empty file (0 bytes)".
 
-    The message shows the path through ``data.tracklist.escape_name``, so it can always be printed
+    The message shows the path through ``msagg.data.tracklist.escape_name``, so it can always be printed
     or written as UTF-8.
     """
 

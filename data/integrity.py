@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.errors import MsaggError
-from data.runs import run_folder
+from msagg.data.errors import MsaggError
+from msagg.data.runs import run_folder
 
 DONE_FILE = "DONE"
 CHECKSUM = {"fletcher32": True}

@@ -90,7 +90,7 @@ class TrackList:
         label_names: Label names, in column order of ``labels``.
         track_ids: Unique track ids (ids made of file names hold them as Python does).
         sources: File paths as Python holds them (``os.fsdecode``; see the module docstring), or
-            "synth:..." / "synthgm:..." strings rendered by ``data.synth`` / ``data.synth_gm``. Text
+            "synth:..." / "synthgm:..." strings rendered by ``msagg.data.synth.music`` / ``msagg.data.synth.gm``. Text
             written from a TrackList (the cache, ``skipped.csv``, messages) holds ``escape_name`` of
             its names.
         labels: (num_tracks, num_labels) uint8 multi-hot (one-hot for classes).
@@ -127,7 +127,7 @@ class TrackList:
 
 
 GENERATED_PREFIXES = ("synth:", "synthgm:")
-"""Sources that name a generated track (rendered by ``data.synth`` / ``data.synth_gm``), not a file."""
+"""Sources that name a generated track (rendered by ``msagg.data.synth.music`` / ``msagg.data.synth.gm``), not a file."""
 
 
 def absolute_source(source: str) -> str:
@@ -146,14 +146,14 @@ def load_source(source: str, sample_rate: int) -> np.ndarray:
         data.soundfont.SoundFontError: For a ``synthgm:`` source whose SoundFont cannot be used.
     """
     if source.startswith("synth:"):
-        from data import synth
+        from msagg.data.synth import music as synth
 
         return synth.render(source, sample_rate)
     if source.startswith("synthgm:"):
-        from data import synth_gm
+        from msagg.data.synth import gm as synth_gm
 
         return synth_gm.render(source, sample_rate)
-    from data import audio
+    from msagg.data import audio
 
     return audio.load(source, sample_rate)
 
@@ -166,15 +166,15 @@ def source_seconds(source: str) -> float | None:
     """
     try:
         if source.startswith("synth:"):
-            from data import synth
+            from msagg.data.synth import music as synth
 
             return synth.track_from_source(source).duration_sec
         if source.startswith("synthgm:"):
-            from data import synth_gm
+            from msagg.data.synth import gm as synth_gm
 
             return synth_gm.track_from_source(source).duration_sec
     except ValueError:  # a malformed source: decoding will say why
         return None
-    from data import audio
+    from msagg.data import audio
 
     return audio.duration(source)

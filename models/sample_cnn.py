@@ -7,8 +7,8 @@ import dataclasses
 import keras
 from keras import layers
 
-from models.blocks import BLOCKS, SE_RATIO  # noqa: F401 - the variants' public constants live here too
-from models.blocks import CONV_INIT, DENSE_INIT, apply_block, basic_block, block_multiply_adds, block_output_name
+from msagg.models.blocks import BLOCKS, SE_RATIO  # noqa: F401 - the variants' public constants live here too
+from msagg.models.blocks import CONV_INIT, DENSE_INIT, apply_block, basic_block, block_multiply_adds, block_output_name
 
 TAPS = ("-3", "-2", "-1")
 """Tap keys, from the deepest but two to the deepest hidden layer."""
@@ -142,7 +142,7 @@ def build_sample_cnn(
       Dense. he_uniform for the m-tap convolutions, glorot_uniform for dense layers and the 1x1
       shortcut convolutions.
 
-    Blocks (``models.blocks``): basic = Conv1D(w, m, same) -> BN -> ReLU -> MaxPool(m); se = basic
+    Blocks (``msagg.models.blocks``): basic = Conv1D(w, m, same) -> BN -> ReLU -> MaxPool(m); se = basic
     then squeeze-excitation (Dense(16w, ReLU) -> Dense(w, sigmoid) gates); res = residual block
     with two m-tap convolutions; rese = res with squeeze-excitation on the residual branch.
 

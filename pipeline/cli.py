@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 
-from pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
+from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
                                friendly_errors, setup_logging, STATE)
-from pipeline.config import resolve
-from data.segments import SEGMENTINGS
-from stages import prepare as prepare_stage
-from stages.featuresets import PAPER_SCALES
-from stages.ray_session import ADDRESS_HELP
+from msagg.pipeline.config import resolve
+from msagg.data.segments import SEGMENTINGS
+from msagg.stages import prepare as prepare_stage
+from msagg.stages.songs.featuresets import PAPER_SCALES
+from msagg.stages.engines.ray_session import ADDRESS_HELP
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -168,7 +168,7 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
       KERAS_BACKEND=jax msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --devices all \\
           --set batch_size=24 --precision bf16 --out runs/mtat/pretrain-4gpu
     """
-    from stages import pretrain as stage
+    from msagg.stages import pretrain as stage
 
     config = resolve(
         stage.Config,
@@ -235,7 +235,7 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
       msagg extract --pretrain runs/mtat/pretrain --cache runs/gtzan/prepare/gtzan --song-pool meanmax \\
           --out runs/gtzan/extract/from-mtat
     """
-    from stages import extract as stage
+    from msagg.stages import extract as stage
 
     config = resolve(
         stage.Config,
@@ -303,7 +303,7 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, predicto
       msagg classify --features runs/demo/extract/synth-genre --feature-set 3^8+3^9@-1 \\
           --feature-set all@-1 --out runs/demo/classify/layers
     """
-    from stages import classify as stage
+    from msagg.stages import classify as stage
 
     with_layers = [c for c in combos if "@" in c]
     if with_layers:
@@ -346,7 +346,7 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
       msagg predict song.wav --pretrain runs/demo/pretrain
       msagg predict a.mp3 b.flac --classify runs/demo/classify/synth-genre --json
     """
-    from stages import predict as stage
+    from msagg.stages import predict as stage
 
     if bool(pretrain_dir) == bool(classify_dir):
         raise click.UsageError("give exactly one of --pretrain DIR or --classify DIR")
@@ -409,7 +409,7 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
       msagg crossval --dataset esc10 --source ../shared/datasets/esc10 --compare 'augment: augment=true' \\
           --out runs/esc10   # make eval-esc10: augmentation off (base) and on, side by side
     """
-    from pipeline import protocols
+    from msagg.pipeline import protocols
 
     options = {k: v for k, v in prepare_options.items() if v is not None}
     classify_options = {"classifiers": tuple(classifiers)} if classifiers else {}
@@ -454,8 +454,8 @@ def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file)
       msagg bench --scales 3^9 --precision float32,bf16
       KERAS_BACKEND=jax msagg bench   # on a GPU machine with JAX
     """
-    from data.atomic import write_json
-    from stages import bench as stage
+    from msagg.data.atomic import write_json
+    from msagg.stages.bench import models as stage
 
     request = {"scales": _comma_list(scales), "blocks": _comma_list(blocks), "precisions": _comma_list(precisions),
                "multi": multi, "width": width, "batch_size": batch_size, "quick": quick}
@@ -503,8 +503,8 @@ def bench_pipeline(num_tracks, track_sec, workers, scales, width, work_dir, keep
       msagg bench-pipeline --tracks 64 --scales 3^9 --width 0.25
       msagg bench-pipeline --tracks 21000 --scales 3^9 --work /data/bench --keep   # MTAT-sized
     """
-    from data.atomic import write_json
-    from stages import bench_pipeline as stage
+    from msagg.data.atomic import write_json
+    from msagg.stages.bench import pipeline as stage
 
     settings = stage.Settings(num_tracks=num_tracks, track_sec=track_sec, workers=workers, width=width,
                               scales=tuple(_comma_list(scales)))

@@ -12,8 +12,8 @@ import typing
 
 import click
 
-from data.errors import MsaggError
-from stages import quiet
+from msagg.data.errors import MsaggError
+from msagg.stages import quiet
 
 EPILOG_CONFIG = (
     "Config layers, later ones winning: the preset, then --config FILE (JSON or TOML), then the "

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from data.errors import ConfigError
+from msagg.data.errors import ConfigError
 
 __all__ = ["ConfigError", "load_config_file", "parse_value", "resolve"]
 
@@ -185,7 +185,7 @@ def _missing_message(config_cls: type, missing: Sequence[str], options: Mapping[
     when not given); ``--set`` and ``--config FILE`` work for every key.
     """
     module = config_cls.__module__
-    what = module.rsplit(".", 1)[-1] if module.startswith("stages.") else config_cls.__name__
+    what = module.rsplit(".", 1)[-1] if module.startswith("msagg.stages.") else config_cls.__name__
     ways = [f"--{key.replace('_', '-')} or --set {key}=..." if key in options else f"--set {key}=... or --config FILE"
             for key in missing]
     return f"{what} needs " + " and ".join(f"{key} ({way})" for key, way in zip(missing, ways))

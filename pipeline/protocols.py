@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from data.atomic import write_json, write_text
-from data.errors import ConfigError, MsaggError
-from pipeline.config import resolve
-from stages.metrics import mean_std
-from stages.runfolder import config_hash, read_json_config
+from msagg.data.atomic import write_json, write_text
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.pipeline.config import resolve
+from msagg.stages.songs.metrics import mean_std
+from msagg.stages.runs.folder import config_hash, read_json_config
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ def fold_prepare_config(prep_dir: Path, prepare_options: Mapping[str, Any], audi
     finished fold stays finished and an interrupted one resumes.
 
     Returns:
-        ``stages.prepare.Config``.
+        ``msagg.stages.prepare.Config``.
     """
-    from stages import prepare
+    from msagg.stages import prepare
 
     config = resolve(prepare.Config, options=dict(prepare_options))
     if audio_from is None or config.audio_from is not None:
@@ -88,7 +88,7 @@ def run_fold(fold_dir: Path, *, prepare_options: Mapping[str, Any], preset: str,
     With ``audio_from`` (a finished prepare run of the dataset), the fold's prepare decodes
     nothing and links to that run's audio (``fold_prepare_config``).
     """
-    from stages import prepare
+    from msagg.stages import prepare
 
     prep_dir = fold_dir / "prepare"
     prepare.run(fold_prepare_config(prep_dir, prepare_options, audio_from), prep_dir, workers=workers)
@@ -107,7 +107,7 @@ def _learn(run_dir: Path, prep_dir: Path, *, preset: str, pretrain_sets: Sequenc
            pretrained: str | Path | None, extract_options: Mapping[str, Any] | None,
            classify_options: Mapping[str, Any] | None) -> dict:
     """pretrain (unless ``pretrained``), extract and classify in ``run_dir``; classify's metrics.json."""
-    from stages import classify, extract, pretrain
+    from msagg.stages import classify, extract, pretrain
 
     pre_dir, ext_dir, cls_dir = (run_dir / s for s in ("pretrain", "extract", "classify"))
     if pretrained is None:
@@ -122,7 +122,7 @@ def _learn(run_dir: Path, prep_dir: Path, *, preset: str, pretrain_sets: Sequenc
 
 def pretrain_config(preset: str, prep_dir: str | Path, sets: Sequence[str]):
     """pretrain's Config for a fold: the preset, the fold's cache, the ``key=value`` sets (checked)."""
-    from stages import pretrain
+    from msagg.stages import pretrain
 
     return resolve(pretrain.Config, presets=pretrain.PRESETS, preset=preset, options={"cache": str(prep_dir)},
                    sets=sets)
@@ -259,8 +259,8 @@ def fold_options(prepare_options: Mapping[str, Any], num_folds: int) -> list[dic
         data.adapters.DatasetError: For an unknown dataset.
         pipeline.config.ConfigError: For options that no fold can use, naming the bad value.
     """
-    from data import adapters
-    from stages import prepare
+    from msagg.data import adapters
+    from msagg.stages import prepare
 
     adapter = adapters.get_adapter(prepare_options.get("dataset", prepare.Config.dataset))
     pattern = prepare_options.get("fold_from_name")
@@ -310,7 +310,7 @@ def crossval(out_dir: str | Path, *, prepare_options: Mapping[str, Any], num_fol
     Raises:
         pipeline.config.ConfigError: For a bad ``compare`` spec, or ``compare`` with ``pretrained``.
     """
-    from stages import prepare
+    from msagg.stages import prepare
 
     out_dir = Path(out_dir)
     if compare and pretrained is not None:

@@ -6,7 +6,7 @@ import math
 import numbers
 from typing import Any
 
-from data.errors import ConfigError
+from msagg.data.errors import ConfigError
 
 
 def check_int(name: str, value: Any, low: int) -> None:

@@ -1,8 +1,8 @@
 """Classify stage: song-level classifiers on multi-level, multi-scale features; results tables.
 
-The parts live in their own modules: ``stages.featuresets`` (which taps of which scales, and the
-feature-set grammar), ``stages.song_classifier`` (the MLP and the logistic regression),
-``stages.predictor`` (classifiers saved for ``msagg predict``) and ``stages.report`` (the tables).
+The parts live in their own modules: ``msagg.stages.songs.featuresets`` (which taps of which scales, and the
+feature-set grammar), ``msagg.stages.songs.classifiers`` (the MLP and the logistic regression),
+``msagg.stages.songs.predictor`` (classifiers saved for ``msagg predict``) and ``msagg.stages.songs.report`` (the tables).
 This module holds the stage's config and its run: train every set, write the report and plots.
 """
 
@@ -19,21 +19,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.adapters import label_groups
-from data.atomic import remove_stale_temps, write_json, write_text
-from data.errors import ConfigError
-from data.features import FeaturesFile
-from data.integrity import check_same_run, require_done
-from models import sample_cnn
-from stages import featuresets, plots
-from stages.checks import check_int
-from stages.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
-from stages.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
-from stages.predictor import INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
-from stages.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
+from msagg.data.adapters import label_groups
+from msagg.data.atomic import remove_stale_temps, write_json, write_text
+from msagg.data.errors import ConfigError
+from msagg.data.formats.features import FeaturesFile
+from msagg.data.integrity import check_same_run, require_done
+from msagg.models import sample_cnn
+from msagg.stages.songs import featuresets, plots
+from msagg.stages.checks import check_int
+from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
+from msagg.stages.songs.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
+from msagg.stages.songs.predictor import INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
+from msagg.stages.songs.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
-from stages.runfolder import RunFolder, lock_scope
-from stages.song_classifier import (CLASSIFIERS, MLP, SAVABLE, ClassifyError, Standardizer, split_rows,
+from msagg.stages.runs.folder import RunFolder, lock_scope
+from msagg.stages.songs.classifiers import (CLASSIFIERS, MLP, SAVABLE, ClassifyError, Standardizer, split_rows,
                                     train_classifier)
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ class Config(MLP):
         classifiers: Any of "mlp" (the paper's song-level MLP), "logreg" (logistic regression)
             and "svm" (RBF support-vector machine); the last two choose C on the validation split.
         hidden_layers, hidden_units, dropout, learning_rate, batch_size, epochs, patience: The
-            MLP's hyper-parameters, inherited from ``stages.song_classifier.MLP``.
+            MLP's hyper-parameters, inherited from ``msagg.stages.songs.classifiers.MLP``.
         repeats: MLP trainings with seeds ``seed .. seed + repeats - 1`` (mean and std reported).
         seed: First seed.
-        feature_sets: Feature-set specs (grammar: ``stages.featuresets``), e.g. ("3^8+3^9",
+        feature_sets: Feature-set specs (grammar: ``msagg.stages.songs.featuresets``), e.g. ("3^8+3^9",
             "3^8+3^9@-1", "3^9@-2,-1", "all@-1"); stored in canonical form. Empty: the paper's
             Table 2 multi-scale sets present in the file. The all-scales last-three set is always
             included, and so are the file's classic sets (``mfcc``) alone and joined to it. (A comma-separated ``--set feature_sets=3^9@-2,-1,3^8+3^9`` keeps "-1"

@@ -16,18 +16,18 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from data import features as features_lib
-from data.features_writer import FeaturesWriter, ScaleInfo
-from data.atomic import remove_stale_temps, write_text
-from data.cache import AudioCache, cache_run_folder
-from data.classic import CLASSIC, classic_dim, classic_features
-from data.errors import ConfigError, MsaggError
-from data.integrity import check_same_run, require_done
-from data.segments import SEGMENTINGS, num_segments, segment
-from models import sample_cnn
-from stages.pretrain_run import PretrainRun
-from stages.ray_session import check_engine
-from stages.runfolder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
+from msagg.data.formats import features as features_lib
+from msagg.data.formats.features_writer import FeaturesWriter, ScaleInfo
+from msagg.data.atomic import remove_stale_temps, write_text
+from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.classic import CLASSIC, classic_dim, classic_features
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.integrity import check_same_run, require_done
+from msagg.data.segments import SEGMENTINGS, num_segments, segment
+from msagg.models import sample_cnn
+from msagg.stages.runs.pretrain_run import PretrainRun
+from msagg.stages.engines.ray_session import check_engine
+from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +42,17 @@ class Config:
             may be another dataset than the models were trained on (transfer).
         song_pool: How a song's segment vectors become one vector: "mean" (the paper), "max",
             "meanmax" ([mean, max] concatenated) or "meanstd" ([mean, standard deviation]).
-        segments: How a song is cut into segments (``data.segments``): "cover" (default: the
+        segments: How a song is cut into segments (``msagg.data.segments``): "cover" (default: the
             non-overlapping segments plus one ending at the song's end, so no sample is left out)
             or "drop" (the remainder after the last whole segment is left out, as every extract
             run before this setting did: their config.json, without the key, reads as "drop" and
             keeps its hash).
         scales: Scales to use (empty: every scale of the pretrain run).
         classic: Classic hand-crafted feature sets computed from the same audio and stored beside
-            the learned ones (``data.classic``: "mfcc"), the baseline every report compares
+            the learned ones (``msagg.data.classic``: "mfcc"), the baseline every report compares
             with; empty: none.
         engine: Where the features are computed: "local" (this process) or "ray" (Ray actors,
-            ``stages.ray_engine``). The file is the same either way, so the engine is a
+            ``msagg.stages.engines.ray_extract``). The file is the same either way, so the engine is a
             ``RUNTIME`` field: not in config.json nor the hash.
         address: The Ray cluster to use with engine "ray" ("HOST:6379", "ray://HOST:10001",
             "auto"); None: a Ray cluster of this machine's cores, started for the run.
@@ -243,9 +243,9 @@ def features_of_waves(
     Args:
         waves: float32 (num_samples,) waveforms at the models' sample rate.
         models: Scale -> ``TapModel``.
-        song_pool: One of ``data.features.SONG_POOLS``.
+        song_pool: One of ``msagg.data.formats.features.SONG_POOLS``.
         batch_size: Segments per forward pass.
-        segments: "cover" or "drop" (``data.segments``).
+        segments: "cover" or "drop" (``msagg.data.segments``).
 
     Returns:
         ``(features, num_segments)``: scale -> tap -> float32 (len(waves), dim), and
@@ -385,7 +385,7 @@ def run(
     tracks) go through one forward pass that yields the three taps, each max-pooled over time
     within a segment and then pooled over the song. Rows are flushed group by group into
     ``features.h5.partial``; a killed run resumes from the last group written. With engine "ray",
-    ranges of whole groups are computed on Ray actors (``stages.ray_engine``) and written here in
+    ranges of whole groups are computed on Ray actors (``msagg.stages.engines.ray_extract``) and written here in
     cache order, group by group as above: the same file.
 
     Args:
@@ -397,7 +397,7 @@ def run(
         progress: Show a progress bar.
         stop_after: Test hook: raise ``ExtractionStopped`` once at least this many tracks are
             written, as if the process had been killed.
-        ray_options: With engine "ray": keyword options of ``stages.ray_engine.Extractors``
+        ray_options: With engine "ray": keyword options of ``msagg.stages.engines.ray_extract.Extractors``
             (``range_tracks``, ``num_actors``, ...).
 
     Returns:
@@ -410,7 +410,7 @@ def run(
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
         ExtractError: For an empty cache.
-        UnfinishedRunError: If the cache's prepare run folder (``data.cache.cache_run_folder``)
+        UnfinishedRunError: If the cache's prepare run folder (``msagg.data.formats.cache.cache_run_folder``)
             has no DONE marker, or its DONE belongs to another run than the cache.
         CacheError: Also for audio that fails its checksum, or a shard that is missing or was
             replaced, naming the shard and the tracks.
@@ -439,7 +439,7 @@ def run(
             raise ExtractError(f"{cache.path}: the cache holds no tracks")
         actors = None
         if config.engine == "ray":  # before folder.start: without Ray, or its cluster, nothing is written
-            from stages import ray_engine
+            from msagg.stages.engines import ray_extract as ray_engine
 
             session = stack.enter_context(ray_engine.session(config.address))
         if not folder.start(overwrite):

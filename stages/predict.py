@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from data.audio import AudioError, load
-from data.segments import segment
+from msagg.data.audio import AudioError, load
+from msagg.data.segments import segment
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _song_scores(model, waves: Sequence[np.ndarray], input_length: int, batch_si
 
     The segments of all songs go through the model together, in batches of one fixed shape.
     """
-    from stages.extract import fixed_batches
+    from msagg.stages.extract import fixed_batches
 
     per_song = [segment(w, input_length) for w in waves]
     segments = np.concatenate(per_song)
@@ -58,7 +58,7 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
     Raises:
         PretrainRunError: For an unfinished run or a missing or broken model file.
     """
-    from stages.pretrain_run import PretrainRun
+    from msagg.stages.runs.pretrain_run import PretrainRun
 
     run = PretrainRun(pretrain_dir)
     scales = run.select()
@@ -96,8 +96,8 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
         PredictorError, PretrainRunError: For a run without saved classifiers, or whose pretrain
             run is gone, unfinished or changed.
     """
-    from stages import extract
-    from stages.predictor import load_predictor
+    from msagg.stages import extract
+    from msagg.stages.songs.predictor import load_predictor
 
     predictor = load_predictor(classify_dir)
     pretrain = predictor.pretrain
@@ -106,8 +106,8 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
     waves, errors = _load_all(paths, predictor.sample_rate)
     results = {e["path"]: e for e in errors}
     if waves:
-        from data.classic import classic_features
-        from stages.featuresets import CLASSIC_KEY
+        from msagg.data.classic import classic_features
+        from msagg.stages.songs.featuresets import CLASSIC_KEY
 
         features = (extract.song_features(list(waves.values()), pretrain, predictor.scales,
                                           song_pool=predictor.song_pool, precision=predictor.precision,

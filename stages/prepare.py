@@ -1,8 +1,8 @@
 """Stage 1, prepare: decode a dataset once into the audio cache (``cache/``) and list what was skipped.
 
 The cache is a folder of shards of consecutive tracks, about ``shard_mb`` each, and an index
-(``data/cache.py`` documents the layout). Decoding runs in a process pool (``stages.decode``),
-or with engine "ray" as Ray tasks (``stages.ray_decode``): each worker decodes one shard at a
+(``data/cache.py`` documents the layout). Decoding runs in a process pool (``msagg.stages.engines.decode``),
+or with engine "ray" as Ray tasks (``msagg.stages.engines.ray_decode``): each worker decodes one shard at a
 time, appending track after track to the shard's temporary file and renaming it when complete,
 so no second copy of the audio is ever made (the disk peaks at the cache's size) and a killed
 run loses at most the shards in flight: a re-run decodes only the shards that are missing. Then
@@ -10,14 +10,14 @@ run loses at most the shards in flight: a re-run decodes only the shards that ar
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
-messages hold names as ``data.tracklist.escape_name`` writes them (``caf\\xe9.ogg`` for the
+messages hold names as ``msagg.data.tracklist.escape_name`` writes them (``caf\\xe9.ogg`` for the
 Latin-1 bytes ``b"caf\\xe9.ogg"``, ``a\\nb.wav`` for a newline): the track ids, sources, label
 names and skipped entries of the cache, and both columns of ``skipped.csv``.
 ``os.fsencode(unescape_name(source))`` gives a file's name back as bytes.
 
 With ``audio_from`` (another finished prepare run of the same dataset and rate, the *audio
 store*), nothing is decoded: the dataset is listed as usual, each listed track is found by its id
-in the store, and ``cache/`` holds only an index (``data.cache_writer.write_linked_cache``) with
+in the store, and ``cache/`` holds only an index (``msagg.data.formats.cache_writer.write_linked_cache``) with
 this run's own tables and the store's shards named by relative path. ``msagg crossval`` decodes a
 dataset once this way and gives each fold its own split.
 """
@@ -37,18 +37,18 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from data.atomic import atomic_write, remove_stale_temps
-from data import adapters
-from data.adapters import AdapterOptions
-from data.errors import ConfigError
-from data import cache as cache_lib
-from data.cache import AudioCache, cache_run_folder
-from data.cache_writer import write_index, write_linked_cache
-from data.integrity import check_same_run, require_done
-from data.tracklist import TrackList, escape_name
-from stages.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
-from stages.ray_session import ADDRESS_HELP, ENGINES, check_engine
-from stages.runfolder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
+from msagg.data.atomic import atomic_write, remove_stale_temps
+from msagg.data import adapters
+from msagg.data.adapters import AdapterOptions
+from msagg.data.errors import ConfigError
+from msagg.data.formats import cache as cache_lib
+from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.formats.cache_writer import write_index, write_linked_cache
+from msagg.data.integrity import check_same_run, require_done
+from msagg.data.tracklist import TrackList, escape_name
+from msagg.stages.engines.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
+from msagg.stages.engines.ray_session import ADDRESS_HELP, ENGINES, check_engine
+from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,12 @@ def _field(default, help: str, **metadata):
 class Config(AdapterOptions):
     """What goes into an audio cache: the dataset, the adapter's options, and the rate.
 
-    Every field of ``data.adapters.AdapterOptions`` (the generated corpus's size; split_seed,
+    Every field of ``msagg.data.adapters.AdapterOptions`` (the generated corpus's size; split_seed,
     folds, fold, fold_from_name, fold_valid, top_k, split) is a field of this config too; each
     field's help text is in its metadata.
 
     Attributes:
-        dataset: Adapter name, a key of ``data.adapters.ADAPTERS``.
+        dataset: Adapter name, a key of ``msagg.data.adapters.ADAPTERS``.
         source: Where the dataset lives (a folder, a CSV file, a dataset root); None for the
             embedded synthetic datasets.
         sample_rate: Rate of the cache (and of the models), Hz.
@@ -90,10 +90,10 @@ class Config(AdapterOptions):
             sample rate holding every listed track; its audio is linked, not decoded again.
             Recorded as the run's upstream. None: decode.
         shard_mb: About how many MB (10^6 bytes) of int16 audio a shard holds (a corpus is cut
-            into at least ``stages.decode.MIN_SHARDS`` shards when it has the tracks). In the
+            into at least ``msagg.stages.engines.decode.MIN_SHARDS`` shards when it has the tracks). In the
             config hash only when not the default, so older run folders keep theirs.
         engine: Where the shards are decoded: "local" (processes of this machine) or "ray" (one
-            Ray task per shard, ``stages.ray_decode``). The cache is the same either way, so the
+            Ray task per shard, ``msagg.stages.engines.ray_decode``). The cache is the same either way, so the
             engine is a ``RUNTIME`` field: not in config.json nor the hash.
         address: The Ray cluster to use with engine "ray" ("HOST:6379", "ray://HOST:10001",
             "auto"); None: a Ray cluster of this machine's cores, started for the run.
@@ -195,7 +195,7 @@ def run(
         tracklist: Use this track list instead of asking the adapter named by
             ``config.dataset`` (for tests and library use; its ``name`` must equal
             ``config.dataset``, and the config should describe where it came from).
-        ray_options: With engine "ray": keyword options of ``stages.ray_decode.ShardDecoder``
+        ray_options: With engine "ray": keyword options of ``msagg.stages.engines.ray_decode.ShardDecoder``
             (``max_retries``, ``die_once``).
 
     Returns:
@@ -246,8 +246,8 @@ def run(
 
 
 def _ray_engine(config: Config, workers: int, ray_options: Mapping[str, Any] | None):
-    """The Ray session and shard decoder of ``config.engine == "ray"`` (``stages.ray_decode.engine``)."""
-    from stages import ray_decode
+    """The Ray session and shard decoder of ``config.engine == "ray"`` (``msagg.stages.engines.ray_decode.engine``)."""
+    from msagg.stages.engines import ray_decode
 
     return ray_decode.engine(config.address, num_cpus=workers, **(ray_options or {}))
 

@@ -1,8 +1,8 @@
 """Pretrain stage: one SampleCNN per m^n scale, trained on random crops of an audio cache.
 
-The training loop and the run folder are here; the input is ``stages.crops``, validation and test
-scoring ``stages.evaluation``, the per-epoch records (history.csv, TensorBoard scalars, curves.png)
-``stages.training_log``.
+The training loop and the run folder are here; the input is ``msagg.stages.training.crops``, validation and test
+scoring ``msagg.stages.training.evaluation``, the per-epoch records (history.csv, TensorBoard scalars, curves.png)
+``msagg.stages.training.log``.
 
 Resuming is deterministic: a run killed at any point and resumed ends with the same weights,
 history and best epoch as one never interrupted. Each epoch ends with one checkpoint folder,
@@ -28,24 +28,24 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from data.atomic import remove_stale_temps, write_json
-from data.cache import AudioCache, cache_run_folder
-from data.errors import ConfigError, MsaggError
-from data.integrity import check_same_run, require_done
-from models import sample_cnn
-from stages.checks import check_int, check_number
+from msagg.data.atomic import remove_stale_temps, write_json
+from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.integrity import check_same_run, require_done
+from msagg.models import sample_cnn
+from msagg.stages.checks import check_int, check_number
 # CropSequence, the evaluation functions and HISTORY_FIELDS were defined here before; importing
 # them from this module keeps working.
-from stages import augment as augment_lib
-from stages import checkpoint, crops
-from stages import devices as devices_lib
-from stages.crops import CropSequence
-from stages.evaluation import predict_segments, segment_loss, song_metrics, song_predictions
-from stages import training_log
-from stages.metrics import PRIMARY
-from stages import pretrain_run
-from stages.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
-from stages.runfolder import OMIT_DEFAULT, RunFolder, lock_scope
+from msagg.stages.training import augment as augment_lib
+from msagg.stages.training import checkpoint, crops
+from msagg.stages.training import devices as devices_lib
+from msagg.stages.training.crops import CropSequence
+from msagg.stages.training.evaluation import predict_segments, segment_loss, song_metrics, song_predictions
+from msagg.stages.training import log as training_log
+from msagg.stages.songs.metrics import PRIMARY
+from msagg.stages.runs import pretrain_run
+from msagg.stages.runs.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
+from msagg.stages.runs.folder import OMIT_DEFAULT, RunFolder, lock_scope
 
 __all__ = ["Config", "PRESETS", "BLOCKS", "PretrainError", "run"]
 
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 BLOCKS = sample_cnn.BLOCKS
 """Building blocks of ``Config.block``: Lee et al.'s basic block, and Kim et al. (2018)'s SE, Res
-and ReSE-2 blocks. (``models.sample_cnn`` owns the blocks; this list validates configs before a
+and ReSE-2 blocks. (``msagg.models.sample_cnn`` owns the blocks; this list validates configs before a
 model is built.)"""
 
 
@@ -105,7 +105,7 @@ class Config:
         augment_mixup_prob: Probability that a crop is mixed with another.
         devices: Devices to train on: a count (1: one device, msagg as it always ran) or "all"
             (every accelerator, else every CPU device Keras lists). More than one trains data
-            parallel through Keras' distribution API (``stages.devices``: JAX ``DataParallel``,
+            parallel through Keras' distribution API (``msagg.stages.training.devices``: JAX ``DataParallel``,
             TensorFlow ``MirroredStrategy``); results then differ from one device's by rounding
             on JAX, and on TensorFlow also by per-device batch-norm statistics and dropout masks.
             Left out of config.json and the hash at 1, so earlier run folders keep their hash.
@@ -114,7 +114,7 @@ class Config:
             hardware has bfloat16 units. Left out of config.json and the hash at "float32".
 
     The ``augment_*`` values matter only when ``augment`` is true; ``augmentation()`` gives the
-    ``stages.augment.Augment`` in force.
+    ``msagg.stages.training.augment.Augment`` in force.
     """
 
     cache: str

@@ -16,11 +16,11 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
-from data.atomic import CheckedFile, atomic_write
-from data.cache import CHUNK_SAMPLES, to_int16
-from data.cache_writer import linked_rows
-from data.integrity import CHECKSUM
-from data.tracklist import TrackList
+from msagg.data.atomic import CheckedFile, atomic_write
+from msagg.data.formats.cache import CHUNK_SAMPLES, to_int16
+from msagg.data.formats.cache_writer import linked_rows
+from msagg.data.integrity import CHECKSUM
+from msagg.data.tracklist import TrackList
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Finished prepare run folders for tests, built through the code the prepare stage uses.
 
-``RunFolder`` writes config.json, metadata.json and DONE; ``data.cache_writer.write_cache`` writes
+``RunFolder`` writes config.json, metadata.json and DONE; ``msagg.data.formats.cache_writer.write_cache`` writes
 the cache (``cache/``, shards and index) with the run's config hash, so downstream stages accept the folder as a real prepare run.
 """
 
@@ -11,11 +11,11 @@ from typing import Iterable
 
 import numpy as np
 
-from data.cache import DIR_NAME
-from data.cache_writer import write_cache
-from data.tracklist import TrackList
-from stages import prepare
-from stages.runfolder import RunFolder
+from msagg.data.formats.cache import DIR_NAME
+from msagg.data.formats.cache_writer import write_cache
+from msagg.data.tracklist import TrackList
+from msagg.stages import prepare
+from msagg.stages.runs.folder import RunFolder
 
 
 def make_prepare_run(folder: Path, tracklist: TrackList, waves: Iterable[np.ndarray], *, sample_rate: int,

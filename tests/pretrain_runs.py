@@ -7,10 +7,10 @@ from typing import Mapping, Sequence
 
 import keras
 
-from models import sample_cnn
-from stages import pretrain as pretrain_stage
-from stages.pretrain_run import MODEL_FILE, mark_scale_done, save_model, scale_dir, write_scale_metrics
-from stages.runfolder import RunFolder
+from msagg.models import sample_cnn
+from msagg.stages import pretrain as pretrain_stage
+from msagg.stages.runs.pretrain_run import MODEL_FILE, mark_scale_done, save_model, scale_dir, write_scale_metrics
+from msagg.stages.runs.folder import RunFolder
 
 
 def make_pretrain(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from msagg.pipeline.cli import main
 
 
 def assert_unreachable_address_fails_in_seconds(args: list[str], written: Path) -> None:

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data import splits
-from data.tracklist import escape_name, unescape_name
-from data.adapters import (
+from msagg.data import splits
+from msagg.data.tracklist import escape_name, unescape_name
+from msagg.data.adapters import (
     ADAPTERS, GENRE_SEED_OFFSET, GTZAN_GENRES, AdapterOptions, DatasetError, make_tracklist,
 )  # fmt: skip
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ESC10 = SHARED / "datasets" / "esc10"
 FSDD = SHARED / "datasets" / "fsdd"
-HAVE_SYNTH = importlib.util.find_spec("data.synth") is not None
+HAVE_SYNTH = importlib.util.find_spec("msagg.data.synth.music") is not None
 
 
 def _wav(path: Path, format: str | None = None) -> Path:
@@ -509,9 +509,9 @@ def test_gtzan_no_train_track_is_an_error(tmp_path):
 # synthetic corpus (data.synth is written separately)
 
 
-@pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
+@pytest.mark.skipif(not HAVE_SYNTH, reason="msagg.data.synth.music is not available yet")
 def test_synth_tags():
-    from data import synth
+    from msagg.data.synth import music as synth
 
     tl = make_tracklist("synth-tags", None, AdapterOptions(num_tracks=40, seed=3, min_sec=1.0, max_sec=2.0))
     assert tl.name == "synth-tags" and tl.task == "tags" and tl.label_names == list(synth.SYNTH_TAGS)
@@ -524,9 +524,9 @@ def test_synth_tags():
     assert again.split == tl.split
 
 
-@pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
+@pytest.mark.skipif(not HAVE_SYNTH, reason="msagg.data.synth.music is not available yet")
 def test_synth_genre_uses_another_corpus():
-    from data import synth
+    from msagg.data.synth import music as synth
 
     options = AdapterOptions(num_tracks=30, seed=3, min_sec=1.0, max_sec=2.0, folds=3, fold=2)
     tl = make_tracklist("synth-genre", None, options)
@@ -536,7 +536,7 @@ def test_synth_genre_uses_another_corpus():
     assert tl.sources[0] == synth.source_string(3 + GENRE_SEED_OFFSET, 0, 1.0, 2.0)
 
 
-@pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
+@pytest.mark.skipif(not HAVE_SYNTH, reason="msagg.data.synth.music is not available yet")
 def test_synth_bad_options():
     with pytest.raises(DatasetError, match=r"(?s)num_tracks must be a positive integer.*min_sec <= max_sec"):
         make_tracklist("synth-tags", None, AdapterOptions(num_tracks=0, min_sec=5.0, max_sec=1.0))
@@ -611,7 +611,7 @@ def test_corpus_size_is_ignored_by_datasets_of_files(folder_tree, caplog):
     assert len(tl) == 30 and "num_tracks, min_sec only size generated datasets: ignored" in caplog.text
 
 
-@pytest.mark.skipif(not HAVE_SYNTH, reason="data.synth is not available yet")
+@pytest.mark.skipif(not HAVE_SYNTH, reason="msagg.data.synth.music is not available yet")
 def test_synth_defaults_are_the_demo_corpus():
     default = make_tracklist("synth-genre", None, AdapterOptions(num_tracks=30))
     explicit = make_tracklist("synth-genre", None, AdapterOptions(num_tracks=30, seed=0, min_sec=10.0, max_sec=30.0))
@@ -675,8 +675,8 @@ def test_fsdd_fake_tree(tmp_path):
 
 
 def test_label_groups_synth_tag_levels_and_unknown():
-    from data import synth
-    from data.adapters import label_groups
+    from msagg.data.synth import music as synth
+    from msagg.data.adapters import label_groups
 
     tags = ["sad", "loud", "piano", "fast"]
     groups = label_groups("synth-tags", tags)

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from data.atomic import (TEMP_NAME, CheckedFile, WriteError, atomic_write, remove_stale_temps, stale_temps,
+from msagg.data.atomic import (TEMP_NAME, CheckedFile, WriteError, atomic_write, remove_stale_temps, stale_temps,
                          stale_temps_in, temp_path, write_json)
-from data.errors import MsaggError
+from msagg.data.errors import MsaggError
 
 
 def test_success_renames_and_keeps_suffix(tmp_path):

@@ -1,4 +1,4 @@
-"""data.audio: every format decodes to mono float32 at the asked rate; bad files name themselves."""
+"""msagg.data.audio: every format decodes to mono float32 at the asked rate; bad files name themselves."""
 
 import os
 import pickle
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data import audio
+from msagg.data import audio
 
 LOSSLESS = ["wav", "flac", "au"]
 LOSSY = ["ogg"] + (["mp3"] if "MP3" in sf.available_formats() else [])

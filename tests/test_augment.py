@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.errors import ConfigError
-from data.tracklist import TrackList
-from pipeline.config import resolve
+from msagg.data.errors import ConfigError
+from msagg.data.tracklist import TrackList
+from msagg.pipeline.config import resolve
 from prepare_runs import make_prepare_run
-from stages import augment, crops, pretrain
-from stages.augment import Augment, augment_batch
-from stages.runfolder import config_dict
+from msagg.stages.training import augment, crops
+from msagg.stages import pretrain
+from msagg.stages.training.augment import Augment, augment_batch
+from msagg.stages.runs.folder import config_dict
 from test_pretrain import write_tiny_cache
 
 SAMPLE_RATE = 22050
@@ -128,7 +129,7 @@ def test_pitch_shift_of_a_sine_moves_its_frequency(semitones):
 
 
 def test_pitch_shifted_crops_of_the_training_input(sine_cache):
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     shift = Augment(pitch_semitones=2, pitch_prob=0.5)
     with AudioCache(sine_cache) as cache:
@@ -206,7 +207,7 @@ def unaugmented_batch(seq: crops.CropSequence, index: int) -> tuple[np.ndarray, 
 
 
 def test_crops_without_augmentation_are_those_of_before(tags_cache):
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     with AudioCache(tags_cache) as cache:
         train = cache.indices("train")
@@ -223,7 +224,7 @@ def test_crops_without_augmentation_are_those_of_before(tags_cache):
 
 
 def test_augmented_batches_depend_only_on_seed_epoch_and_index(tags_cache):
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     with AudioCache(tags_cache) as cache:
         train = cache.indices("train")
@@ -253,7 +254,7 @@ def test_the_augmentation_has_no_tensorflow():
     tree = ast.parse(Path(augment.__file__).read_text())
     modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert {m.split(".")[0] for m in modules} <= {"__future__", "dataclasses", "math", "numbers", "typing", "numpy",
+    assert {m.removeprefix("msagg.").split(".")[0] for m in modules} <= {"__future__", "dataclasses", "math", "numbers", "typing", "numpy",
                                                   "soxr", "data"}, modules
 
 
@@ -326,7 +327,7 @@ def test_config_json_records_the_block_and_reads_back(tmp_path):
 def test_cli_switches_augmentation(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     configs = []
     monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)

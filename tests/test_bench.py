@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from models import sample_cnn
-from stages import bench
+from msagg.models import sample_cnn
+from msagg.stages.bench import models as bench
 
 NUMBERS = ("train_segments_per_sec", "infer_segments_per_sec", "train_realtime_factor", "infer_realtime_factor",
            "train_gflops", "infer_gflops", "peak_rss_mb", "num_params", "multiply_adds_per_segment")
@@ -89,7 +89,7 @@ def test_plan_is_scale_major_and_checks_everything_first():
 def test_bench_command_measures_a_variant_and_refuses_a_bad_block(tmp_path):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "--scales", "3^2", "--block", "rese", "--multi", "--width", "0.125",
@@ -126,7 +126,7 @@ def test_benchmark_precisions_side_by_side():
 def test_bench_command_precision_option(tmp_path):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "--scales", "3^2", "--width", "0.125", "--batch-size", "2",

@@ -7,9 +7,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from stages import bench_pipeline as bp
-from stages import quiet
+from msagg.pipeline.cli import main
+from msagg.stages.bench import pipeline as bp
+from msagg.stages import quiet
 
 TINY = ["--tracks", "2", "--track-sec", "1", "--scales", "3^2,4x2", "--width", "0.125", "--workers", "1"]
 STEPS = ["prepare", "models", "crops 3^9", "crops 2^13", "extract", "prepare", "crops 3^9", "crops 2^13", "extract"]

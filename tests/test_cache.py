@@ -1,4 +1,4 @@
-"""data.cache and data.cache_writer: the sharded layout (schema 2), schema-1 files read as before,
+"""msagg.data.formats.cache and data.cache_writer: the sharded layout (schema 2), schema-1 files read as before,
 int16 round trips, crops, shard ranges, refusals, missing and replaced shards."""
 
 import json
@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from data.cache import AudioCache, CacheError, ShardRange, cache_file, cache_run_folder, to_int16
-from data.cache_writer import read_shard_summary, write_cache, write_linked_cache
-from data.tracklist import TrackList
+from msagg.data.formats.cache import AudioCache, CacheError, ShardRange, cache_file, cache_run_folder, to_int16
+from msagg.data.formats.cache_writer import read_shard_summary, write_cache, write_linked_cache
+from msagg.data.tracklist import TrackList
 from legacy_cache import write_cache_v1
 
 LENGTHS = [1000, 37, 2500, 400]
@@ -253,7 +253,7 @@ def test_reader_closes_and_pickles(any_cache):
 
 
 def test_shards_open_lazily_and_at_most_max_open(cache_dir, monkeypatch):
-    import data.cache as cache_lib
+    from msagg.data.formats import cache as cache_lib
 
     monkeypatch.setattr(cache_lib, "MAX_OPEN_SHARDS", 1)
     with AudioCache(cache_dir) as cache:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data.classic import MFCC_DIM, classic_dim, classic_features, frame_length, mfcc_stats
+from msagg.data.classic import MFCC_DIM, classic_dim, classic_features, frame_length, mfcc_stats
 
 
 def _tone(freq, sr, seconds=1.0, noise=0.0, seed=0):

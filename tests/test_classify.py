@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 import pretrain_runs
-from data.features_writer import FeaturesWriter, ScaleInfo
-from models.classifier import build_classifier
-from stages import classify, extract
-from stages.featuresets import feature_sets, parse_feature_set
-from stages.metrics import score
-from stages.predictor import load_predictor
-from stages.runfolder import RunFolder
-from stages.song_classifier import C_GRIDS, train_classifier
+from msagg.data.formats.features_writer import FeaturesWriter, ScaleInfo
+from msagg.models.classifier import build_classifier
+from msagg.stages import classify, extract
+from msagg.stages.songs.featuresets import feature_sets, parse_feature_set
+from msagg.stages.songs.metrics import score
+from msagg.stages.songs.predictor import load_predictor
+from msagg.stages.runs.folder import RunFolder
+from msagg.stages.songs.classifiers import C_GRIDS, train_classifier
 
 DIMS = {"-3": 4, "-2": 5, "-1": 6}
 SCALES = ("3^2", "4^2")
@@ -152,7 +152,7 @@ def test_per_label_layers_table_csv_and_heatmap(classes_run):
 
 
 def test_per_label_layers_grouped_by_level(tmp_path):
-    from stages import plots, report
+    from msagg.stages.songs import plots, report
 
     def fs(scale, tap, f1):
         return {"scales": [scale], "layers": [tap], "classifiers": {"mlp": {"per_label": {"f1": f1}}}}
@@ -196,7 +196,7 @@ def test_saved_classifier_predicts_like_training(classes_run):
     metrics = json.loads((out / "metrics.json").read_text())
     expected = metrics["feature_sets"]["3^2+4^2"]["classifiers"]["mlp"]["test"]["accuracy"]["values"][0]
     assert json.loads((out / "models" / "3^2+4^2.json").read_text())["label_names"] == ["a", "b", "c"]
-    from data.features import FeaturesFile
+    from msagg.data.formats.features import FeaturesFile
 
     with FeaturesFile(out.parent / "extract") as ff:
         accuracy = (probs.argmax(1) == ff.labels[test].argmax(1)).mean()
@@ -326,7 +326,7 @@ def test_general_feature_sets_in_reports(tmp_path):
 
 
 def test_feature_sets_from_set_option_and_cli_combo_rules():
-    from pipeline.config import resolve
+    from msagg.pipeline.config import resolve
 
     config = resolve(classify.Config, options={"features": "x"}, sets=["feature_sets=3^9@-2,-1,3^8+3^9,all@-1"])
     assert config.feature_sets == ("3^9@-2,-1", "3^8+3^9", "all@-1")
@@ -335,7 +335,7 @@ def test_feature_sets_from_set_option_and_cli_combo_rules():
 
 
 def test_train_and_save_one_feature_set(classes_run, tmp_path):
-    from stages.predictor import Predictor, train_and_save
+    from msagg.stages.songs.predictor import Predictor, train_and_save
 
     root, _, _, feats = classes_run
     path = train_and_save(root / "extract", "all@-1", tmp_path / "models", classifier="logreg")
@@ -343,7 +343,7 @@ def test_train_and_save_one_feature_set(classes_run, tmp_path):
     predictor = Predictor(path)
     assert predictor.feature_set == "3^2+4^2@-1" and predictor.fs.parts == [("3^2", "-1"), ("4^2", "-1")]
     probs = predictor.predict({s: {t: a[120:] for t, a in taps.items()} for s, taps in feats.items()})
-    from data.features import FeaturesFile
+    from msagg.data.formats.features import FeaturesFile
 
     with FeaturesFile(root / "extract") as ff:
         assert (probs.argmax(1) == ff.labels[120:].argmax(1)).mean() > 0.9

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.clitools import CROSSVAL_SKIPS
+from msagg.pipeline.cli import main
+from msagg.pipeline.clitools import CROSSVAL_SKIPS
 
 COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench", "crossval", "bench-pipeline"]
 
@@ -88,14 +88,14 @@ def test_python_dash_m_pipeline():
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "msagg", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "msagg" in res.stdout
 
 
 def test_prepare_and_crossval_options_are_the_config_fields():
     import dataclasses
 
-    from stages.prepare import Config
+    from msagg.stages.prepare import Config
 
     for command, skip in (("prepare", ()), ("crossval", CROSSVAL_SKIPS)):
         options = {p.name: p for p in main.commands[command].params if p.param_type_name == "option"}

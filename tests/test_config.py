@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline.config import ConfigError, parse_value, resolve
+from msagg.pipeline.config import ConfigError, parse_value, resolve
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import crops
+from msagg.stages.training import crops
 from test_pretrain import write_tiny_cache
 
 
@@ -16,7 +16,7 @@ def tags_cache(tmp_path_factory) -> Path:
 
 
 def test_crop_sequence_shapes_and_determinism(tags_cache):
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     with AudioCache(tags_cache) as cache:
         train = cache.indices("train")
@@ -51,7 +51,7 @@ def test_crop_sequence_shapes_and_determinism(tags_cache):
 
 
 def test_crop_sequence_rejects_empty_track_list(tags_cache):
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     with AudioCache(tags_cache) as cache, pytest.raises(ValueError, match="at least one track"):
         crops.CropSequence(cache, [], input_length=27, batch_size=2, steps=1)

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from msagg.pipeline.cli import main
 
 
 def _invoke(*args):

@@ -9,9 +9,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from data.errors import ConfigError, MsaggError
-from pipeline import clitools
-from stages import quiet
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.pipeline import clitools
+from msagg.stages import quiet
 
 
 def _group_with(func):
@@ -74,12 +74,12 @@ def test_debug_shows_the_traceback_of_user_errors_too():
 
 
 def test_every_project_error_class_is_a_user_error():
-    from data.adapters import DatasetError
-    from data.audio import AudioError
-    from data.cache import CacheError
-    from data.features import FeaturesError
-    from stages.prepare import PrepareError
-    from stages.runfolder import RunConflictError
+    from msagg.data.adapters import DatasetError
+    from msagg.data.audio import AudioError
+    from msagg.data.formats.cache import CacheError
+    from msagg.data.formats.features import FeaturesError
+    from msagg.stages.prepare import PrepareError
+    from msagg.stages.runs.folder import RunConflictError
 
     for cls in (DatasetError, AudioError, CacheError, FeaturesError, PrepareError, RunConflictError, ConfigError):
         assert issubclass(cls, MsaggError) and issubclass(cls, ValueError), cls
@@ -105,7 +105,7 @@ def test_import_backend_hides_the_start_up_notices():
     plain = _stderr_of("import keras, tensorflow as tf; tf.config.list_physical_devices()")
     if not quiet.NOISE.search(plain):
         pytest.skip("this TensorFlow build prints no start-up notices")
-    assert not quiet.NOISE.search(_stderr_of("from stages import quiet; quiet.import_backend()"))
+    assert not quiet.NOISE.search(_stderr_of("from msagg.stages import quiet; quiet.import_backend()"))
 
 
 def test_backend_warnings_are_shown_only_at_debug_level():

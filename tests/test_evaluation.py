@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from stages import evaluation, pretrain
+from msagg.stages.training import evaluation
+from msagg.stages import pretrain
 
 
 class _MeanModel:

@@ -6,13 +6,13 @@ import h5py
 import numpy as np
 import pytest
 
-from data.features import FeaturesFile
-from data.segments import segment
-from data.tracklist import TrackList
+from msagg.data.formats.features import FeaturesFile
+from msagg.data.segments import segment
+from msagg.data.tracklist import TrackList
 import pretrain_runs
 from prepare_runs import make_prepare_run
-from stages import extract
-from stages.pretrain_run import PretrainRun
+from msagg.stages import extract
+from msagg.stages.runs.pretrain_run import PretrainRun
 
 SAMPLE_RATE = 1000  # the lowest rate prepare accepts; tiny models need no more
 SCALES = ("3^2", "4^2")  # input lengths 27 and 64
@@ -91,8 +91,8 @@ def test_layout_and_attributes(upstream, finished):
         assert ff.variant("4^2") == {"block": "basic", "multi": False,
                                      "tap_layers": {"-3": "block1_pool", "-2": "block2_pool", "-1": "relu1x1"}}
         # The MFCC baseline of the same audio, row by row.
-        from data.cache import AudioCache
-        from data.classic import MFCC_DIM, mfcc_stats
+        from msagg.data.formats.cache import AudioCache
+        from msagg.data.classic import MFCC_DIM, mfcc_stats
 
         assert ff.classic == ["mfcc"] and ff.get_classic("mfcc").shape == (len(LENGTHS), MFCC_DIM)
         with AudioCache(cache) as c:
@@ -102,7 +102,7 @@ def test_layout_and_attributes(upstream, finished):
 
 def test_rows_are_max_over_time_then_mean_over_segments(upstream, finished):
     _, cache, pretrain = upstream
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     taps = PretrainRun(pretrain).tap_extractor("3^2")
     with AudioCache(cache) as c, FeaturesFile(finished[1]) as ff:
@@ -162,7 +162,7 @@ def test_meanmax_doubles_dims_and_scale_subset(upstream):
 def test_drop_segments_keep_the_old_runs_hash_and_numbers(upstream, finished):
     """segments="drop" is extract as it was before the setting: the remainder is left out, and
     config.json has no "segments" key, so a run folder made then keeps its hash (and is done)."""
-    from stages.runfolder import config_dict, config_hash
+    from msagg.stages.runs.folder import config_dict, config_hash
 
     root, cache, pretrain = upstream
     config = extract.Config(pretrain=str(pretrain), cache=str(cache), segments="drop", scales=("3^2",))
@@ -205,7 +205,7 @@ def test_missing_scale_in_run_refused(upstream, tmp_path):
 
 def test_song_features_match_extract(upstream, finished):
     _, cache, pretrain = upstream
-    from data.cache import AudioCache
+    from msagg.data.formats.cache import AudioCache
 
     with AudioCache(cache) as c:
         waves = [c.track(i) for i in (2, 4, 5)]
@@ -216,9 +216,9 @@ def test_song_features_match_extract(upstream, finished):
 
 def test_chain_to_saved_classifier_and_prediction(upstream, finished, tmp_path):
     """extract -> classify (logistic regression) -> load_predictor -> song_features -> predict."""
-    from data.cache import AudioCache
-    from stages import classify
-    from stages.predictor import load_predictor
+    from msagg.data.formats.cache import AudioCache
+    from msagg.stages import classify
+    from msagg.stages.songs.predictor import load_predictor
 
     out, path = finished
     config = classify.Config(features=str(out), classifiers=("logreg",), include_single=False, tsne=False)
@@ -240,7 +240,7 @@ def test_fixed_batches_pad_the_last_batch_and_keep_the_numbers():
     """Every batch has one shape (the last zero-padded); a row's numbers are those of the model on it."""
     import keras
 
-    from models import sample_cnn
+    from msagg.models import sample_cnn
 
     keras.utils.set_random_seed(0)
     model = sample_cnn.build_tap_extractor(sample_cnn.build_sample_cnn("3^2", 3, width=0.05), "3^2")

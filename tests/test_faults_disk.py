@@ -20,15 +20,15 @@ import pytest
 from click.testing import CliRunner
 
 import pretrain_runs
-from data import features as F
-from data import features_writer as FW
-from data.atomic import WriteError, write_json, write_text
-from data.cache import AudioCache, CacheError
-from data.cache_writer import write_cache
-from data.integrity import UnfinishedRunError
-from data.tracklist import TrackList
-from stages import extract
-from stages.runfolder import RunFolder
+from msagg.data.formats import features as F
+from msagg.data.formats import features_writer as FW
+from msagg.data.atomic import WriteError, write_json, write_text
+from msagg.data.formats.cache import AudioCache, CacheError
+from msagg.data.formats.cache_writer import write_cache
+from msagg.data.integrity import UnfinishedRunError
+from msagg.data.tracklist import TrackList
+from msagg.stages import extract
+from msagg.stages.runs.folder import RunFolder
 
 SAMPLE_RATE = 800
 SCALES = ("3^2", "4^2")
@@ -158,7 +158,7 @@ def test_full_disk_mid_extract_is_one_line_then_a_rerun_resumes(upstream, disk, 
     num_done counting only rows that are on disk and right; once space is freed, the same
     command resumes from there and ends with the same features as an uninterrupted run.
     """
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     config, reference = upstream
     out = disk.path / "extract"
@@ -198,7 +198,7 @@ def test_full_disk_when_writing_done_keeps_the_features_and_a_rerun_only_finishe
     The error names DONE; there is no DONE (so classify refuses the folder); with space again a
     rerun computes nothing and writes DONE.
     """
-    from stages import classify
+    from msagg.stages import classify
 
     config, reference = upstream
     out = disk.path / "extract"
@@ -256,7 +256,7 @@ def test_full_disk_on_an_atomic_write_keeps_the_old_file(disk, kind):
 
     The error names the final file; the previous version stays whole; no temporary file is left.
     """
-    from stages import plots
+    from msagg.stages.songs import plots
 
     name = {"json": "metrics.json", "text": "results.csv", "png": "per_label.png"}[kind]
     target = disk.path / name
@@ -300,7 +300,7 @@ def test_damaged_audio_chunk_names_the_tracks_and_stops_pretrain_and_extract(tmp
     every track with samples in it; the other tracks read as before. Pretrain's crop reader and
     extract fail with that message instead of using the garbage; extract writes no DONE.
     """
-    from stages.crops import CropSequence
+    from msagg.stages.training.crops import CropSequence
 
     # Shard 1 holds tracks 4-7; its chunk 1 = samples [65536, 131072): tracks 5, 6, 7.
     lengths = [40000] * 8
@@ -332,7 +332,7 @@ def test_a_deleted_shard_is_one_line_naming_it_and_its_tracks(tmp_path, upstream
     Opening the cache raises CacheError naming the cache, the shard and the tracks it held;
     msagg extract stops with that one line and writes no DONE.
     """
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     cache_dir = make_prepare_run(tmp_path / "prepare", [300] * 6, tracks_per_shard=2)
     shard = cache_dir / "cache" / "shard-00001.h5"
@@ -355,7 +355,7 @@ def test_full_disk_mid_prepare_is_one_line_naming_the_shard_then_a_rerun_resumes
     process pool), leaves no temporary file and no index; on a bigger disk the same command keeps
     the finished shards, decodes the others, and the cache reads back every track.
     """
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     disk.resize(512)
     out = disk.path / "prepare"
@@ -442,7 +442,7 @@ def test_classify_refuses_a_features_folder_without_done(tmp_path, upstream):
     classify names the folder, given the folder or the features.h5 inside it; with DONE back, a
     path to the file works.
     """
-    from stages import classify
+    from msagg.stages import classify
 
     _, reference = upstream
     folder = tmp_path / "extract"

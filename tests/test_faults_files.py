@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data import audio
-from data.cache import AudioCache
-from data.tracklist import escape_name, unescape_name
-from stages import prepare
+from msagg.data import audio
+from msagg.data.formats.cache import AudioCache
+from msagg.data.tracklist import escape_name, unescape_name
+from msagg.stages import prepare
 
 RATE = 8000
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_prepare_killed_mid_decode_leaves_no_worker_running(tmp_path):
         for i in range(150):
             (corpus / cls / f"{i}.wav").symlink_to(one)
     parent = python(f"""
-        from stages import prepare
+        from msagg.stages import prepare
         config = prepare.Config(dataset="folder", source={str(corpus)!r})
         prepare.run(config, {str(out)!r}, workers=2, progress=False)
     """, stderr=subprocess.DEVNULL)
@@ -245,7 +245,8 @@ def test_prepare_killed_mid_run_resumes_to_the_same_cache(tmp_path):
     # Decoding is slowed in the killed process only, so the kill lands mid-run.
     parent = python(f"""
         import time
-        from stages import decode, prepare
+        from msagg.stages.engines import decode
+        from msagg.stages import prepare
         real = decode.load_source
         decode.load_source = lambda *args: (time.sleep(0.15), real(*args))[1]
         config = prepare.Config(dataset="folder", source={str(corpus)!r}, sample_rate={RATE})
@@ -317,7 +318,7 @@ def test_a_temp_whose_writer_still_looks_alive_is_gone_when_the_resumed_run_ends
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_a_zombie_writer_counts_as_gone():
     """A killed process not yet reaped (a zombie) writes nothing more: its temps are stale."""
-    from data import atomic
+    from msagg.data import atomic
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     assert wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
                       timeout=30)
@@ -334,7 +335,7 @@ def test_worker_without_parent_death_signal_still_ends_with_its_parent(tmp_path)
     middle = python("""
         import subprocess, sys, time
         code = ("import time\\n"
-                "from stages import decode\\n"
+                "from msagg.stages.engines import decode\\n"
                 "decode._kill_at_parent_death = lambda: False\\n"
                 "decode.PARENT_POLL_SEC = 0.05\\n"
                 "import os; decode._worker_init(os.getppid())\\n"
@@ -361,7 +362,7 @@ def test_worker_without_parent_death_signal_still_ends_with_its_parent(tmp_path)
 def test_worker_whose_parent_is_already_gone_exits_at_once():
     """Fault: the parent dies before the worker's initializer ran (it would wait forever)."""
     child = python("""
-        from stages import decode
+        from msagg.stages.engines import decode
         decode._worker_init(1 if __import__("os").getppid() != 1 else 2)
         print("still running")
     """, stdout=subprocess.PIPE, text=True)

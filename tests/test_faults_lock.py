@@ -23,21 +23,21 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from data.cache_writer import write_cache
-from data.errors import ConfigError, MsaggError
-from data.features import FeaturesFile
-from data.tracklist import TrackList
-from pipeline.cli import main
-from pipeline.config import resolve
-from stages import prepare
-from stages.runfolder import (LOCK_NAME, FolderLock, RunConflictError, RunFolder, RunFolderBusy, config_dict,
+from msagg.data.formats.cache_writer import write_cache
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.formats.features import FeaturesFile
+from msagg.data.tracklist import TrackList
+from msagg.pipeline.cli import main
+from msagg.pipeline.config import resolve
+from msagg.stages import prepare
+from msagg.stages.runs.folder import (LOCK_NAME, FolderLock, RunConflictError, RunFolder, RunFolderBusy, config_dict,
                               read_config)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 HOLDER = (
     "import sys, time\n"
-    "from stages.runfolder import FolderLock\n"
+    "from msagg.stages.runs.folder import FolderLock\n"
     "FolderLock(sys.argv[1]).acquire()\n"
     "print('locked', flush=True)\n"
     "time.sleep(600)\n"
@@ -90,15 +90,15 @@ def _stage_call(stage: str, tmp_path: Path):
     if stage == "prepare":
         return tiny_prepare_config(), prepare.run, {"workers": 1}
     if stage == "pretrain":
-        from stages import pretrain
+        from msagg.stages import pretrain
 
         cfg = pretrain.Config(cache=str(tmp_path / "no-cache"), **pretrain.PRESETS["tiny"])
         return cfg, pretrain.run, {"tensorboard": False}
     if stage == "extract":
-        from stages import extract
+        from msagg.stages import extract
 
         return extract.Config(pretrain=str(tmp_path / "no-pretrain"), cache=str(tmp_path / "no-cache")), extract.run, {}
-    from stages import classify
+    from msagg.stages import classify
 
     return classify.Config(features=str(tmp_path / "no-features")), classify.run, {}
 
@@ -140,7 +140,7 @@ def test_a_killed_holder_frees_the_folder_and_the_stage_runs(tmp_path):
 
 def test_the_lock_is_released_when_a_stage_fails_so_this_process_can_run_again(tmp_path):
     """Fault: a stage raises halfway (a bad upstream folder; a strict prepare meeting no tracks)."""
-    from stages import extract
+    from msagg.stages import extract
 
     out = tmp_path / "ext"
     with pytest.raises(MsaggError, match="no-cache"):
@@ -165,7 +165,7 @@ def test_locks_exclude_each_other_while_files_come_and_go(tmp_path):
     worker = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from stages.runfolder import FolderLock, RunFolderBusy\n"
+        "from msagg.stages.runs.folder import FolderLock, RunFolderBusy\n"
         "folder = Path(sys.argv[1]); counter = folder.parent / 'counter'\n"
         "done = 0\n"
         "while done < 25:\n"
@@ -225,9 +225,9 @@ def test_two_extracts_on_one_folder(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     # The second process imports the backend while the first does, then waits for a line on stdin
     # and runs the same command line through the CLI's entry point.
-    second_script = ("import sys\nfrom stages import quiet\nquiet.import_backend()\nfrom pipeline.cli import main\n"
+    second_script = ("import sys\nfrom msagg.stages import quiet\nquiet.import_backend()\nfrom msagg.pipeline.cli import main\n"
                      "sys.stdin.readline()\nmain(sys.argv[1:], prog_name='msagg')\n")
-    first = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=env,
+    first = subprocess.Popen([sys.executable, "-m", "msagg", *args], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen([sys.executable, "-c", second_script, *args], cwd=ROOT, env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -281,7 +281,7 @@ def test_a_missing_required_key_names_its_option(tmp_path, command, message):
 
 def test_a_missing_key_without_an_option_points_to_set_and_config():
     """Fault: library code resolving a stage config without one of its required keys."""
-    from stages import extract
+    from msagg.stages import extract
 
     with pytest.raises(ConfigError, match=r"^extract needs cache \(--set cache=\.\.\. or --config FILE\)$"):
         resolve(extract.Config, options={"pretrain": "p"})

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import checkpoint, crops, pretrain, training_log
+from msagg.stages.training import checkpoint, crops, log as training_log
+from msagg.stages import pretrain
 from test_pretrain import write_tiny_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,8 @@ LRS = [0.01, 0.002, 0.0004]
 # TensorFlow it first reads batches 0 and 1 of crop epoch e - 1 for its input signature.
 DRIVER = r"""
 import json, os, signal, sys
-from stages import checkpoint, crops, pretrain, training_log
+from msagg.stages.training import checkpoint, crops, log as training_log
+from msagg.stages import pretrain
 
 training_log.draw_curves = lambda *args, **kwargs: None
 config, out, kill = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from data import features as F
-from data import features_writer as FW
+from msagg.data.formats import features as F
+from msagg.data.formats import features_writer as FW
 
 TAP = np.array(
     [

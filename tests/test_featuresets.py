@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fresh_imports import modules_loaded_by
-from stages import featuresets as F
-from stages.featuresets import FeatureSet, FeatureSetError
+from msagg.stages.songs import featuresets as F
+from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError
 
 AVAILABLE = ("3^8", "3^9", "4^6")
 
@@ -82,14 +82,14 @@ def test_join_continuations_rejoins_comma_split_layers():
 
 
 def test_constants_agree_with_the_model_family():
-    from models import sample_cnn
+    from msagg.models import sample_cnn
 
     assert F.TAPS == sample_cnn.TAPS and F.PAPER_SCALES == sample_cnn.PAPER_SCALES
     assert FeatureSet.of(["3^9"]).name == "3^9@last3"
 
 
 def test_importable_without_keras_or_matplotlib():
-    loaded = modules_loaded_by("stages.featuresets")
+    loaded = modules_loaded_by("msagg.stages.songs.featuresets")
     assert not {m for m in ("keras", "tensorflow", "matplotlib") if m in loaded}
 
 def test_classic_sets_in_the_grammar():

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import sample_cnn
-from models.sample_cnn import PAPER_SCALES, SCALES, TAPS
+from msagg.models import sample_cnn
+from msagg.models.sample_cnn import PAPER_SCALES, SCALES, TAPS
 
 # Trainable parameters with 50 sigmoid outputs (issue 2, from the authors' models).
 PAPER_PARAMS = {

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import ConfigError
-from stages import devices as devices_lib
-from stages import extract, pretrain
-from stages.runfolder import config_hash
+from msagg.data.errors import ConfigError
+from msagg.stages.training import devices as devices_lib
+from msagg.stages import extract, pretrain
+from msagg.stages.runs.folder import config_hash
 from test_pretrain import read_history, tiny_config, write_tiny_cache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def test_default_devices_and_precision_keep_the_hash_of_earlier_runs():
 def test_cli_devices_and_precision_options(monkeypatch, tmp_path, args, expected):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     configs = []
     monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)
@@ -115,7 +115,7 @@ def test_cli_devices_and_precision_options(monkeypatch, tmp_path, args, expected
 def test_cli_help_explains_devices_and_the_batch_rule():
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     text = " ".join(CliRunner().invoke(main, ["pretrain", "--help"]).output.split())
     assert "--devices N|all" in text and "global batch" in text and "learning rate is unchanged" in text
@@ -147,7 +147,7 @@ def test_one_device_trains_as_before_without_a_distribution(cache, tmp_path):
 def test_more_devices_than_the_machine_has_is_one_clear_error(cache, tmp_path):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     found = devices_lib.available()
     n = len(found) + 1
@@ -170,8 +170,8 @@ def test_tensorflow_mirrored_strategy_on_two_logical_cpus(cache, tmp_path):
 
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from stages import pretrain
-        from stages.pretrain_run import load_model
+        from msagg.stages import pretrain
+        from msagg.stages.runs.pretrain_run import load_model
         from test_pretrain import read_history, tiny_config
 
         during = []
@@ -203,7 +203,8 @@ def test_jax_data_parallel_follows_one_device(cache, tmp_path):
         import json
 
         import keras
-        from stages import devices, pretrain
+        from msagg.stages.training import devices
+        from msagg.stages import pretrain
         from test_pretrain import read_history, tiny_config
 
         runs = {{}}

@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from data.features import FeaturesFile
-from data.errors import ConfigError
-from models import sample_cnn
-from stages import extract, pretrain
-from stages.pretrain_run import PretrainRun, load_model, save_model
-from stages.runfolder import config_hash
+from msagg.data.formats.features import FeaturesFile
+from msagg.data.errors import ConfigError
+from msagg.models import sample_cnn
+from msagg.stages import extract, pretrain
+from msagg.stages.runs.pretrain_run import PretrainRun, load_model, save_model
+from msagg.stages.runs.folder import config_hash
 from test_extract import make_cache, make_pretrain
 from test_pretrain import read_history, tiny_config, write_tiny_cache
 
@@ -134,7 +134,7 @@ def test_features_files_without_precision_read_as_float32(upstream, tmp_path):
 
 def test_extract_runs_a_bf16_trained_model_in_float32(upstream, tmp_path):
     _, cache, _ = upstream
-    from stages.extract import load_tap_models
+    from msagg.stages.extract import load_tap_models
 
     pretrain_dir = make_pretrain(tmp_path / "pretrain", cache)
     run = PretrainRun(pretrain_dir)

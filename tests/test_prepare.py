@@ -1,4 +1,4 @@
-"""stages.prepare: decode a track list into a sharded cache, skip or refuse bad files, no-op re-runs, resume."""
+"""msagg.stages.prepare: decode a track list into a sharded cache, skip or refuse bad files, no-op re-runs, resume."""
 
 import csv
 import dataclasses
@@ -9,15 +9,16 @@ import re
 import numpy as np
 import pytest
 
-from data import adapters, audio
-from data.adapters import AdapterOptions
-from data.cache import AudioCache
-from data.errors import ConfigError
-from data.tracklist import TrackList
-from pipeline.config import resolve
-from data.cache_writer import read_shard_summary
-from stages import decode, prepare
-from stages.runfolder import RunConflictError, config_dict
+from msagg.data import adapters, audio
+from msagg.data.adapters import AdapterOptions
+from msagg.data.formats.cache import AudioCache
+from msagg.data.errors import ConfigError
+from msagg.data.tracklist import TrackList
+from msagg.pipeline.config import resolve
+from msagg.data.formats.cache_writer import read_shard_summary
+from msagg.stages.engines import decode
+from msagg.stages import prepare
+from msagg.stages.runs.folder import RunConflictError, config_dict
 
 RATE = 8000  # cache rate; the files are written at 16 kHz so every track is resampled
 
@@ -403,7 +404,7 @@ def test_runs_of_an_older_msagg_keep_their_cache_h5_or_resume_into_shards(tmp_pa
     """A finished schema-1 run is still a finished run (same config hash); an unfinished one's
     parts/ are dropped and the run decodes into cache/."""
     from legacy_cache import write_cache_v1
-    from stages.runfolder import RunFolder
+    from msagg.stages.runs.folder import RunFolder
 
     sources, classes = write_corpus(tmp_path / "corpus", num_good=3)
     tracklist = make_tracklist(sources, classes)

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from data import audio
-from data.cache import AudioCache, CacheError
-from data.cache_writer import write_cache
+from msagg.data import audio
+from msagg.data.formats.cache import AudioCache, CacheError
+from msagg.data.formats.cache_writer import write_cache
 from legacy_cache import write_cache_v1
-from data.errors import ConfigError
-from data.integrity import UnfinishedRunError
-from pipeline.cli import main
-from stages import prepare
-from stages.runfolder import config_dict, config_hash
+from msagg.data.errors import ConfigError
+from msagg.data.integrity import UnfinishedRunError
+from msagg.pipeline.cli import main
+from msagg.stages import prepare
+from msagg.stages.runs.folder import config_dict, config_hash
 
 RATE = 8000  # the files are 16 kHz: every track is resampled
 
@@ -162,7 +162,7 @@ def test_a_fold_of_an_older_msagg_store_links_to_its_cache_h5(tmp_path, runs, co
 
 
 def _tracklist_of(cache):
-    from data.tracklist import TrackList
+    from msagg.data.tracklist import TrackList
 
     return TrackList(name=cache.dataset, task=cache.task, label_names=cache.label_names,
                      track_ids=cache.track_ids.tolist(), sources=cache.sources.tolist(), labels=cache.labels,

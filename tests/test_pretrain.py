@@ -11,12 +11,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from data.errors import ConfigError, MsaggError
-from data.tracklist import TrackList
-from models import sample_cnn
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.tracklist import TrackList
+from msagg.models import sample_cnn
 from prepare_runs import make_prepare_run
-from stages import pretrain
-from stages.runfolder import RunConflictError
+from msagg.stages import pretrain
+from msagg.stages.runs.folder import RunConflictError
 
 
 def write_tiny_cache(folder: Path, task: str = "tags", num_tracks: int = 24, seed: int = 0) -> Path:
@@ -244,7 +244,7 @@ def test_pretrain_resumes_after_interruption(tags_cache, tmp_path):
     assert [r["epoch"] for r in first_rows] == ["1", "2", "3"]
     assert len(curves) == 3 and curves == sorted(curves) and len(set(curves)) == 3
 
-    from stages.pretrain_run import load_model
+    from msagg.stages.runs.pretrain_run import load_model
 
     saved = load_model(checkpoint / "last.keras")
     # The optimizer state is kept: epoch 3 ran on the fresh optimizer of lr stage 2.
@@ -323,7 +323,7 @@ def test_missing_cache_is_named(tmp_path):
 def test_cli_block_and_multi_options_override_the_preset(monkeypatch, tmp_path, args, expected):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     configs = []
     monkeypatch.setattr(pretrain, "run", lambda config, out, **kwargs: configs.append(config) or out)
@@ -335,7 +335,7 @@ def test_cli_block_and_multi_options_override_the_preset(monkeypatch, tmp_path, 
 def test_cli_refuses_an_unknown_block(tmp_path):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from msagg.pipeline.cli import main
 
     result = CliRunner().invoke(main, ["pretrain", "--cache", str(tmp_path), "--out", str(tmp_path / "o"),
                                        "--set", "block=dense"])

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import pretrain_runs
-from data.cache_writer import write_cache
-from data.tracklist import TrackList
-from stages import pretrain as pretrain_stage
-from stages.pretrain_run import (PretrainRun, PretrainRunError, mark_scale_done, pretrain_dir_of, save_model,
+from msagg.data.formats.cache_writer import write_cache
+from msagg.data.tracklist import TrackList
+from msagg.stages import pretrain as pretrain_stage
+from msagg.stages.runs.pretrain_run import (PretrainRun, PretrainRunError, mark_scale_done, pretrain_dir_of, save_model,
                                  write_scale_metrics)
-from stages.runfolder import RunFolder
+from msagg.stages.runs.folder import RunFolder
 
 
 def _cache(folder, dataset="toy-set", sample_rate=800):
@@ -79,7 +79,7 @@ def test_unfinished_or_foreign_folders_are_refused(tmp_path):
         PretrainRun(tmp_path / "nowhere")
     with pytest.raises(PretrainRunError, match="not a run folder"):
         PretrainRun(tmp_path)
-    from stages import extract
+    from msagg.stages import extract
 
     other = RunFolder(tmp_path / "ext", "extract", extract.Config(pretrain="p", cache="c"))
     other.start()
@@ -122,7 +122,7 @@ def test_unknown_dataset_and_variant_from_config(tmp_path):
 def test_writers(tmp_path):
     import keras
 
-    from models import sample_cnn
+    from msagg.models import sample_cnn
 
     model = sample_cnn.build_sample_cnn("3^2", 2, width=0.05)
     path = save_model(tmp_path / "3^2" / "model.keras", model)
@@ -136,7 +136,7 @@ def test_writers(tmp_path):
 
 
 def test_pretrain_dir_of_an_extract_run(tmp_path):
-    from stages import extract
+    from msagg.stages import extract
 
     folder = RunFolder(tmp_path / "ext", "extract", extract.Config(pretrain=str(tmp_path / "pre"), cache="c"))
     folder.start()

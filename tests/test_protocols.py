@@ -10,11 +10,11 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from data.adapters import DatasetError
-from data.errors import ConfigError
-from pipeline.cli import main
-from pipeline.config import resolve
-from pipeline.protocols import fold_options, fold_prepare_config, store_options, summarize, summary_markdown
+from msagg.data.adapters import DatasetError
+from msagg.data.errors import ConfigError
+from msagg.pipeline.cli import main
+from msagg.pipeline.config import resolve
+from msagg.pipeline.protocols import fold_options, fold_prepare_config, store_options, summarize, summary_markdown
 
 
 def _fold(acc_a, acc_b, e2e):
@@ -122,7 +122,7 @@ def test_fold_options_follow_the_dataset():
 def test_folds_prepared_by_an_older_msagg_keep_their_own_caches(tmp_path):
     """A fold prepare folder holding the fold's options without audio_from (an older msagg's
     crossval decoded every fold) is kept, finished or not; any other fold links to the store."""
-    from stages import prepare
+    from msagg.stages import prepare
 
     src = tmp_path / "src"
     for label in ("a", "b"):

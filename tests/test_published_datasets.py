@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import soundfile as sf
 
-from data import splits
-from data.cache import AudioCache
-from stages import prepare
+from msagg.data import splits
+from msagg.data.formats.cache import AudioCache
+from msagg.stages import prepare
 
 
 def _tone(path, seconds=1.0, rate=16000, fmt=None):

@@ -14,11 +14,12 @@ import h5py
 import numpy as np
 import pytest
 
-from data.cache import AudioCache
-from data.errors import ConfigError
-from pipeline.config import resolve
-from stages import extract, ray_engine
-from stages.runfolder import config_dict, config_hash
+from msagg.data.formats.cache import AudioCache
+from msagg.data.errors import ConfigError
+from msagg.pipeline.config import resolve
+from msagg.stages import extract
+from msagg.stages.engines import ray_extract as ray_engine
+from msagg.stages.runs.folder import config_dict, config_hash
 from h5_contents import contents
 from ray_faults import assert_unreachable_address_fails_in_seconds
 from test_extract import LENGTHS, make_cache, make_pretrain
@@ -161,7 +162,7 @@ def test_a_stopped_ray_run_resumes_after_its_last_group_through_the_cli_on_a_run
 
     # Another process joins the running cluster (so its code travels as the job's py_modules).
     address = ray_cluster.get_runtime_context().gcs_address
-    res = subprocess.run([sys.executable, "-m", "pipeline", "extract", "--pretrain", str(pretrain), "--cache",
+    res = subprocess.run([sys.executable, "-m", "msagg", "extract", "--pretrain", str(pretrain), "--cache",
                           str(cache), "--out", str(out), "--batch-size", str(BATCH), "--engine", "ray",
                           "--address", address], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -186,10 +187,10 @@ def test_unreachable_address_fails_in_seconds_and_writes_nothing(upstream, tmp_p
 BLOCK_RAY = """
 import sys
 sys.modules["ray"] = None  # as if Ray were not installed: `import ray` raises ImportError
-from stages import extract
+from msagg.stages import extract
 pretrain, cache, out_local, out_ray = sys.argv[1:]
 extract.run(extract.Config(pretrain=pretrain, cache=cache), out_local, batch_size=4, progress=False)
-from pipeline.cli import main
+from msagg.pipeline.cli import main
 main(["extract", "--pretrain", pretrain, "--cache", cache, "--out", out_ray, "--engine", "ray"])
 """
 

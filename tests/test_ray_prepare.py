@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from data import audio
-from data.errors import ConfigError
-from data.tracklist import absolute_source
+from msagg.data import audio
+from msagg.data.errors import ConfigError
+from msagg.data.tracklist import absolute_source
 from fresh_imports import modules_loaded_by
 from h5_contents import contents
 from ray_faults import assert_unreachable_address_fails_in_seconds
-from pipeline.cli import main
-from pipeline.config import resolve
-from stages import prepare, ray_decode
-from stages.runfolder import config_dict, config_hash
+from msagg.pipeline.cli import main
+from msagg.pipeline.config import resolve
+from msagg.stages import prepare
+from msagg.stages.engines import ray_decode
+from msagg.stages.runs.folder import config_dict, config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 8000
@@ -102,7 +103,7 @@ def test_engine_and_address_leave_the_config_hash_alone():
 
 
 def test_the_local_engine_loads_neither_ray_nor_keras():
-    loaded = modules_loaded_by("stages.prepare", "stages.ray_decode")
+    loaded = modules_loaded_by("msagg.stages.prepare", "msagg.stages.engines.ray_decode")
     assert not {"ray", "keras", "tensorflow"} & loaded
 
 
@@ -155,7 +156,7 @@ def test_a_killed_run_resumes_on_ray_from_its_finished_shards_through_the_cli_on
     kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards[:5]}
 
     address = ray_cluster.get_runtime_context().gcs_address
-    res = subprocess.run([sys.executable, "-m", "pipeline", *cli_args(corpus, out, "--engine", "ray", "--address",
+    res = subprocess.run([sys.executable, "-m", "msagg", *cli_args(corpus, out, "--engine", "ray", "--address",
                                                                        address)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -201,7 +202,7 @@ def test_unreachable_address_fails_in_seconds_and_writes_nothing(corpus, tmp_pat
 BLOCK_RAY = """
 import sys
 sys.modules["ray"] = None  # as if Ray were not installed: `import ray` raises ImportError
-from pipeline.cli import main
+from msagg.pipeline.cli import main
 corpus, out_local, out_ray = sys.argv[1:]
 args = ["prepare", "--dataset", "folder", "--source", corpus, "--sample-rate", "8000", "--workers", "1", "--out"]
 main(args + [out_local], standalone_mode=False)  # the local engine never imports Ray

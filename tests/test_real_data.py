@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import protocols
-from pipeline.config import resolve
-from stages import pretrain
+from msagg.pipeline import protocols
+from msagg.pipeline.config import resolve
+from msagg.stages import pretrain
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ESC10 = SHARED / "esc10"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stages.runfolder import OMIT_DEFAULT, OMIT_NONE, RunConflictError, RunFolder, config_dict, config_hash, read_config
+from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RunConflictError, RunFolder, config_dict, config_hash, read_config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,9 @@
-"""data.segments: non-overlapping segments, short tracks padded to one, remainders dropped or covered."""
+"""msagg.data.segments: non-overlapping segments, short tracks padded to one, remainders dropped or covered."""
 
 import numpy as np
 import pytest
 
-from data.segments import num_segments, segment, segment_starts
+from msagg.data.segments import num_segments, segment, segment_starts
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from data import splits
+from msagg.data import splits
 
 
 def _classes(counts, seed=0):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import signal, stats
 
-from data import synth
-from data.errors import ConfigError, MsaggError
+from msagg.data.synth import music as synth
+from msagg.data.errors import ConfigError, MsaggError
 
 SR = 8000  # low rate keeps the rendering tests fast
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])  # Krumhansl

@@ -10,14 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from data import adapters, soundfont, synth_gm
-from data.adapters import AdapterOptions
-from data.cache import AudioCache
-from data.errors import ConfigError, MsaggError
-from data.soundfont import SoundFontError
-from data.synth import SynthSourceError
-from stages import prepare
-from stages.runfolder import RunConflictError
+from msagg.data import adapters
+from msagg.data.synth import soundfont, gm as synth_gm
+from msagg.data.adapters import AdapterOptions
+from msagg.data.formats.cache import AudioCache
+from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.synth.soundfont import SoundFontError
+from msagg.data.synth.music import SynthSourceError
+from msagg.stages import prepare
+from msagg.stages.runs.folder import RunConflictError
 
 SR = 8000  # low rate keeps the rendering tests fast
 HAVE_TINYSOUNDFONT = importlib.util.find_spec("tinysoundfont") is not None

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data import synth_instruments
+from msagg.data.synth import instruments as synth_instruments
 
 SR = 8000
 

@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from stages import plots, training_log
+from msagg.stages.songs import plots
+from msagg.stages.training import log as training_log
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -71,7 +72,7 @@ def test_curves_show_what_the_history_says(tmp_path):
 def test_a_figure_that_cannot_be_drawn_is_logged_not_raised(tmp_path, caplog):
     target = tmp_path / "curves.png"
     target.mkdir()  # a folder where the figure should go: the rename onto it fails
-    with caplog.at_level(logging.WARNING, logger="stages.training_log"):
+    with caplog.at_level(logging.WARNING, logger="msagg.stages.training.log"):
         training_log.draw_curves(target, history(2), "roc_auc", "t")
     assert target.is_dir() and not list(tmp_path.glob(".*.tmp-*"))
     assert "could not draw" in caplog.text and "curves.png" in caplog.text

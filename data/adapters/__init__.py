@@ -13,7 +13,7 @@ split):
 - ``synth-tags``: ``synth<seed>-<index:05d>``; ``SYNTH_TAGS`` (tags, grouped by level:
   ``label_groups``); stratified. ``synth-genre``: the same with corpus seed
   ``seed + GENRE_SEED_OFFSET``; ``SYNTH_GENRES`` (classes). Unless given: 300 tracks of 10-30 s, seed 0. (synthetic.py)
-- ``synth-gm-tags`` / ``synth-gm-genre``: the same for ``data.synth_gm`` (ids ``synthgm<seed>-<index:05d>``,
+- ``synth-gm-tags`` / ``synth-gm-genre``: the same for ``msagg.data.synth.gm`` (ids ``synthgm<seed>-<index:05d>``,
   ``SYNTH_GM_TAGS`` grouped by level / ``SYNTH_GM_GENRES``), rendered through the SoundFont of the
   ``soundfont`` option (default: pretty_midi's TimGM6mb.sf2); ``pin_options`` gives its sha256. (synthetic.py)
 - ``folder``: ``<class folder>/<file path in it without extension>``; class = sub-folder name
@@ -26,7 +26,7 @@ split):
   path as written) and ``split`` (train / valid|val|validation|dev / test). Tags when a row has
   several labels or 0/1 columns are used, else classes. Tab-separated when the file ends in .tsv
   or its header has more tabs than commas. A path that does not exist as written is read in
-  ``data.tracklist.escape_name``'s form (how msagg writes names: ``caf\\xe9.ogg`` for a name
+  ``msagg.data.tracklist.escape_name``'s form (how msagg writes names: ``caf\\xe9.ogg`` for a name
   whose bytes are not UTF-8), so a CSV can name any file. (tables.py)
 - ``mtat``: root holding ``annotations_final.csv`` and folders ``0``..``f``; id = ``clip_id``;
   the 50 tags of ``data/splits/mtat/top50_tags.txt`` (tags); the committed split. (published.py)
@@ -51,13 +51,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish
-from data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN
-from data.adapters.options import GENERATED_ONLY, AdapterOptions
-from data.adapters.published import GTZAN, GTZAN_FOLDERS, GTZAN_GENRES, MTAT
-from data.adapters.synthetic import GENRE_SEED_OFFSET, SYNTH_GENRE, SYNTH_GM_GENRE, SYNTH_GM_TAGS, SYNTH_TAGS
-from data.adapters.tables import CSV, CSV_CLASSES, CSV_TAGS
-from data.tracklist import TrackList
+from msagg.data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish
+from msagg.data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN
+from msagg.data.adapters.options import GENERATED_ONLY, AdapterOptions
+from msagg.data.adapters.published import GTZAN, GTZAN_FOLDERS, GTZAN_GENRES, MTAT
+from msagg.data.adapters.synthetic import GENRE_SEED_OFFSET, SYNTH_GENRE, SYNTH_GM_GENRE, SYNTH_GM_TAGS, SYNTH_TAGS
+from msagg.data.adapters.tables import CSV, CSV_CLASSES, CSV_TAGS
+from msagg.data.tracklist import TrackList
 
 __all__ = [
     "ADAPTERS", "AUDIO_EXTENSIONS", "Adapter", "AdapterOptions", "DatasetError", "ESC10_FOLD_PATTERN", "FSDD_PATTERN",

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from data import splits as splits_mod
-from data.adapters.options import AdapterOptions
-from data.errors import MsaggError
-from data.tracklist import TrackList, escape_name
+from msagg.data import splits as splits_mod
+from msagg.data.adapters.options import AdapterOptions
+from msagg.data.errors import MsaggError
+from msagg.data.tracklist import TrackList, escape_name
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import os
 import re
 from pathlib import Path
 
-from data.adapters.common import (
+from msagg.data.adapters.common import (
     AUDIO_EXTENSIONS, Adapter, Listing, Problems, duplicates, is_audio, one_hot, source_dir,
 )  # fmt: skip
-from data.adapters.options import AdapterOptions
-from data.tracklist import escape_name
+from msagg.data.adapters.options import AdapterOptions
+from msagg.data.tracklist import escape_name
 
 logger = logging.getLogger(__name__)
 

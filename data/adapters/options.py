@@ -1,6 +1,6 @@
 """The adapters' options: one frozen dataclass (help texts in the field metadata) and their one check.
 
-``AdapterOptions`` is the only place an adapter option is spelled: ``stages.prepare.Config``
+``AdapterOptions`` is the only place an adapter option is spelled: ``msagg.stages.prepare.Config``
 inherits it (so config files and ``--set`` use the same keys), ``make_tracklist`` takes it, and
 the CLI makes one option per field from the field's ``metadata["help"]``. ``problems`` is the only
 place their values and how they combine (folds, fold, fold_from_name, split, and the dataset's own
@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only for the type hints: common imports this module
-    from data.adapters.common import Adapter
+    from msagg.data.adapters.common import Adapter
 
 SPLIT_KINDS = ("official", "random")
 FOLD_VALID = ("next", "slice")

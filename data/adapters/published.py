@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data import splits as splits_mod
-from data.adapters.common import Adapter, Listing, Problems, existing, one_hot, source_dir
-from data.adapters.options import AdapterOptions
-from data.tracklist import SPLITS, escape_name
+from msagg.data import splits as splits_mod
+from msagg.data.adapters.common import Adapter, Listing, Problems, existing, one_hot, source_dir
+from msagg.data.adapters.options import AdapterOptions
+from msagg.data.tracklist import SPLITS, escape_name
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The generated datasets: synth-tags and synth-genre (``data.synth``), synth-gm-tags and synth-gm-genre
-(``data.synth_gm``, rendered through a General MIDI SoundFont), listed without rendering any audio."""
+"""The generated datasets: synth-tags and synth-genre (``msagg.data.synth.music``), synth-gm-tags and synth-gm-genre
+(``msagg.data.synth.gm``, rendered through a General MIDI SoundFont), listed without rendering any audio."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from data.adapters.common import Adapter, DatasetError, Listing, Problems
-from data.adapters.options import AdapterOptions
+from msagg.data.adapters.common import Adapter, DatasetError, Listing, Problems
+from msagg.data.adapters.options import AdapterOptions
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ CORPUS_DEFAULTS = {"num_tracks": 300, "seed": 0, "min_sec": 10.0, "max_sec": 30.
 def _corpus(name: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
     """The module that describes the corpus of ``name``, its tags and its genres (imported on use)."""
     if name.startswith("synth-gm-"):
-        from data import synth_gm
+        from msagg.data.synth import gm as synth_gm
 
         return synth_gm, synth_gm.SYNTH_GM_TAGS, synth_gm.SYNTH_GM_GENRES
-    from data import synth
+    from msagg.data.synth import music as synth
 
     return synth, synth.SYNTH_TAGS, synth.SYNTH_GENRES
 
@@ -43,7 +43,7 @@ def _list_synth(name: str, genre: bool, source, opts: AdapterOptions, problems: 
     extra: dict[str, Any] = {}
     named: dict[str, Any] = {}
     if gm:
-        from data import soundfont
+        from msagg.data.synth import soundfont
 
         chosen = _soundfont(opts)  # the file and the renderer are checked before anything is listed
         extra = {"soundfont": chosen.path, "soundfont_sha256": chosen.sha256,
@@ -93,7 +93,7 @@ def _soundfont(opts: AdapterOptions):
             when tinysoundfont is missing (saying how to install it), or for a file whose sha256 is
             not ``soundfont_sha256``; one line naming the file.
     """
-    from data import soundfont
+    from msagg.data.synth import soundfont
 
     chosen = soundfont.resolve(opts.soundfont)
     soundfont.renderer()
@@ -112,13 +112,13 @@ def _pin_soundfont(opts: AdapterOptions) -> dict[str, str]:
 
 
 def _tag_levels() -> dict[str, str]:
-    from data import synth
+    from msagg.data.synth import music as synth
 
     return dict(synth.TAG_LEVELS)
 
 
 def _gm_tag_levels() -> dict[str, str]:
-    from data import synth_gm
+    from msagg.data.synth import gm as synth_gm
 
     return dict(synth_gm.TAG_LEVELS)
 

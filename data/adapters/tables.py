@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.adapters.common import Adapter, Listing, Problems, duplicates, existing
-from data.adapters.options import AdapterOptions
-from data.tracklist import escape_name, unescape_name
+from msagg.data.adapters.common import Adapter, Listing, Problems, duplicates, existing
+from msagg.data.adapters.options import AdapterOptions
+from msagg.data.tracklist import escape_name, unescape_name
 
 CSV_RESERVED = ("path", "id", "track_id", "split", "labels", "genre")
 SPLIT_ALIASES = {

@@ -4,9 +4,9 @@ Usage: python bad_files.py WORKDIR"""
 import csv, io, os, sys
 from pathlib import Path
 import numpy as np, soundfile as sf
-from data.cache import AudioCache
-from data.tracklist import escape_name
-from stages import prepare
+from msagg.data.formats.cache import AudioCache
+from msagg.data.tracklist import escape_name
+from msagg.stages import prepare
 
 def main():
     global root, rng

@@ -3,10 +3,10 @@ without it, alternated in one process (3 rounds). Usage: python checksum_cost.py
 import sys, time, shutil
 from pathlib import Path
 import numpy as np
-from data import cache_writer
-from data.cache import AudioCache
-from data.tracklist import TrackList
-from stages.crops import CropSequence
+from msagg.data.formats import cache_writer
+from msagg.data.formats.cache import AudioCache
+from msagg.data.tracklist import TrackList
+from msagg.stages.training.crops import CropSequence
 
 tmp = Path(sys.argv[1]); tmp.mkdir(parents=True, exist_ok=True)
 n, sec, rate = 120, 20, 22050

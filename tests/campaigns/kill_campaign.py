@@ -13,7 +13,7 @@ import h5py, numpy as np
 
 work = Path(sys.argv[1]); kills = int(sys.argv[2]); rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
 work.mkdir(parents=True, exist_ok=True)
-PY = [sys.executable, "-m", "pipeline"]
+PY = [sys.executable, "-m", "msagg"]
 def cmd(stage, out, up):
     if stage == "prepare":
         return PY + ["prepare", "--dataset", "synth-tags", "--preset", "tiny", "--out", str(out)]

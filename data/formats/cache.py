@@ -1,0 +1,598 @@
+"""The audio cache: every track of a dataset as int16 at the model rate, with labels and split.
+
+This docstring is the one place the layout is documented (docs/DESIGN.md mirrors it).
+
+Schema version 2 (written since the sharded cache): a folder, ``<prepare run>/cache/``::
+
+    cache/index.h5      the tables, and where each track's samples lie
+    cache/shard-00000.h5, shard-00001.h5, ...    the samples, about ``shard_mb`` each
+    cache/plan.json     how the listing was cut into shards (read by a resumed prepare)
+
+``index.h5``::
+
+    attrs  schema_version=2, sample_rate, task, dataset, split_info (JSON), config_hash,
+           audio_config_hash (config_hash of the run that decoded the shards: config_hash
+           itself, or the audio store's for a linked cache), linked (bool)
+    /track_ids    str (num_tracks,)           in listing order: track i of the cache is row i
+    /sources      str (num_tracks,)
+    /labels       uint8 (num_tracks, num_labels)
+    /label_names  str (num_labels,)
+    /split        str (num_tracks,)           train / valid / test
+    /skipped      str (num_skipped, 2)        source, reason
+    /shard        int64 (num_tracks,)         the shard holding each track
+    /offsets      int64 (num_tracks,)         where the track starts in that shard's /audio
+    /lengths      int64 (num_tracks,)         its number of samples
+    /shards/file          str (num_shards,)   the shard's path relative to index.h5's folder
+    /shards/num_samples   int64 (num_shards,) length of its /audio
+    /shards/bytes         int64 (num_shards,) its file size
+    /shards/sha256        str (num_shards,)   sha256 of its /audio (int16 little-endian bytes)
+
+A shard (``shard-NNNNN.h5``, written by one worker, ``msagg.data.formats.cache_writer.write_shard``)::
+
+    attrs  schema_version=2, kind="shard", shard (its number), first (listing index of its first
+           planned track), num_planned, plan_id, sample_rate, sha256 (of /audio)
+    /audio           int16 (num_samples,)     its decoded tracks, concatenated
+    /rows            int64 (num_kept,)        listing index of each decoded track, ascending
+    /lengths         int64 (num_kept,)
+    /failed_rows     int64 (num_failed,)      listing index of each track that failed
+    /failed_reasons  str (num_failed,)
+
+Shards hold consecutive tracks of the listing, so row ranges of the cache map onto shards
+(``AudioCache.shards``). The reader checks at open that every shard holding tracks exists with
+the recorded size, and when it first reads a shard that its sha256 attribute and length are the
+recorded ones: a missing or replaced shard raises ``CacheError`` naming the shard and its tracks.
+
+A *linked* cache (``write_linked_cache``; ``msagg prepare --audio-from RUN``, crossval's folds)
+is an ``index.h5`` alone: its own tables, and shard entries that point into the audio store's
+cache folder by relative path (``../../audio/cache/shard-00000.h5``), so that run folders moved
+together keep working; ``linked`` is true and ``audio_config_hash`` is the store's. A store of
+schema 1 is one shard (its ``cache.h5``, sha256 "": checked by config_hash and length instead).
+
+Schema version 1 (msagg before the sharded cache; still read, never written): one file
+``<prepare run>/cache.h5``::
+
+    attrs  schema_version=1, sample_rate, task, dataset, split_info (JSON), config_hash
+    /audio /offsets /lengths /track_ids /sources /labels /label_names /split /skipped
+           (as above; /offsets into the one /audio of all tracks concatenated)
+
+and its linked form: ``/audio`` an HDF5 external link to another cache's ``/audio``, by the path
+from this file's folder, with attrs ``audio_config_hash`` and ``audio_num_samples`` pinning it.
+Such a cache reads as one shard.
+
+Integrity: the numeric datasets of every file carry HDF5's per-chunk Fletcher-32 checksum,
+verified on every read: a damaged chunk raises ``CacheError`` naming the shard and the tracks
+whose samples lie in it. Schema-1 caches written before the checksum existed read unverified.
+The writers (``msagg.data.formats.cache_writer``) stream through ``msagg.data.atomic.CheckedFile`` under a temporary
+name: a failed write (a full disk) raises ``WriteError`` at once and leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from msagg.data.errors import MsaggError
+from msagg.data.integrity import damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem
+from msagg.data.runs import run_folder
+from msagg.data.tracklist import SPLITS
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
+"""Versions the reader takes (1: the single-file cache of older msagg)."""
+INT16_SCALE = 32767
+"""float -> int16: clip to [-1, 1] and multiply by this (so +1.0 fits)."""
+READ_SCALE = 32768
+"""int16 -> float: divide by this (so every value lies in [-1, 1))."""
+CHUNK_SAMPLES = 1 << 16
+"""HDF5 chunk of /audio (128 KiB): small enough that a random crop reads little beyond itself."""
+MAX_OPEN_SHARDS = 64
+"""Shard files a reader keeps open at once (the least recently used one is closed first)."""
+
+DIR_NAME = "cache"
+"""The audio cache's folder in a prepare run folder."""
+INDEX_NAME = "index.h5"
+PLAN_NAME = "plan.json"
+LEGACY_FILE_NAME = "cache.h5"
+"""The schema-1 cache's name in a prepare run folder."""
+
+_STR = h5py.string_dtype("utf-8")
+_TABLES = ("track_ids", "sources", "labels", "label_names", "split", "skipped", "offsets", "lengths")
+_ATTRS = ("schema_version", "sample_rate", "task", "dataset", "split_info", "config_hash")
+_V2_TABLES = ("shard", "shards/file", "shards/num_samples", "shards/bytes", "shards/sha256")
+_V2_ATTRS = ("audio_config_hash", "linked")
+_LINK_ATTRS = ("audio_config_hash", "audio_num_samples")
+"""Attributes of a schema-1 linked cache only (its /audio an external link)."""
+
+
+class CacheError(MsaggError):
+    """An audio cache that cannot be read; the message names the file and the reason."""
+
+
+def to_int16(wave: np.ndarray) -> np.ndarray:
+    """Quantises a float waveform for the cache.
+
+    Args:
+        wave: float (num_samples,), nominally in [-1, 1]; louder samples are clipped.
+
+    Returns:
+        int16 (num_samples,): ``round(clip(wave, -1, 1) * 32767)``.
+
+    Raises:
+        ValueError: If the waveform holds NaN or infinity.
+    """
+    wave = np.asarray(wave)
+    if wave.dtype == np.int16:
+        return wave
+    if not np.isfinite(wave).all():
+        raise ValueError("waveform holds non-finite samples (NaN or infinity)")
+    return np.round(np.clip(wave, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
+
+
+def cache_file(path: str | os.PathLike) -> Path:
+    """The file ``AudioCache`` opens for ``path``.
+
+    Args:
+        path: A prepare run folder, its ``cache/`` folder, the ``index.h5`` in it, or a
+            schema-1 ``cache.h5`` (or a prepare run folder holding one).
+
+    Returns:
+        ``path`` when it is a file (or names none that exists); else ``cache/index.h5`` of the
+        folder, or its ``cache.h5`` when it holds only that.
+    """
+    path = Path(path)
+    if path.is_file() or not path.is_dir():
+        return path
+    for inside in (path / INDEX_NAME, path / DIR_NAME / INDEX_NAME, path / LEGACY_FILE_NAME):
+        if inside.is_file():
+            return inside
+    # Nothing finished there: name the index it would hold (a cache folder's, else a run folder's).
+    if path.name == DIR_NAME and not (path / DIR_NAME).is_dir() and not (path / "config.json").exists():
+        return path / INDEX_NAME
+    return path / DIR_NAME / INDEX_NAME
+
+
+def cache_run_folder(path: str | os.PathLike) -> Path:
+    """The prepare run folder of a cache given as ``cache_file`` takes it (the folder that holds ``DONE``)."""
+    path = Path(path)
+    if not path.exists():
+        return run_folder(path)
+    file = cache_file(path)
+    if file.name == INDEX_NAME and file.parent.name == DIR_NAME:
+        return file.parent.parent
+    return file.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRange:
+    """Rows ``[first, end)`` of a cache, whose samples all lie in one shard file.
+
+    Attributes:
+        shard: The shard's number in the cache's shard table.
+        path: Its file.
+        first, end: Row range in cache order.
+    """
+
+    shard: int
+    path: Path
+    first: int
+    end: int
+
+
+class AudioCache:
+    """Reads an audio cache (schema 2, sharded, or schema 1); waveforms are read on demand.
+
+    The tables are read at open; each shard file is opened the first time one of its tracks is
+    read, and stays open (at most ``MAX_OPEN_SHARDS`` at once). Use as a context manager (or call
+    ``close``). Pickling a reader pickles its path, and the copy opens the cache again (no shard
+    open), so it can be handed to worker processes. Safe to share between threads.
+
+    Args:
+        path: A prepare run folder, its ``cache/`` folder or ``index.h5``, or a schema-1
+            ``cache.h5`` (``cache_file``).
+
+    Attributes:
+        path: The file opened: ``cache/index.h5``, or a schema-1 ``cache.h5``.
+        schema_version: 2, or 1.
+        sample_rate: Hz.
+        task: "tags" or "classes".
+        dataset: Dataset name.
+        split_info: How the split was made (dict).
+        config_hash: Hash of the prepare config that made the cache.
+        label_names: list[str] (num_labels).
+        track_ids, sources: np str arrays (num_tracks,).
+        labels: uint8 (num_tracks, num_labels).
+        split: np str array (num_tracks,).
+        shard_of: int64 (num_tracks,), the shard holding each track (0 for schema 1).
+        offsets, lengths: int64 (num_tracks,), samples: where each track starts in its shard.
+        skipped: list of (source, reason) left out when the cache was made.
+        linked: Whether the samples lie in another prepare run's cache (the audio store).
+        shard_files: list[Path], the files holding the samples (schema 1: the cache itself, or
+            the store its /audio links to).
+        shard_num_samples, shard_bytes: int64 (num_shards,), their /audio lengths and file sizes.
+        shard_sha256: list[str], sha256 of each /audio ("" where unknown: a schema-1 file).
+        audio_store: Where the samples lie: the folder of the shards (schema 2), or the file.
+        audio_config_hash: config_hash of the run that decoded the samples.
+        audio_num_samples: Samples of all shards together.
+
+    Raises:
+        CacheError: If the file is missing, is not a readable HDF5 file, has an unknown
+            ``schema_version`` (or one that is not an integer), lacks part of the layout, or a
+            table fails its checksum; if a shard holding tracks is missing or has another size;
+            for a schema-1 linked cache, if its audio store is missing, unreadable or was
+            replaced. Messages name the cache and the shard or store.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = cache_file(path)
+        self._closed = False
+        self._lock = threading.RLock()
+        self._open: collections.OrderedDict[int, tuple[h5py.File | None, h5py.Dataset]] = collections.OrderedDict()
+        self._keep: list[h5py.File] = []
+        if not self.path.is_file():
+            raise CacheError(f"{self.path}: no such audio cache (run `msagg prepare` first)")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise CacheError(f"{self.path}: not a readable HDF5 audio cache ({_first_line(err)})") from None
+        try:
+            self._read_metadata(f)
+            if self.schema_version == 1:
+                self._keep.append(f)
+                self._open[0] = (None, self._open_v1_audio(f))
+            else:
+                f.close()
+                self._check_shard_files()
+        except BaseException:
+            f.close()
+            self.close()
+            raise
+
+    # --- reading the tables --------------------------------------------------------------------
+
+    def _read_metadata(self, f: h5py.File) -> None:
+        version = f.attrs.get("schema_version")
+        if version is None:
+            raise CacheError(f"{self.path}: not an audio cache (no schema_version attribute)")
+        if f.attrs.get("kind") == "shard":
+            raise CacheError(f"{self.path}: a shard of an audio cache, not the cache; give its folder "
+                             f"({self.path.parent}) or the prepare run folder")
+        problems = [schema_version_problem(version, v) for v in SCHEMA_VERSIONS]
+        if all(problems):
+            raise CacheError(f"{self.path}: audio cache {problems[-1]} is not supported (this msagg reads schema "
+                             f"versions {', '.join(map(str, SCHEMA_VERSIONS))}, integers); prepare the dataset again")
+        self.schema_version = int(version)
+        v2 = self.schema_version == 2
+        # A schema-1 /audio is checked as a link: an external one to a missing file is reported later.
+        names = _TABLES + (_V2_TABLES if v2 else ("audio",))
+        missing = [f"/{name}" for name in names if f.get(name, getlink=True) is None] + [
+            f"attribute {name}" for name in _ATTRS + (_V2_ATTRS if v2 else ()) if name not in f.attrs]
+        if missing:
+            raise CacheError(f"{self.path}: incomplete audio cache, missing {', '.join(missing)}")
+        self.sample_rate = int(f.attrs["sample_rate"])
+        self.task = str(f.attrs["task"])
+        self.dataset = str(f.attrs["dataset"])
+        self.split_info = json.loads(f.attrs["split_info"])
+        self.config_hash = str(f.attrs["config_hash"])
+
+        def read(name: str, text: bool = False) -> np.ndarray:
+            try:
+                return f[name].asstr()[()] if text else f[name][()]
+            except OSError as err:
+                raise CacheError(f"{self.path}: damaged audio cache: /{name} {describe_read_error(err)}; "
+                                 f"prepare the dataset again") from None
+
+        self.label_names = [str(s) for s in read("label_names", True)]
+        self.track_ids = np.asarray(read("track_ids", True), dtype=str)
+        self.sources = np.asarray(read("sources", True), dtype=str)
+        self.labels = np.asarray(read("labels"), dtype=np.uint8)
+        self.split = np.asarray(read("split", True), dtype=str)
+        self.offsets = np.asarray(read("offsets"), dtype=np.int64)
+        self.lengths = np.asarray(read("lengths"), dtype=np.int64)
+        self.skipped = [(str(a), str(b)) for a, b in read("skipped", True).reshape(-1, 2)]
+        n = self.offsets.shape[0]
+        shapes = {"lengths": self.lengths.shape[0], "track_ids": self.track_ids.shape[0],
+                  "sources": self.sources.shape[0], "labels": self.labels.shape[0], "split": self.split.shape[0]}
+        if v2:
+            self.shard_of = np.asarray(read("shard"), dtype=np.int64)
+            shapes["shard"] = self.shard_of.shape[0]
+        else:
+            self.shard_of = np.zeros(n, dtype=np.int64)
+        bad = {k: v for k, v in shapes.items() if v != n}
+        if bad or self.labels.shape[1:] != (len(self.label_names),):
+            raise CacheError(f"{self.path}: inconsistent audio cache: {n} offsets but {bad or shapes}, "
+                             f"labels {self.labels.shape} for {len(self.label_names)} label names")
+        if not v2:
+            return
+        files = [str(s) for s in read("shards/file", True)]
+        self.shard_num_samples = np.asarray(read("shards/num_samples"), dtype=np.int64)
+        self.shard_bytes = np.asarray(read("shards/bytes"), dtype=np.int64)
+        self.shard_sha256 = [str(s) for s in read("shards/sha256", True)]
+        if not len(files) == len(self.shard_num_samples) == len(self.shard_bytes) == len(self.shard_sha256):
+            raise CacheError(f"{self.path}: inconsistent audio cache: the tables of /shards differ in length")
+        # Joined to the index's folder lexically, as the writer made them (never the working directory).
+        self.shard_files = [Path(os.path.normpath(self.path.parent / name)) for name in files]
+        end = self.offsets + self.lengths
+        if n and (self.shard_of.min() < 0 or self.shard_of.max() >= len(files) or self.offsets.min() < 0
+                  or (end > self.shard_num_samples[np.clip(self.shard_of, 0, max(len(files) - 1, 0))]).any()):
+            raise CacheError(f"{self.path}: inconsistent audio cache: tracks lie outside their shards")
+        self.linked = bool(f.attrs["linked"])
+        self.audio_config_hash = str(f.attrs["audio_config_hash"])
+        self.audio_num_samples = int(self.shard_num_samples.sum())
+        parents = {p.parent for p in self.shard_files}
+        if len(files) == 1 and not self.shard_sha256[0]:  # linked to a schema-1 cache: the file
+            self.audio_store = self.shard_files[0]
+        else:
+            self.audio_store = parents.pop() if len(parents) == 1 else self.path.parent
+
+    def _open_v1_audio(self, f: h5py.File) -> h5py.Dataset:
+        """A schema-1 /audio: this file's, or the one its external link names (opened here)."""
+        link = f.get("audio", getlink=True)
+        self.linked = isinstance(link, h5py.ExternalLink)
+        if not self.linked:
+            audio = f["audio"]
+            self._v1_shard(self.path, self.config_hash, int(audio.shape[0]))
+            return audio
+        store = Path(os.path.normpath(self.path.parent / link.filename))
+        missing = [name for name in _LINK_ATTRS if name not in f.attrs]
+        if missing:
+            raise CacheError(f"{self.path}: incomplete audio cache, /audio links to {store} but attribute "
+                             f"{', '.join(missing)} is missing")
+        expected = (str(f.attrs["audio_config_hash"]), int(f.attrs["audio_num_samples"]))
+        if not store.is_file():
+            raise CacheError(f"{self.path}: its audio lies in {store}, which is missing (move prepare run folders "
+                             "together, or prepare the dataset again)")
+        try:
+            handle = h5py.File(store, "r")
+        except OSError as err:
+            raise CacheError(f"{self.path}: its audio lies in {store}, which is not a readable HDF5 file "
+                             f"({_first_line(err)})") from None
+        self._keep.append(handle)
+        audio = handle.get(link.path)
+        if not isinstance(audio, h5py.Dataset) or audio.ndim != 1 or audio.dtype != np.int16:
+            raise CacheError(f"{self.path}: its audio lies in {store}, which holds no int16 {link.path}")
+        found = (str(handle.attrs.get("config_hash", "")), int(audio.shape[0]))
+        if found != expected:
+            raise CacheError(f"{self.path}: its audio store {store} was replaced (config hash {found[0]}, "
+                             f"{found[1]} samples; expected {expected[0]}, {expected[1]}); prepare the dataset again")
+        self._v1_shard(store, *found)
+        end = self.offsets + self.lengths
+        if self.num_tracks and (self.offsets.min() < 0 or end.max() > self.audio_num_samples):
+            raise CacheError(f"{self.path}: tracks lie outside the {self.audio_num_samples} samples of its audio "
+                             f"store {store}; prepare the dataset again")
+        return audio
+
+    def _v1_shard(self, file: Path, config_hash: str, num_samples: int) -> None:
+        """A schema-1 cache as a table of one shard: the file holding /audio."""
+        self.shard_files = [file]
+        self.shard_num_samples = np.array([num_samples], dtype=np.int64)
+        self.shard_bytes = np.array([file.stat().st_size], dtype=np.int64)
+        self.shard_sha256 = [""]
+        self.audio_store = file
+        self.audio_config_hash = config_hash
+        self.audio_num_samples = num_samples
+
+    # --- shards --------------------------------------------------------------------------------
+
+    def _shard_error(self, shard: int, problem: str) -> CacheError:
+        """One line naming the cache, the shard, what is wrong and the tracks it holds."""
+        path = self.shard_files[shard]
+        tracks = name_some(self.track_ids[self.shard_of == shard])
+        if self.linked:
+            return CacheError(f"{self.path}: its audio lies in {path}, which {problem} (tracks {tracks}; move "
+                              "prepare run folders together, or prepare the dataset again)")
+        return CacheError(f"{self.path}: audio shard {path} {problem} (tracks {tracks}); prepare the dataset again")
+
+    def _check_shard_files(self) -> None:
+        """Every shard holding tracks of this cache exists with the size the index records."""
+        for shard in np.unique(self.shard_of).tolist():
+            try:
+                size = self.shard_files[shard].stat().st_size
+            except FileNotFoundError:
+                raise self._shard_error(shard, "is missing") from None
+            except OSError as err:
+                raise self._shard_error(shard, f"cannot be read ({err.strerror or err})") from None
+            if size != self.shard_bytes[shard]:
+                raise self._shard_error(shard, f"was replaced ({size} bytes; expected {self.shard_bytes[shard]})")
+
+    def _open_shard(self, shard: int) -> tuple[h5py.File, h5py.Dataset]:
+        """Opens a schema-2 shard file, checking that it is the one the index records."""
+        path = self.shard_files[shard]
+        if not path.is_file():
+            raise self._shard_error(shard, "is missing")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as err:
+            raise self._shard_error(shard, f"is not a readable HDF5 file ({_first_line(err)})") from None
+        try:
+            audio = f.get("audio")
+            expected = self.shard_sha256[shard]
+            if expected:
+                found = str(f.attrs.get("sha256", ""))
+            else:  # a schema-1 audio store: its config hash stands for its identity
+                found, expected = str(f.attrs.get("config_hash", "")), self.audio_config_hash
+            if not isinstance(audio, h5py.Dataset) or audio.ndim != 1 or audio.dtype != np.int16:
+                raise self._shard_error(shard, "holds no int16 /audio")
+            if found != expected or audio.shape[0] != self.shard_num_samples[shard]:
+                raise self._shard_error(shard, f"was replaced (sha256 or hash {found[:16] or '-'}, {audio.shape[0]} "
+                                               f"samples; expected {expected[:16]}, {self.shard_num_samples[shard]})")
+        except BaseException:
+            f.close()
+            raise
+        return f, audio
+
+    def _audio(self, shard: int) -> h5py.Dataset:
+        """The /audio of a shard, opened on first use (call with ``_lock`` held)."""
+        entry = self._open.get(shard)
+        if entry is not None:
+            self._open.move_to_end(shard)
+            return entry[1]
+        f, audio = self._open_shard(shard)
+        self._open[shard] = (f, audio)
+        while len(self._open) > MAX_OPEN_SHARDS:
+            _, (old, _) = self._open.popitem(last=False)
+            if old is not None:
+                old.close()
+        return audio
+
+    @property
+    def shards(self) -> list[ShardRange]:
+        """The cache's rows cut where the shard changes, in cache order: each range lies in one file.
+
+        A decoded cache gives one range per shard that holds tracks (shards hold consecutive
+        tracks); a schema-1 cache gives one range of every row. A distributed reader can take the
+        ranges one by one, each reading a single file.
+        """
+        n = self.num_tracks
+        if n == 0:
+            return []
+        cuts = (np.flatnonzero(np.diff(self.shard_of)) + 1).tolist()
+        return [ShardRange(int(self.shard_of[a]), self.shard_files[int(self.shard_of[a])], a, b)
+                for a, b in zip([0, *cuts], [*cuts, n])]
+
+    # --- tracks --------------------------------------------------------------------------------
+
+    @property
+    def num_tracks(self) -> int:
+        """Number of tracks."""
+        return int(self.offsets.shape[0])
+
+    @property
+    def num_labels(self) -> int:
+        """Number of labels (columns of ``labels``)."""
+        return len(self.label_names)
+
+    @property
+    def total_samples(self) -> int:
+        """Samples of all tracks together."""
+        return int(self.lengths.sum())
+
+    def __len__(self) -> int:
+        return self.num_tracks
+
+    def indices(self, split: str) -> np.ndarray:
+        """Track indices of one split.
+
+        Args:
+            split: "train", "valid" or "test".
+
+        Returns:
+            int64 (num_tracks_in_split,), ascending.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        return np.flatnonzero(self.split == split).astype(np.int64)
+
+    def _check_index(self, i: int) -> int:
+        if self._closed:
+            raise ValueError(f"{self.path}: the audio cache is closed")
+        i = int(i)
+        if not 0 <= i < self.num_tracks:
+            raise IndexError(f"{self.path}: track index {i} out of range (0..{self.num_tracks - 1})")
+        return i
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether the /audio of every shard carries Fletcher-32 checksums (False for old schema-1 caches)."""
+        with self._lock:
+            return all(bool(self._audio(s).fletcher32) for s in np.unique(self.shard_of).tolist())
+
+    def _samples(self, i: int, start: int, stop: int) -> np.ndarray:
+        """int16 samples ``[start, stop)`` of track ``i``; ``CacheError`` naming the tracks of a damaged chunk."""
+        shard = int(self.shard_of[i])
+        base = int(self.offsets[i])
+        with self._lock:
+            audio = self._audio(shard)
+            try:
+                return audio[base + start : base + stop]
+            except OSError as err:
+                ranges = damaged_ranges(audio, base + start, base + stop)
+                why = describe_read_error(err)
+        hit = np.zeros(self.num_tracks, dtype=bool)
+        for lo, hi in ranges:
+            hit |= (self.shard_of == shard) & (self.offsets < hi) & (self.offsets + self.lengths > lo)
+        if self.schema_version == 2:
+            where = f" shard {self.shard_files[shard]}"
+        else:
+            where = "" if not self.linked else f" (its audio store {self.audio_store})"
+        raise CacheError(
+            f"{self.path}: damaged audio cache{where}: samples {ranges_text(ranges)} {why}; "
+            f"tracks affected: {name_some(self.track_ids[hit])}; prepare the dataset again")
+
+    def track(self, i: int) -> np.ndarray:
+        """A whole track.
+
+        Returns:
+            float32 (lengths[i],) in [-1, 1).
+
+        Raises:
+            CacheError: If its shard is missing or was replaced, or its samples fail their checksum
+                (naming every track of the damaged chunks).
+        """
+        i = self._check_index(i)
+        return self._samples(i, 0, int(self.lengths[i])).astype(np.float32) / READ_SCALE
+
+    def crop(self, i: int, start: int, length: int) -> np.ndarray:
+        """Samples ``[start, start + length)`` of a track; what lies outside the track is zeros.
+
+        Args:
+            i: Track index.
+            start: First sample (may be negative or beyond the end: those samples are zero).
+            length: Number of samples.
+
+        Returns:
+            float32 (length,).
+
+        Raises:
+            CacheError: As ``track``.
+        """
+        i = self._check_index(i)
+        start, length = int(start), int(length)
+        if length < 0:
+            raise ValueError(f"crop length must be >= 0, got {length}")
+        out = np.zeros(length, dtype=np.float32)
+        lo, hi = max(start, 0), min(start + length, int(self.lengths[i]))
+        if hi > lo:
+            out[lo - start : hi - start] = self._samples(i, lo, hi).astype(np.float32) / READ_SCALE
+        return out
+
+    def close(self) -> None:
+        """Closes every open file (idempotent)."""
+        with self._lock:
+            self._closed = True
+            for f, _ in self._open.values():
+                if f is not None:
+                    f.close()
+            self._open.clear()
+            for f in self._keep:
+                f.close()
+            self._keep.clear()
+
+    def __enter__(self) -> "AudioCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def __repr__(self) -> str:
+        return f"AudioCache({str(self.path)!r}, dataset={self.dataset!r}, num_tracks={self.num_tracks})"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err)
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,453 @@
+"""Decoding for the prepare stage: the shard plan, ``decode_shard``, and the local process pool.
+
+The listing is cut into shards of consecutive tracks (``plan_shards``, recorded in
+``cache/plan.json`` with the listing's sha256). Each shard is decoded by one call of
+``decode_shard``, which appends its tracks one at a time to the shard's temporary file and renames
+it once complete (``msagg.data.formats.cache_writer.write_shard``): memory holds one track per worker, the disk
+holds nothing but the cache, and a killed run loses at most the shards in flight. A re-run keeps
+the finished shards of the same plan (``finished_shards``: failed tracks are recorded in their
+shard, so they are not tried again, except in strict mode) and decodes the others; a listing that
+changed starts the cache again. ``msagg.stages.prepare`` then writes ``cache/index.h5``.
+
+Engines: ``decode_all`` plans, resumes, shows progress and collects the summaries; the shards
+left to do are decoded in this process, in a spawn-context process pool (workers end themselves
+when the process that started them dies, even by SIGKILL: ``_worker_init``), or by another
+engine given as ``engine`` (``msagg.stages.engines.ray_decode``: Ray tasks) that runs the same plain function
+``decode_shard``. ``msagg.stages.prepare`` gets the summaries in shard order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from msagg.data.atomic import write_json
+from msagg.data.audio import AudioError
+from msagg.data.formats.cache import PLAN_NAME, CacheError, to_int16
+from msagg.data.formats.cache_writer import read_shard_summary, shard_file_name, write_shard
+from msagg.data.errors import MsaggError
+from msagg.data.tracklist import TrackList, escape_name, load_source, source_seconds, unescape_name
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHARD_MB = 1024.0
+MB = 1_000_000
+MIN_SHARDS = 32
+"""A corpus is cut into at least this many shards (when it has the tracks), so that every worker of
+a pool, or of a cluster, has shards to decode, and the last shards to finish are short."""
+ESTIMATE_SAMPLE = 32
+"""Tracks whose durations (read without decoding) estimate the size of a track."""
+DEFAULT_TRACK_SEC = 30.0
+"""A track's duration when none of the sampled ones can be read (the clip length of MTAT and GTZAN)."""
+PARENT_POLL_SEC = 0.5
+"""Where the kernel cannot signal a worker at its parent's death, how often the worker looks."""
+
+
+Engine = Callable[[str, "ShardPlan", list, bool, Callable[[dict], None], Callable[[int, "int | None"], None]], None]
+"""Another engine for ``decode_all`` (see there)."""
+
+
+class PrepareError(MsaggError):
+    """The prepare stage cannot go on; the message names the file or dataset and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """Which tracks go in which shard: consecutive listing indices, ``tracks_per_shard`` per shard.
+
+    Attributes:
+        num_tracks: Tracks of the listing.
+        tracks_per_shard: Tracks of every shard but the last.
+        sample_rate: Hz of the cache.
+        listing_sha256: sha256 of the listing's sources (``listing_digest``).
+        shard_mb: The size it aimed at (recorded; the plan is the two counts above).
+    """
+
+    num_tracks: int
+    tracks_per_shard: int
+    sample_rate: int
+    listing_sha256: str
+    shard_mb: float = DEFAULT_SHARD_MB
+
+    @property
+    def num_shards(self) -> int:
+        return max(1, math.ceil(self.num_tracks / self.tracks_per_shard))
+
+    def tracks(self, shard: int) -> range:
+        """Listing indices of a shard's tracks."""
+        if not 0 <= shard < self.num_shards:
+            raise IndexError(f"shard {shard} out of range (0..{self.num_shards - 1})")
+        first = shard * self.tracks_per_shard
+        return range(first, min(first + self.tracks_per_shard, self.num_tracks))
+
+    @property
+    def plan_id(self) -> str:
+        """16 hex digits naming the plan; every shard records it."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def listing_digest(tracklist: TrackList) -> str:
+    """sha256 of the listing's sources in order (the config hash does not cover the files a folder holds)."""
+    text = "\n".join(escape_name(s) for s in tracklist.sources)  # escaped names hold no newline
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def estimate_track_seconds(sources: Sequence[str]) -> float:
+    """The median duration of up to ``ESTIMATE_SAMPLE`` tracks spread evenly over the listing.
+
+    Read without decoding (``msagg.data.tracklist.source_seconds``); ``DEFAULT_TRACK_SEC`` when none
+    can be read.
+    """
+    if not sources:
+        return DEFAULT_TRACK_SEC
+    picks = np.unique(np.linspace(0, len(sources) - 1, min(len(sources), ESTIMATE_SAMPLE)).round().astype(int))
+    known = [d for d in (source_seconds(sources[i]) for i in picks) if d]
+    return float(np.median(known)) if known else DEFAULT_TRACK_SEC
+
+
+def plan_shards(tracklist: TrackList, *, sample_rate: int, shard_mb: float = DEFAULT_SHARD_MB) -> ShardPlan:
+    """Cuts the listing into shards of consecutive tracks of about ``shard_mb`` each.
+
+    Tracks per shard = ``shard_mb`` over the estimated size of a track (int16 at ``sample_rate``
+    for ``estimate_track_seconds``), but no more than a ``MIN_SHARDS``-th of the listing, and at
+    least 1. Sizes are not known before decoding, so a fixed count is the plan that is the same
+    for every worker, every machine and every resumed run; shards vary in size as tracks do.
+    """
+    n = len(tracklist)
+    track_bytes = 2 * sample_rate * estimate_track_seconds(tracklist.sources)
+    by_size = int(shard_mb * MB // max(track_bytes, 1.0))
+    per = max(1, min(by_size, math.ceil(n / MIN_SHARDS)))
+    return ShardPlan(num_tracks=n, tracks_per_shard=per, sample_rate=int(sample_rate),
+                     listing_sha256=listing_digest(tracklist), shard_mb=float(shard_mb))
+
+
+def open_cache_dir(cache_dir: Path, tracklist: TrackList, *, sample_rate: int, shard_mb: float) -> ShardPlan:
+    """Creates the cache folder with its plan, or returns the plan of the one a killed run left.
+
+    A folder whose ``plan.json`` was made for another listing (files added or removed since: the
+    shards would hold other tracks), another rate or shard size, or that cannot be read, is
+    removed and started again.
+    """
+    digest = listing_digest(tracklist)
+    plan_path = cache_dir / PLAN_NAME
+    if cache_dir.exists():
+        try:
+            plan = ShardPlan(**json.loads(plan_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            plan = None
+        if plan is not None and (plan.listing_sha256, plan.sample_rate, plan.shard_mb, plan.num_tracks) == (
+                digest, sample_rate, float(shard_mb), len(tracklist)):
+            return plan
+        logger.warning("%s: left by a run over another listing of the dataset (or another plan); decoding again",
+                       cache_dir)
+        shutil.rmtree(cache_dir)
+    plan = plan_shards(tracklist, sample_rate=sample_rate, shard_mb=shard_mb)
+    cache_dir.mkdir(parents=True)
+    write_json(plan_path, dataclasses.asdict(plan))
+    logger.info("%s: %d shards of %d tracks (about %.3g MB each)", cache_dir, plan.num_shards, plan.tracks_per_shard,
+                plan.tracks_per_shard * 2 * sample_rate * estimate_track_seconds(tracklist.sources) / MB)
+    return plan
+
+
+def finished_shards(cache_dir: Path, plan: ShardPlan, *, strict: bool = False) -> dict[int, dict]:
+    """The summaries of the shards of ``plan`` already in ``cache_dir``, by shard number.
+
+    A shard file that is not of this plan, or cannot be read, is removed (it is decoded again).
+    In strict mode so is a shard that recorded failed tracks: a strict run must fail on them
+    again, or decode them if they were fixed.
+    """
+    done = {}
+    for shard in range(plan.num_shards):
+        path = cache_dir / shard_file_name(shard)
+        if not path.exists():
+            continue
+        rows = plan.tracks(shard)
+        try:
+            summary = read_shard_summary(path)
+        except CacheError as err:
+            summary, why = None, str(err)
+        else:
+            same = (summary["plan_id"], summary["shard"], summary["first"], summary["end"]) == (
+                plan.plan_id, shard, rows.start, rows.stop)
+            why = None if same else "of another plan"
+        if why is None and strict and summary["failed"]:
+            why = "recorded failed tracks (strict mode tries them again)"
+        if why is not None:
+            logger.warning("%s: %s; decoding it again", path, why)
+            path.unlink()
+            continue
+        done[shard] = summary
+    return done
+
+
+def _decode(source: str, sample_rate: int) -> np.ndarray | str:
+    """One track as int16, or the reason it cannot be used (escaped: one line of valid UTF-8)."""
+    try:
+        wave = load_source(source, sample_rate)
+        if wave.ndim != 1 or wave.shape[0] == 0:
+            raise AudioError(source, f"decoded to an empty or malformed waveform (shape {wave.shape})")
+        return to_int16(wave)
+    except AudioError as err:
+        return escape_name(err.reason)
+    except (ValueError, OSError) as err:
+        return escape_name(str(err) or type(err).__name__)
+
+
+class _Abandoned(Exception):
+    """Ends a shard early: strict mode met a bad track, or the caller asked to stop."""
+
+
+def decode_shard(cache_dir: str | os.PathLike, plan: ShardPlan, shard: int, sources: Sequence[str], *,
+                 strict: bool = False, on_track: Callable[[int, int | None], None] | None = None,
+                 stop: Callable[[], bool] | None = None) -> dict:
+    """Decodes one shard of the plan into ``cache_dir/shard-NNNNN.h5`` (a plain function: any engine runs it).
+
+    Tracks are decoded and appended one at a time to the shard's temporary file, which is renamed
+    once every track is in; so memory holds one track, and an interrupted call leaves no shard.
+    Arguments and result pickle (and the result is JSON-ready).
+
+    Args:
+        cache_dir: The cache folder (``<run>/cache``) that ``open_cache_dir`` made.
+        plan: The plan of that folder.
+        shard: Which shard.
+        sources: The sources of ``plan.tracks(shard)``, in order (``tracklist.sources[i]``).
+        strict: Stop at the first track that cannot be decoded, writing nothing.
+        on_track: Called after each track with its listing index and number of samples (None
+            for a track that failed).
+        stop: Polled before each track; when it returns True the shard is abandoned.
+
+    Returns:
+        The summary of ``msagg.data.formats.cache_writer.write_shard`` (``shard, file, first, end, rows,
+        lengths, failed`` as [listing index, escaped reason], ``num_samples, bytes, sha256``)
+        with ``written`` True and ``seconds``; or, when nothing was written, ``written`` False
+        and ``failed`` holding the track that stopped a strict run ([] when ``stop`` did).
+
+    Raises:
+        WriteError: Naming the shard, if the disk refuses a write (nothing is left behind).
+    """
+    started = time.perf_counter()
+    rows = plan.tracks(shard)
+    if len(sources) != len(rows):
+        raise ValueError(f"shard {shard}: got {len(sources)} sources for tracks {rows.start}..{rows.stop - 1}")
+    failure: list = []
+
+    def tracks():
+        for row, source in zip(rows, sources):
+            if stop is not None and stop():
+                raise _Abandoned
+            item = _decode(source, plan.sample_rate)
+            if strict and isinstance(item, str):
+                failure.append([row, item])
+                raise _Abandoned
+            yield row, item
+
+    try:
+        summary = write_shard(Path(cache_dir) / shard_file_name(shard), tracks(), number=shard,
+                              sample_rate=plan.sample_rate, first=rows.start, num_planned=len(rows),
+                              plan_id=plan.plan_id, on_track=on_track)
+    except _Abandoned:
+        summary = {"shard": shard, "file": shard_file_name(shard), "first": rows.start, "end": rows.stop,
+                   "written": False, "failed": failure}
+    else:
+        summary["written"] = True
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def decode_all(tracklist: TrackList, cache_dir: Path, *, sample_rate: int, shard_mb: float, strict: bool,
+               workers: int, progress: bool, engine: Engine | None = None) -> tuple[list[dict], dict]:
+    """Decodes every shard of the cache folder's plan that is not finished, with the local engine or ``engine``.
+
+    Args:
+        workers: Decoding processes of the local engine (1: this process); with ``engine``, the
+            shards it decodes at once (recorded and logged only).
+        engine: Runs ``decode_shard`` elsewhere: called as ``engine(cache_dir, plan, tasks, strict,
+            finished, on_track)`` with ``tasks`` the ``(shard, sources)`` to decode; it calls
+            ``finished(summary)`` for each shard as it ends (which raises ``PrepareError`` for
+            a strict failure: the engine then stops its other shards) and ``on_track(row,
+            num_samples or None)`` for each track, when it can (``msagg.stages.engines.ray_decode``).
+
+    Returns:
+        (summaries of every shard in shard order, throughput of this run: decoded (files),
+        audio_samples, seconds, workers, num_shards, shards_decoded).
+
+    Raises:
+        PrepareError: In strict mode, naming the first file that cannot be decoded; when a worker
+            process died.
+    """
+    plan = open_cache_dir(cache_dir, tracklist, sample_rate=sample_rate, shard_mb=shard_mb)
+    done = finished_shards(cache_dir, plan, strict=strict)
+    todo = [s for s in range(plan.num_shards) if s not in done]
+    workers = min(workers, max(1, len(todo)))
+    num_todo = sum(len(plan.tracks(s)) for s in todo)
+    if done:
+        logger.info("resuming: %d of %d shards decoded earlier; %d tracks to decode", len(done), plan.num_shards,
+                    num_todo)
+    logger.info("decoding %d tracks in %d shards at %d Hz with %d worker%s", num_todo, len(todo), sample_rate,
+                workers, "" if workers == 1 else "s")
+    stats = {"decoded": 0, "audio_samples": 0, "seconds": 0.0, "workers": workers, "num_shards": plan.num_shards,
+             "shards_decoded": 0}
+    bar = tqdm(total=len(tracklist), initial=len(tracklist) - num_todo, unit="file", desc=f"prepare {tracklist.name}",
+               disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    started = time.perf_counter()
+    seen = {"samples": 0}
+
+    def on_track(row: int, num_samples: int | None) -> None:
+        bar.update(1)
+        seen["samples"] += num_samples or 0
+        elapsed = time.perf_counter() - started
+        if elapsed > 0:
+            bar.set_postfix_str(f"{seen['samples'] / sample_rate / elapsed:.0f}x realtime", refresh=False)
+
+    def finished(summary: dict) -> None:
+        if not summary["written"]:
+            if summary["failed"]:
+                row, reason = summary["failed"][0]
+                raise PrepareError(f"{escape_name(tracklist.sources[row])}: {unescape_text(reason)} "
+                                   "(strict mode; without it the file would be skipped)")
+            return
+        done[summary["shard"]] = summary
+        stats["decoded"] += len(summary["rows"])
+        stats["audio_samples"] += summary["num_samples"]
+        stats["shards_decoded"] += 1
+        for row, reason in summary["failed"]:
+            logger.warning("skipping %s: %s", escape_name(tracklist.sources[row]), reason)
+
+    tasks = [(s, [tracklist.sources[i] for i in plan.tracks(s)]) for s in todo]
+    try:
+        if engine is not None:
+            engine(str(cache_dir), plan, tasks, strict, finished, on_track)
+        elif workers == 1:
+            for shard, sources in tasks:
+                finished(decode_shard(cache_dir, plan, shard, sources, strict=strict, on_track=on_track))
+        else:
+            _decode_in_pool(str(cache_dir), plan, tasks, strict, workers, finished, on_track)
+    finally:
+        bar.close()
+        stats["seconds"] = time.perf_counter() - started
+    if stats["decoded"]:
+        audio_sec = stats["audio_samples"] / sample_rate
+        logger.info("decoded %d files (%.1f min of audio) in %.1f s: %.2f files/s, %.1f s of audio per second "
+                    "(%.1f per worker)", stats["decoded"], audio_sec / 60, stats["seconds"],
+                    stats["decoded"] / stats["seconds"], audio_sec / stats["seconds"],
+                    audio_sec / stats["seconds"] / workers)
+    return [done[s] for s in range(plan.num_shards)], stats
+
+
+def _decode_in_pool(cache_dir: str, plan: ShardPlan, tasks: list, strict: bool, workers: int, finished,
+                    on_track) -> None:
+    """One shard per task; tracks are reported through a queue as workers finish them."""
+    # spawn, not fork: the parent may hold threads (TensorFlow, h5py) that a fork would copy mid-lock.
+    context = multiprocessing.get_context("spawn")
+    events, stop = context.Queue(), context.Event()
+
+    def report():
+        for row, num_samples in iter(events.get, None):
+            on_track(row, num_samples)
+
+    reporter = threading.Thread(target=report, name="decode-progress", daemon=True)
+    reporter.start()
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                                    initargs=(os.getpid(), events, stop)) as pool:
+            pending = {pool.submit(_decode_shard_in_worker, cache_dir, plan, shard, sources, strict)
+                       for shard, sources in tasks}
+            try:
+                for future in concurrent.futures.as_completed(pending):
+                    finished(future.result())
+            except concurrent.futures.BrokenExecutor:
+                raise PrepareError(
+                    f"a decoding process died (out of memory?); finished shards are kept in {cache_dir}: "
+                    "run again to resume, perhaps with fewer workers"
+                ) from None
+            finally:
+                # Queued shards are dropped; running ones stop at their next track, leaving no file.
+                stop.set()
+                for future in pending:
+                    future.cancel()
+    finally:
+        events.put(None)
+        reporter.join(timeout=5)
+
+
+_EVENTS = None
+_STOP = None
+
+
+def _decode_shard_in_worker(cache_dir: str, plan: ShardPlan, shard: int, sources: list[str], strict: bool) -> dict:
+    events, stop = _EVENTS, _STOP
+    return decode_shard(cache_dir, plan, shard, sources, strict=strict,
+                        on_track=None if events is None else lambda row, n: events.put((row, n)),
+                        stop=None if stop is None else stop.is_set)
+
+
+def _worker_init(parent_pid: int, events=None, stop=None) -> None:
+    """Makes a decoding worker end when the process that started it dies, however it dies.
+
+    A pool's workers wait on a queue whose writing end they hold themselves, so a parent killed by
+    SIGKILL (or the OOM killer) would leave them waiting forever, reparented to PID 1. On Linux the
+    kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``; strictly, at the end of the
+    thread that started the worker, which is the one waiting on the pool), even to a worker busy in
+    C code; elsewhere a daemon thread compares ``os.getppid()`` with ``parent_pid`` every
+    ``PARENT_POLL_SEC``. Either way the parent may have died before this ran: checked last.
+    ``events`` (a queue for progress) and ``stop`` (an event) are kept for ``decode_shard``.
+    """
+    global _EVENTS, _STOP
+    _EVENTS, _STOP = events, stop
+    if not _kill_at_parent_death():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _kill_at_parent_death() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SEC)
+    os._exit(1)
+
+
+def unescape_text(text: str) -> str:
+    try:
+        return unescape_name(text)
+    except ValueError:  # written by an older msagg, unescaped
+        return text
+
+
+def num_workers(workers: int | None) -> int:
+    if workers is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:
+            return max(1, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PrepareError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers

@@ -1,0 +1,352 @@
+"""The classify stage's report: results tables in the shape of the paper's Tables 1 and 2 (markdown, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Any, Mapping
+
+from msagg.data.formats.features import FeaturesFile
+from msagg.stages.songs.metrics import METRICS, PRIMARY
+from msagg.stages.runs.pretrain_run import PretrainRun, PretrainRunError, pretrain_dir_of
+
+METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
+CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression", "svm": "RBF SVM"}
+GROUP_ORDER = ("multi-level", "multi-scale", "learned + classic", "classic")
+CLASSIC_TITLES = {"mfcc": "MFCC"}
+
+
+def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[str, Any]:
+    """The end-to-end SampleCNNs' test metrics from the pretrain run, when comparable.
+
+    They are comparable only when the models were trained on the features' own dataset (then
+    both are scored on its test split).
+
+    Returns:
+        ``{"available": bool, "note": str, "scales": {scale: {metric: value}}}``.
+    """
+    pretrain_dir = pretrain_dir_of(features_dir)
+    pretrain_dataset = ff.pretrain_dataset or "an unknown dataset"
+    if not ff.pretrain_dataset or ff.pretrain_dataset != ff.dataset:
+        return {"available": False, "note": f"n/a (models trained on {pretrain_dataset})", "scales": {}}
+    try:
+        run = PretrainRun(pretrain_dir) if pretrain_dir else None
+    except PretrainRunError:
+        run = None
+    if run is None:
+        return {"available": False, "note": "n/a (pretrain run not found)", "scales": {}}
+    rows = {}
+    for scale in ff.scales:
+        try:
+            info = run.metrics(scale)
+        except PretrainRunError:
+            continue
+        test = info.get("test") if isinstance(info.get("test"), dict) else info
+        rows[scale] = {m: test.get(m) for m in METRICS[ff.task]}
+    if not rows:
+        return {"available": False, "note": f"n/a (no metrics.json in {pretrain_dir})", "scales": {}}
+    return {"available": True, "note": f"from {pretrain_dir} (its own test split)", "scales": rows}
+
+
+def fmt(summary: Mapping[str, Any] | None, bold: bool = False) -> str:
+    """``{"mean", "std", "values"}`` -> "0.912" or "0.912 ± 0.004" (several runs); "n/a" if none."""
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    text = f"{summary['mean']:.3f}"
+    if len([v for v in summary["values"] if v is not None]) > 1:
+        text += f" ± {summary['std']:.3f}"
+    return f"**{text}**" if bold else text
+
+
+def _header_lines(report: Mapping[str, Any]) -> list[str]:
+    task = report["task"]
+    n = report["num_tracks"]
+    held_out = "" if report["validation"] == "valid split" else f"; {report['validation']}"
+    lines = [f"# {report['dataset']}: song-level {'tagging' if task == 'tags' else 'classification'} "
+             "with multi-level and multi-scale SampleCNN features", ""]
+    lines.append(f"- Dataset: **{report['dataset']}**, task: {task} ({len(report['label_names'])} "
+                 f"{'tags' if task == 'tags' else 'classes'}); test tracks: **{n['test']}** "
+                 f"(train {n['train']}, valid {n['valid']}{held_out})")
+    lines.append(f"- Features: `{report['features']}` (song pooling: {report['song_pool']}); models pretrained on "
+                 f"**{report['pretrain_dataset'] or 'unknown'}**")
+    chance = report["chance"]
+    if task == "tags":
+        pr = "n/a" if chance["pr_auc"] is None else f"{chance['pr_auc']:.3f}"
+        lines.append(f"- Chance: ROC-AUC 0.500; PR-AUC {pr} (mean frequency of the scored tags in test)")
+        left = report["left_out"]
+        lines.append(f"- Tags scored: {len(report['label_names']) - len(left)} of {len(report['label_names'])}"
+                     + (f"; left out (no positive or no negative test track): {', '.join(left)}" if left else ""))
+    else:
+        lines.append(f"- Chance: accuracy {chance['accuracy_uniform']:.3f} (uniform guess over "
+                     f"{len(report['label_names'])} classes), {chance['accuracy_majority']:.3f} (majority class)")
+        if report["left_out"]:
+            lines.append(f"- Classes absent from test (left out of macro F1): {', '.join(report['left_out'])}")
+    if report["num_excluded"]:
+        lines.append(f"- Tracks left out for non-finite features: {report['num_excluded']}")
+    if report["repeats"] > 1:
+        lines.append(f"- MLP: mean ± std (sample std) over {report['repeats']} seeds; logistic regression is "
+                     "deterministic (one run)")
+    best = report.get("best")
+    if best:
+        default = report.get("predictor_default", {}).get("feature_set", best["feature_set"])
+        lines.append(f"- Best feature set on the validation {METRIC_TITLES[PRIMARY[task]]} ({best['classifier']}): "
+                     f"**{best['feature_set']}**; saved with the all-scales set in `models/`; `msagg predict` uses "
+                     f"**{default}** by default")
+    lines.append("")
+    return lines
+
+
+def _set_label(report: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    """The Feature set cell: "3^9", "all 3 scales (3^8 + 3^9 + 4^6)", "MFCC", "all 3 scales + MFCC"."""
+    label = " + ".join(r["scales"])
+    if len(r["scales"]) == report["num_scales"] and report["num_scales"] > 1:
+        label = f"all {report['num_scales']} scales" + ("" if r.get("classic") else f" ({label})")
+    classic = " + ".join(CLASSIC_TITLES.get(c, c) for c in r.get("classic", []))
+    return " + ".join(p for p in (label, classic) if p)
+
+
+def baseline_summary(report: Mapping[str, Any]) -> list[str]:
+    """"Learned features vs the classic baseline": the all-scales set, each classic set, and both
+    joined, for every classifier, with the classifier chosen on the validation split (lines; none
+    when the features hold no classic set)."""
+    sets = report["feature_sets"]
+    rows = [(name, r) for name, r in sets.items()
+            if r["group"] in ("learned + classic", "classic")
+            or (r["group"] in ("multi-scale", "multi-level") and len(r["scales"]) == report["num_scales"]
+                and r["layers_label"].startswith("last 3"))]
+    if not report.get("classic") or not rows:
+        return []
+    metric = PRIMARY[report["task"]]
+    title = METRIC_TITLES[metric]
+    clfs = list(report["classifiers"])
+    lines = ["## Learned features vs the MFCC baseline", "",
+             f"Test {title}. MFCC: 20 coefficients with their deltas and second deltas, mean and standard "
+             "deviation over the song (librosa). Last column: the classifier with the best validation "
+             f"{title} for that set (test scores take no part in the choice).", "",
+             "| Feature set | Dim | " + " | ".join(CLASSIFIER_TITLES[c] for c in clfs) + " | Chosen on validation |",
+             "|---|---:|" + "---:|" * (len(clfs) + 1)]
+    for name, r in rows:
+        cells = [_set_label(report, r), str(r["dim"])]
+        cells += [fmt(r["classifiers"][c]["test"][metric]) if c in r["classifiers"] else "n/a" for c in clfs]
+        chosen = r.get("selected")
+        cells.append(f"{fmt(chosen['test'][metric])} ({CLASSIFIER_TITLES[chosen['classifier']]})" if chosen else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _classifier_intro(report: Mapping[str, Any], clf: str) -> list[str]:
+    title = CLASSIFIER_TITLES[clf]
+    if clf == "mlp":
+        mlp = report["mlp"]
+        layers = mlp["hidden_layers"]
+        title += (f" ({layers} hidden layer{'' if layers == 1 else 's'} of {mlp['hidden_units']}, batch norm, "
+                  f"dropout {mlp['dropout']})")
+    lines = [f"## {title}", ""]
+    if clf == "mlp":
+        lines += [f"Adam (learning rate {mlp['learning_rate']}), batch {mlp['batch_size']}, early stopping on the "
+                  f"validation loss (patience {mlp['patience']}, at most {mlp['epochs']} epochs), best weights "
+                  "kept.",
+                  ""]
+    elif clf == "logreg":
+        lines += ["scikit-learn LogisticRegression (one-vs-rest for tags, multinomial for classes), C chosen on the "
+                  "validation split among 0.001, 0.01, 0.1, 1, 10.", ""]
+    else:
+        lines += ["scikit-learn SVC with an RBF kernel (gamma \"scale\"; one-vs-rest for tags), C chosen on the "
+                  "validation split among 0.1, 1, 10, 100.", ""]
+    return lines
+
+
+def _group_title(group: str, members: list[Mapping[str, Any]]) -> str:
+    if group == "multi-level":
+        return "Multi-level: one model's layers (cf. the paper's Table 1)"
+    if group == "learned + classic":
+        return "Learned + classic: SampleCNN layers joined to hand-crafted features"
+    if group == "classic":
+        return "Classic baseline: hand-crafted features"
+    if all(r["layers_label"] == "last 3 each" for r in members):
+        return "Multi-scale: last 3 layers of several models (cf. Table 2)"
+    return "Multi-scale: layers of several models (cf. Table 2)"
+
+
+def results_markdown(report: Mapping[str, Any]) -> str:
+    """The results tables in the shape of the paper's Tables 1 and 2, one table per classifier,
+    then the per-label scores of the single layers (``per_label_layers``) when the report has them.
+
+    Args:
+        report: The classify stage's metrics.json content.
+    """
+    metrics = METRICS[report["task"]]
+    lines = _header_lines(report) + baseline_summary(report)
+    e2e = report["end_to_end"]
+    for clf in report["classifiers"]:
+        lines += _classifier_intro(report, clf)
+        header = ["Feature set", "Layers", "Dim"] + [METRIC_TITLES[m] for m in metrics]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|---|---|---:|" + "---:|" * len(metrics))
+        results = {name: fs_rep for name, fs_rep in report["feature_sets"].items() if clf in fs_rep["classifiers"]}
+        best_value = {m: max((r["classifiers"][clf]["test"][m]["mean"] for r in results.values()
+                              if r["classifiers"][clf]["test"][m]["mean"] is not None), default=None)
+                      for m in metrics}
+        blank = " |" * (len(header) - 1)
+        for group in GROUP_ORDER:
+            members = [r for r in results.values() if r["group"] == group]
+            if not members:
+                continue
+            lines.append(f"| **{_group_title(group, members)}** |" + blank)
+            for r in members:
+                cells = [_set_label(report, r), r["layers_label"], str(r["dim"])]
+                for m in metrics:
+                    s = r["classifiers"][clf]["test"][m]
+                    cells.append(fmt(s, bold=s["mean"] is not None and s["mean"] == best_value[m]))
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| **End-to-end SampleCNN (song = mean of its segments' outputs)** |" + blank)
+        if e2e["available"]:
+            for scale, vals in e2e["scales"].items():
+                cells = [scale, "output", "—"] + ["n/a" if vals.get(m) is None else f"{vals[m]:.3f}" for m in metrics]
+                lines.append("| " + " | ".join(cells) + " |")
+        else:
+            lines.append(f"| {e2e['note']} | | |" + " n/a |" * len(metrics))
+        lines.append("")
+    lines.append("Bold: best feature set per column. End-to-end rows "
+                 f"{e2e['note'] if e2e['available'] else 'not comparable'}.")
+    if report.get("per_label_layers"):
+        lines += ["", *per_label_layers_markdown(report["per_label_layers"])[:-1]]
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(report: Mapping[str, Any]) -> str:
+    """One row per feature set and classifier (mean and std of each metric), then one per
+    end-to-end model."""
+    metrics = METRICS[report["task"]]
+    fields = ["feature_set", "group", "scales", "layers", "classic", "classifier", "dim", "num_runs"]
+    fields += [f"{m}_{k}" for m in metrics for k in ("mean", "std")]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for name, r in report["feature_sets"].items():
+        for clf, res in r["classifiers"].items():
+            row = {"feature_set": name, "group": r["group"], "scales": "+".join(r["scales"]),
+                   "layers": ",".join(r["layers"]), "classic": "+".join(r.get("classic", [])), "classifier": clf, "dim": r["dim"], "num_runs": res["num_runs"]}
+            for m in metrics:
+                row[f"{m}_mean"] = res["test"][m]["mean"]
+                row[f"{m}_std"] = res["test"][m]["std"]
+            writer.writerow(row)
+    for scale, vals in report["end_to_end"]["scales"].items():
+        row = {"feature_set": f"{scale}@end-to-end", "group": "end-to-end", "scales": scale, "layers": "output",
+               "classifier": "sample_cnn", "dim": "", "num_runs": 1}
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = vals.get(m), ""
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which layer suits which label: per-label scores of the single-layer sets (the paper's Figure 2)
+
+NO_GROUP = "all"
+"""The one group of labels of a dataset that does not group them (``msagg.data.adapters.label_groups``)."""
+
+
+def per_label_layers(report: Mapping[str, Any], classifier: str, metric: str,
+                     groups: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The per-label test score of every single-layer set (``<scale>@<tap>``) for one classifier.
+
+    Args:
+        report: The classify stage's metrics.json content (its ``feature_sets``).
+        classifier: The classifier whose scores are taken (classify's kept one).
+        metric: The per-label metric ("roc_auc" for tags, "f1" for classes).
+        groups: label -> group, ordered by group (None: every label in one group, ``NO_GROUP``).
+
+    Returns:
+        ``{"metric", "classifier", "columns": [set name], "column_scales", "column_taps",
+        "rows": {label: {"group", "scores": {set: score | None}, "best": [set]}},
+        "group_summary": {group: {"labels", "mean": {set: mean | None}, "tap_wins": {tap: n},
+        "best_tap": [tap]}}}`` (a row's best: the sets at its maximum; a tap wins a row when one
+        of its sets is at the maximum); None when no single-layer set was trained with
+        ``classifier``.
+    """
+    columns = [name for name, r in report["feature_sets"].items()
+               if len(r["scales"]) == 1 and len(r["layers"]) == 1 and classifier in r["classifiers"]]
+    if not columns:
+        return None
+    sets = report["feature_sets"]
+    taps = {name: sets[name]["layers"][0] for name in columns}
+    labels = list(groups) if groups else list(report["label_names"])
+    rows = {}
+    for label in labels:
+        scores = {name: sets[name]["classifiers"][classifier]["per_label"].get(metric, {}).get(label)
+                  for name in columns}
+        values = [v for v in scores.values() if v is not None]
+        top = max(values, default=None)
+        rows[label] = {"group": groups[label] if groups else NO_GROUP, "scores": scores,
+                       "best": [n for n, v in scores.items() if top is not None and v == top]}
+    summary: dict[str, Any] = {}
+    for group in dict.fromkeys(r["group"] for r in rows.values()):
+        members = [label for label, r in rows.items() if r["group"] == group]
+        means = {}
+        for name in columns:
+            values = [rows[label]["scores"][name] for label in members if rows[label]["scores"][name] is not None]
+            means[name] = sum(values) / len(values) if values else None
+        wins = {tap: 0 for tap in dict.fromkeys(taps.values())}
+        for label in members:
+            for tap in dict.fromkeys(taps[n] for n in rows[label]["best"]):
+                wins[tap] += 1
+        most = max(wins.values(), default=0)
+        summary[group] = {"labels": members, "mean": means, "tap_wins": wins,
+                          "best_tap": [t for t, n in wins.items() if n == most and most > 0]}
+    return {"metric": metric, "classifier": classifier, "columns": columns,
+            "column_scales": [sets[n]["scales"][0] for n in columns], "column_taps": [taps[n] for n in columns],
+            "rows": rows, "group_summary": summary}
+
+
+def _score_text(value: float | None, bold: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"**{value:.3f}**" if bold else f"{value:.3f}"
+
+
+def per_label_layers_markdown(section: Mapping[str, Any]) -> list[str]:
+    """The "which layer suits which label" section of results.md (lines)."""
+    columns = section["columns"]
+    titles = [f"{s} {t}" for s, t in zip(section["column_scales"], section["column_taps"])]
+    metric = {"f1": "F1", **METRIC_TITLES}.get(section["metric"], section["metric"])
+    clf = CLASSIFIER_TITLES.get(section["classifier"], section["classifier"])
+    lines = ["## Which layer suits which label (cf. the paper's Figure 2)", "",
+             f"Per-label test {metric} of each single layer of each model ({clf}). Bold: the best layer of "
+             "each label. Per group: the mean over its labels, and how many labels each tap wins (ties count "
+             "for every tap at the maximum).", ""]
+    lines.append("| Label | " + " | ".join(titles) + " |")
+    lines.append("|---|" + "---:|" * len(columns))
+    blank = " |" * len(columns)
+    grouped = len(section["group_summary"]) > 1 or NO_GROUP not in section["group_summary"]
+    for group, summ in section["group_summary"].items():
+        if grouped:
+            lines.append(f"| **{group}** |" + blank)
+        for label in summ["labels"]:
+            row = section["rows"][label]
+            cells = [_score_text(row["scores"][n], n in row["best"]) for n in columns]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        name = f"{group} mean" if grouped else "mean"
+        lines.append(f"| *{name}* | " + " | ".join(_score_text(summ["mean"][n]) for n in columns) + " |")
+    lines.append("")
+    for group, summ in section["group_summary"].items():
+        wins = ", ".join(f"{tap}: {n}" for tap, n in summ["tap_wins"].items())
+        best = " and ".join(summ["best_tap"]) or "none"
+        lines.append(f"- {group if grouped else 'All labels'} ({len(summ['labels'])}): tap winning most often "
+                     f"**{best}** ({wins})")
+    lines.append("")
+    return lines
+
+
+def per_label_layers_csv(section: Mapping[str, Any]) -> str:
+    """per_label_layers.csv: one row per label and single-layer set (label, level, scale, tap, score)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["label", "level", "scale", "tap", "score"])
+    for label, row in section["rows"].items():
+        for name, scale, tap in zip(section["columns"], section["column_scales"], section["column_taps"]):
+            value = row["scores"][name]
+            writer.writerow([label, row["group"], scale, tap, "" if value is None else repr(float(value))])
+    return buf.getvalue()
