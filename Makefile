@@ -35,7 +35,7 @@ venv: $(VENV)/.installed
 
 # tinysoundfont (synth-gm's renderer) with --no-deps: it declares pyaudio, which only its real-time
 # playback uses and which does not build without the portaudio headers.
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
