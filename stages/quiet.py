@@ -34,10 +34,15 @@ NOISE = re.compile(
 BACKEND_LOGGERS = ("tensorflow", "absl", "jax")
 """Python loggers of the backends."""
 
+_VERBOSE = False
+"""Whether the CLI asked for everything (``--log-level debug``): then the backend's lines are not filtered."""
+
 
 def quiet_backend_loggers(verbose: bool) -> None:
     """The backends' Python loggers at ERROR (NOTSET when ``verbose``): TensorFlow warns "tf.function
     retracing" as soon as five models (one per scale) each trace their predict function once."""
+    global _VERBOSE
+    _VERBOSE = verbose
     for name in BACKEND_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
@@ -65,12 +70,17 @@ def _stderr_captured():
             captured.append(tmp.read().decode("utf-8", "replace"))
 
 
-def import_backend(verbose: bool = False) -> None:
+def import_backend(verbose: bool | None = None) -> None:
     """Imports Keras and initializes its backend's devices, hiding the known start-up notices.
 
+    The stages call it once their config is checked and their run folder locked, just before they
+    need Keras, so that a refusal never waits for the backend to start.
+
     Args:
-        verbose: Show everything (``--log-level debug``); then nothing is captured.
+        verbose: Show everything; then nothing is captured. Default: what ``quiet_backend_loggers``
+            was last told (the CLI's ``--log-level debug``).
     """
+    verbose = _VERBOSE if verbose is None else verbose
     if verbose or "keras" in sys.modules:
         importlib.import_module("keras")
         return
