@@ -16,7 +16,8 @@ from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, c
 from msagg.pipeline.config import resolve
 from msagg.data.segments import SEGMENTINGS
 from msagg.stages import prepare as prepare_stage
-from msagg.stages.songs.featuresets import PAPER_SCALES
+from msagg.models.blocks import BLOCKS, describe_blocks
+from msagg.models.specs import PAPER_SCALES
 from msagg.stages.engines.ray_session import ADDRESS_HELP
 
 
@@ -107,11 +108,8 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 )
 @click.option("--scales", help="Comma-separated scales to train, e.g. 3^8,3^9 (overrides the preset).")
 @click.option("--width", type=float, help="Multiplier on every layer's filters (1.0 = the paper).")
-@click.option(
-    "--block",
-    help="Building block (default: the preset's): basic (Lee et al. 2017), se (squeeze-and-excitation), "
-    "res (residual) or rese (residual + SE, Kim et al. 2018's ReSE-2).",
-)
+@click.option("--block", type=click.Choice(list(BLOCKS)),
+              help=f"Building block (default: the preset's): {describe_blocks()}.")
 @click.option(
     "--multi/--no-multi",
     default=None,
@@ -425,8 +423,7 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
 @click.option("--scales", default=",".join(PAPER_SCALES),
               show_default=True, help="Comma-separated scales to measure.")
 @click.option("--block", "blocks", default="basic", show_default=True,
-              help="Comma-separated block types to measure at every scale: basic (Lee et al. 2017), se, res, "
-                   "rese (ReSE-2; Kim et al. 2018).")
+              help=f"Comma-separated block types to measure at every scale: {describe_blocks()}.")
 @click.option("--multi/--no-multi", default=False, show_default=True,
               help="Kim et al.'s multi-level head (global max pooling of the last three blocks, concatenated) "
                    "instead of each block type's own head.")

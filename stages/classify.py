@@ -24,7 +24,7 @@ from msagg.data.atomic import remove_stale_temps, write_json, write_text
 from msagg.data.errors import ConfigError
 from msagg.data.formats.features import FeaturesFile
 from msagg.data.integrity import check_same_run, require_done
-from msagg.models import sample_cnn
+from msagg.models.specs import SCALES
 from msagg.stages.songs import featuresets, plots
 from msagg.stages.checks import check_int
 from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
@@ -95,7 +95,7 @@ class Config(MLP):
         check_int("seed", self.seed, 0)
         specs = (self.feature_sets,) if isinstance(self.feature_sets, str) else tuple(self.feature_sets)
         try:
-            specs = tuple(dict.fromkeys(featuresets.normalize_spec(s, known=sample_cnn.SCALES)
+            specs = tuple(dict.fromkeys(featuresets.normalize_spec(s, known=SCALES)
                                         for s in featuresets.join_continuations(specs)))
         except FeatureSetError as err:
             raise ConfigError(f"feature_sets: {err}") from None
