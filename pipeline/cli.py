@@ -18,6 +18,7 @@ from msagg.data.segments import SEGMENTINGS
 from msagg.stages import prepare as prepare_stage
 from msagg.models.blocks import BLOCKS, describe_blocks
 from msagg.models.specs import PAPER_SCALES
+from msagg.stages.songs.classifiers import CLASSIFIERS, describe_classifiers
 from msagg.stages.engines.ray_session import ADDRESS_HELP
 
 
@@ -272,9 +273,8 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     "--classifier",
     "classifiers",
     multiple=True,
-    type=click.Choice(["mlp", "logreg", "svm"]),
-    help="Which song-level classifiers (default all three): the paper's Keras MLP, logistic regression and an "
-    "RBF SVM (these two with C chosen on the validation split). Repeatable.",
+    type=click.Choice(list(CLASSIFIERS)),
+    help=f"Which song-level classifiers (default all): {describe_classifiers()}. Repeatable.",
 )
 @click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
 @click.option("--predictor-set", type=click.Choice(["all", "valid"]),
@@ -372,8 +372,8 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
               help="The pretrain preset used in every fold (as for msagg pretrain: paper, demo, tiny, ...).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a pretrain config key, e.g. --set augment=false. Repeatable.")
-@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg", "svm"]),
-              help="Song-level classifiers (default all three: mlp, logreg, svm).")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(list(CLASSIFIERS)),
+              help=f"Song-level classifiers (default all: {', '.join(CLASSIFIERS)}).")
 @click.option("--pretrained", type=click.Path(file_okay=False),
               help="Transfer: extract every fold with this finished pretrain run (e.g. runs/general/pretrain) "
               "instead of pretraining on the fold's training tracks.")

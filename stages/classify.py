@@ -33,8 +33,9 @@ from msagg.stages.songs.predictor import INDEX_FILE, MODELS_DIR, predictor_info,
 from msagg.stages.songs.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
 from msagg.stages.runs.folder import RunFolder, lock_scope
-from msagg.stages.songs.classifiers import (CLASSIFIERS, MLP, SAVABLE, ClassifyError, Standardizer, split_rows,
+from msagg.stages.songs.classifiers import (CLASSIFIERS, SAVABLE, ClassifyError, Standardizer, split_rows,
                                     train_classifier)
+from msagg.stages.songs.mlp import MLP
 
 logger = logging.getLogger(__name__)
 
