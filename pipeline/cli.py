@@ -16,7 +16,9 @@ from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, c
 from msagg.pipeline.config import resolve
 from msagg.data.segments import SEGMENTINGS
 from msagg.stages import prepare as prepare_stage
-from msagg.stages.songs.featuresets import PAPER_SCALES
+from msagg.models.blocks import BLOCKS, describe_blocks
+from msagg.models.specs import PAPER_SCALES
+from msagg.stages.songs.classifiers import CLASSIFIERS, describe_classifiers
 from msagg.stages.engines.ray_session import ADDRESS_HELP
 
 
@@ -107,11 +109,8 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 )
 @click.option("--scales", help="Comma-separated scales to train, e.g. 3^8,3^9 (overrides the preset).")
 @click.option("--width", type=float, help="Multiplier on every layer's filters (1.0 = the paper).")
-@click.option(
-    "--block",
-    help="Building block (default: the preset's): basic (Lee et al. 2017), se (squeeze-and-excitation), "
-    "res (residual) or rese (residual + SE, Kim et al. 2018's ReSE-2).",
-)
+@click.option("--block", type=click.Choice(list(BLOCKS)),
+              help=f"Building block (default: the preset's): {describe_blocks()}.")
 @click.option(
     "--multi/--no-multi",
     default=None,
@@ -274,9 +273,8 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     "--classifier",
     "classifiers",
     multiple=True,
-    type=click.Choice(["mlp", "logreg", "svm"]),
-    help="Which song-level classifiers (default all three): the paper's Keras MLP, logistic regression and an "
-    "RBF SVM (these two with C chosen on the validation split). Repeatable.",
+    type=click.Choice(list(CLASSIFIERS)),
+    help=f"Which song-level classifiers (default all): {describe_classifiers()}. Repeatable.",
 )
 @click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
 @click.option("--predictor-set", type=click.Choice(["all", "valid"]),
@@ -374,8 +372,8 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
               help="The pretrain preset used in every fold (as for msagg pretrain: paper, demo, tiny, ...).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a pretrain config key, e.g. --set augment=false. Repeatable.")
-@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["mlp", "logreg", "svm"]),
-              help="Song-level classifiers (default all three: mlp, logreg, svm).")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(list(CLASSIFIERS)),
+              help=f"Song-level classifiers (default all: {', '.join(CLASSIFIERS)}).")
 @click.option("--pretrained", type=click.Path(file_okay=False),
               help="Transfer: extract every fold with this finished pretrain run (e.g. runs/general/pretrain) "
               "instead of pretraining on the fold's training tracks.")
@@ -425,8 +423,7 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
 @click.option("--scales", default=",".join(PAPER_SCALES),
               show_default=True, help="Comma-separated scales to measure.")
 @click.option("--block", "blocks", default="basic", show_default=True,
-              help="Comma-separated block types to measure at every scale: basic (Lee et al. 2017), se, res, "
-                   "rese (ReSE-2; Kim et al. 2018).")
+              help=f"Comma-separated block types to measure at every scale: {describe_blocks()}.")
 @click.option("--multi/--no-multi", default=False, show_default=True,
               help="Kim et al.'s multi-level head (global max pooling of the last three blocks, concatenated) "
                    "instead of each block type's own head.")

@@ -24,7 +24,7 @@ from msagg.data.atomic import remove_stale_temps, write_json, write_text
 from msagg.data.errors import ConfigError
 from msagg.data.formats.features import FeaturesFile
 from msagg.data.integrity import check_same_run, require_done
-from msagg.models import sample_cnn
+from msagg.models.specs import SCALES
 from msagg.stages.songs import featuresets, plots
 from msagg.stages.checks import check_int
 from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
@@ -33,8 +33,9 @@ from msagg.stages.songs.predictor import INDEX_FILE, MODELS_DIR, predictor_info,
 from msagg.stages.songs.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
 from msagg.stages.runs.folder import RunFolder, lock_scope
-from msagg.stages.songs.classifiers import (CLASSIFIERS, MLP, SAVABLE, ClassifyError, Standardizer, split_rows,
+from msagg.stages.songs.classifiers import (CLASSIFIERS, SAVABLE, ClassifyError, Standardizer, split_rows,
                                     train_classifier)
+from msagg.stages.songs.mlp import MLP
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Config(MLP):
         check_int("seed", self.seed, 0)
         specs = (self.feature_sets,) if isinstance(self.feature_sets, str) else tuple(self.feature_sets)
         try:
-            specs = tuple(dict.fromkeys(featuresets.normalize_spec(s, known=sample_cnn.SCALES)
+            specs = tuple(dict.fromkeys(featuresets.normalize_spec(s, known=SCALES)
                                         for s in featuresets.join_continuations(specs)))
         except FeatureSetError as err:
             raise ConfigError(f"feature_sets: {err}") from None

@@ -24,7 +24,7 @@ from msagg.data.classic import CLASSIC, classic_dim, classic_features
 from msagg.data.errors import ConfigError, MsaggError
 from msagg.data.integrity import check_same_run, require_done
 from msagg.data.segments import SEGMENTINGS, num_segments, segment
-from msagg.models import sample_cnn
+from msagg.models import sample_cnn, specs
 from msagg.stages.runs.pretrain_run import PretrainRun
 from msagg.stages.engines.ray_session import check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
@@ -85,7 +85,7 @@ class Config:
             raise ConfigError(f"segments must be one of {', '.join(SEGMENTINGS)}, got {self.segments!r}")
         scales = (self.scales,) if isinstance(self.scales, str) else tuple(self.scales)
         try:
-            normalized = tuple(sample_cnn.parse_scale(str(s)) for s in scales)
+            normalized = tuple(specs.parse_scale(str(s)) for s in scales)
         except ValueError as err:
             raise ConfigError(f"scales: {err}") from None
         duplicates = sorted({s for s in normalized if normalized.count(s) > 1})
@@ -98,8 +98,8 @@ class Config:
             raise ConfigError(f"classic must list distinct names among {', '.join(CLASSIC)}, got {classic!r}")
         object.__setattr__(self, "classic", classic)
         check_engine(self.engine, self.address)
-        if self.precision not in sample_cnn.PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(sample_cnn.PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in specs.PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(specs.PRECISIONS)}, got {self.precision!r}")
 
 
 class ExtractError(MsaggError):
@@ -154,7 +154,7 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
         scales: Scales to load (empty: all).
         sample_rate: When given, models trained at another rate are refused.
         what: How to name the audio in that error message.
-        precision: What the models compute in, "float32" or "bf16" (``sample_cnn.PRECISIONS``),
+        precision: What the models compute in, "float32" or "bf16" (``specs.PRECISIONS``),
             whatever they were trained in (``sample_cnn.with_dtype``); taps are pooled to float32.
 
     Returns:
@@ -168,7 +168,7 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
     if sample_rate is not None:
         run.check_sample_rate(sample_rate, what, scales)
     out = {}
-    dtype = sample_cnn.dtype_policy(precision)
+    dtype = specs.dtype_policy(precision)
     for scale in scales:
         model = run.load(scale)
         # A run pretrained in bf16 saves models that compute in bf16: each runs as asked here.
@@ -181,7 +181,7 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
             input_length=run.input_length(scale),
             sample_rate=int(info["sample_rate"]),
             extractor=extractor,
-            channels={tap: channels[tap] for tap in sample_cnn.TAPS},
+            channels={tap: channels[tap] for tap in specs.TAPS},
             model_hash=run.model_hash(scale),
             num_params=int(model.count_params()),
             test_metrics=dict(info.get("test") or {}),
@@ -227,9 +227,9 @@ def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> 
         Tap -> float32 (num_segments, channels) (a bf16 model's taps are cast by ``pool_time``;
         the max of bfloat16 values is exact in float32).
     """
-    out: dict[str, list[np.ndarray]] = {tap: [] for tap in sample_cnn.TAPS}
+    out: dict[str, list[np.ndarray]] = {tap: [] for tap in specs.TAPS}
     for k, taps in fixed_batches(model.extractor.predict_on_batch, segments, batch_size):
-        for tap in sample_cnn.TAPS:
+        for tap in specs.TAPS:
             out[tap].append(features_lib.pool_time(np.asarray(taps[tap])[:k]))
     return {tap: np.concatenate(parts) for tap, parts in out.items()}
 
@@ -260,7 +260,7 @@ def features_of_waves(
         bounds = np.cumsum(counts[scale])[:-1]
         features[scale] = {
             tap: np.stack([features_lib.pool_song(v, song_pool) for v in np.split(vectors[tap], bounds)])
-            for tap in sample_cnn.TAPS
+            for tap in specs.TAPS
         }
     return features, counts
 
@@ -290,7 +290,7 @@ def song_features(
         Scale -> tap -> float32 (len(waves), dim).
     """
     models = load_tap_models(pretrain, scales, precision=precision)
-    features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in sample_cnn.TAPS} for s in models}
+    features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in specs.TAPS} for s in models}
     for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size, segments):
         block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size, segments)
         for scale, taps in block.items():

@@ -32,7 +32,7 @@ from msagg.data.atomic import remove_stale_temps, write_json
 from msagg.data.formats.cache import AudioCache, cache_run_folder
 from msagg.data.errors import ConfigError, MsaggError
 from msagg.data.integrity import check_same_run, require_done
-from msagg.models import sample_cnn
+from msagg.models import sample_cnn, specs
 from msagg.stages.checks import check_int, check_number
 # CropSequence, the evaluation functions and HISTORY_FIELDS were defined here before; importing
 # them from this module keeps working.
@@ -57,7 +57,7 @@ and ReSE-2 blocks. (``msagg.models.sample_cnn`` owns the blocks; this list valid
 model is built.)"""
 
 
-PRECISIONS = tuple(sample_cnn.PRECISIONS)
+PRECISIONS = tuple(specs.PRECISIONS)
 """Values of ``Config.precision``: "float32", or "bf16" (Keras' mixed_bfloat16: float32 weights,
 bfloat16 computation, float32 outputs)."""
 
@@ -118,7 +118,7 @@ class Config:
     """
 
     cache: str
-    scales: tuple[str, ...] = sample_cnn.PAPER_SCALES
+    scales: tuple[str, ...] = specs.PAPER_SCALES
     width: float = 1.0
     block: str = "basic"
     multi: bool = False
@@ -152,7 +152,7 @@ class Config:
         if not scales:
             raise ConfigError("scales must name at least one scale, got an empty list")
         try:
-            normalized = tuple(sample_cnn.parse_scale(str(s)) for s in scales)
+            normalized = tuple(specs.parse_scale(str(s)) for s in scales)
         except ValueError as err:
             raise ConfigError(f"scales: {err}") from None
         duplicates = sorted({s for s in normalized if normalized.count(s) > 1})
@@ -204,7 +204,7 @@ _DEMO = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The authors' recipe for all eight scales at full width: days on a GPU.
-    "paper": {"scales": sample_cnn.PAPER_SCALES, "width": 1.0, "augment": False},
+    "paper": {"scales": specs.PAPER_SCALES, "width": 1.0, "augment": False},
     # Kim, Lee & Nam (2018), "Sample-level CNN architectures for music auto-tagging using raw
     # waveforms": the 3^9 model at full width with SE blocks (SE-multi) or residual SE blocks
     # (ReSE-2-multi, their best on MagnaTagATune), the head on the last three blocks, same recipe.
@@ -245,7 +245,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _dtype(config: Config) -> str | None:
     """The Keras dtype policy the models are built with (None for float32: the builder's default)."""
-    return sample_cnn.build_dtype(config.precision)
+    return specs.build_dtype(config.precision)
 
 
 def _build(config: Config, scale: str, num_labels: int, task: str) -> keras.Model:
@@ -315,7 +315,7 @@ def _train_scale(
     Runs inside ``devices_lib.data_parallel(devices)`` (the caller's), so every model it builds or
     loads is placed on the run's devices.
     """
-    spec = sample_cnn.get_spec(scale)
+    spec = specs.get_spec(scale)
     input_length = spec.input_length
     metrics_path, ckpt = folder / pretrain_run.METRICS_FILE, folder / checkpoint.CHECKPOINT_DIR
     best_path = folder / pretrain_run.MODEL_FILE
@@ -335,7 +335,7 @@ def _train_scale(
                                                            config.batch_size)
     seed = _scale_seed(config.seed, scale)
     folder.mkdir(parents=True, exist_ok=True)
-    variant = sample_cnn.variant_name(config.block, config.multi)
+    variant = specs.variant_name(config.block, config.multi)
     curves_title = f"{scale} on {cache.dataset}: {variant} blocks, width {config.width:g}"
 
     # The best model is kept uncompiled, so other stages load it without optimizer state.
@@ -460,7 +460,7 @@ def _train_scale(
 
 def _finish_scale(config: Config, scale: str, cache, folder: Path, state: dict, num_params: int,
                   eval_batch_size: int, devices: devices_lib.Devices) -> dict[str, Any]:
-    spec = sample_cnn.get_spec(scale)
+    spec = specs.get_spec(scale)
     history = state["history"]
     if not (folder / pretrain_run.MODEL_FILE).is_file():
         raise PretrainError(f"{folder}: no epoch reached a finite validation loss; training diverged "

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import keras
 
-from msagg.models import sample_cnn
+from msagg.models import sample_cnn, specs
 from msagg.stages import pretrain as pretrain_stage
 from msagg.stages.runs.pretrain_run import MODEL_FILE, mark_scale_done, save_model, scale_dir, write_scale_metrics
 from msagg.stages.runs.folder import RunFolder
@@ -51,7 +51,7 @@ def make_pretrain(
             save_model(where / MODEL_FILE, model)
             num_params = int(model.count_params())
         write_scale_metrics(where, {
-            "scale": scale, "input_length": sample_cnn.get_spec(scale).input_length, "sample_rate": sample_rate,
+            "scale": scale, "input_length": specs.get_spec(scale).input_length, "sample_rate": sample_rate,
             "task": task, "label_names": list(label_names), "width": width, "num_params": num_params,
             "test": dict(test_metrics or {}),
         })

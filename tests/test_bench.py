@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from msagg.models import sample_cnn
+from msagg.models import sample_cnn, specs
 from msagg.stages.bench import models as bench
 
 NUMBERS = ("train_segments_per_sec", "infer_segments_per_sec", "train_realtime_factor", "infer_realtime_factor",
@@ -63,7 +63,7 @@ def test_benchmark_variants_in_quick_mode():
         assert row["train_segments_per_sec"] > 0 and row["infer_segments_per_sec"] > 0
         model = sample_cnn.build_sample_cnn("3^2", 3, width=0.125, block=row["block"], multi=True)
         assert row["num_params"] == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-        assert row["multiply_adds_per_segment"] == sample_cnn.count_multiply_adds(
+        assert row["multiply_adds_per_segment"] == specs.count_multiply_adds(
             "3^2", 0.125, 3, block=row["block"], multi=True)
     # ReSE-2 has two convolutions and SE per block: more parameters and work than basic blocks.
     assert rows[1]["num_params"] > rows[0]["num_params"]

@@ -5,6 +5,7 @@ import pytest
 
 from fresh_imports import modules_loaded_by
 from msagg.stages.songs import featuresets as F
+from msagg.models.specs import TAPS
 from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError
 
 AVAILABLE = ("3^8", "3^9", "4^6")
@@ -33,7 +34,7 @@ def test_parts_labels_and_assembly():
     assert fs.parts == [("3^8", "-2"), ("3^8", "-1"), ("3^9", "-2"), ("3^9", "-1")]
     assert fs.layers_label == "-2, -1" and F.parse_feature_set("3^8+3^9").layers_label == "last 3 each"
     assert F.parse_feature_set("3^9").layers_label == "last 3"
-    feats = {s: {t: np.full((2, int(t[1])), 10 * i + int(t[1]), np.float32) for t in F.TAPS}
+    feats = {s: {t: np.full((2, int(t[1])), 10 * i + int(t[1]), np.float32) for t in TAPS}
              for i, s in enumerate(("3^8", "3^9"))}
     x = F.assemble(feats, fs)
     assert x.dtype == np.float32 and x.shape == (2, 2 + 1 + 2 + 1)
@@ -81,10 +82,7 @@ def test_join_continuations_rejoins_comma_split_layers():
         "3^9@-2,-1", "3^8+3^9", "all@-3,-1", "3^8"]
 
 
-def test_constants_agree_with_the_model_family():
-    from msagg.models import sample_cnn
-
-    assert F.TAPS == sample_cnn.TAPS and F.PAPER_SCALES == sample_cnn.PAPER_SCALES
+def test_a_bare_scale_takes_its_last_three_layers():
     assert FeatureSet.of(["3^9"]).name == "3^9@last3"
 
 

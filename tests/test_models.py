@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from msagg.models import sample_cnn
-from msagg.models.sample_cnn import PAPER_SCALES, SCALES, TAPS
+from msagg.models import sample_cnn, specs
+from msagg.models.blocks import BLOCKS
+from msagg.models.specs import PAPER_SCALES, SCALES, TAPS
 
 # Trainable parameters with 50 sigmoid outputs (issue 2, from the authors' models).
 PAPER_PARAMS = {
@@ -28,7 +29,7 @@ def trainable_params(model: keras.Model) -> int:
 
 def expected_tap_shapes(scale: str, width: float = 1.0) -> dict[str, tuple]:
     spec = SCALES[scale]
-    dims = sample_cnn.tap_dims(scale, width)
+    dims = specs.tap_dims(scale, width)
     # After block i the sequence is m^(n-i) frames long: m for block n-1, 1 for block n.
     return {"-3": (None, spec.m, dims["-3"]), "-2": (None, 1, dims["-2"]), "-1": (None, 1, dims["-1"])}
 
@@ -55,7 +56,7 @@ def test_tap_shapes_of_3x9_are_the_papers():
     model = sample_cnn.build_sample_cnn("3^9", 50, "tags")
     shapes = {k: tuple(v.shape) for k, v in sample_cnn.build_tap_extractor(model, "3^9").output.items()}
     assert shapes == {"-3": (None, 3, 256), "-2": (None, 1, 512), "-1": (None, 1, 512)}
-    assert sample_cnn.tap_layer_names("3^9") == {"-3": "block8_pool", "-2": "block9_pool", "-1": "relu1x1"}
+    assert specs.tap_layer_names("3^9") == {"-3": "block8_pool", "-2": "block9_pool", "-1": "relu1x1"}
 
 
 @pytest.mark.parametrize("scale", PAPER_SCALES)
@@ -78,7 +79,7 @@ def test_tap_forward_pass_at_reduced_width(scale):
 def test_width_multiplier_scales_every_layer():
     full = sample_cnn.build_sample_cnn("3^9", 50, "tags")
     half = sample_cnn.build_sample_cnn("3^9", 50, "tags", width=0.5)
-    assert sample_cnn.tap_dims("3^9", 0.5) == {"-3": 128, "-2": 256, "-1": 256}
+    assert specs.tap_dims("3^9", 0.5) == {"-3": 128, "-2": 256, "-1": 256}
     for name in ["conv0", "conv1x1"] + [f"block{i}_conv" for i in range(1, 10)]:
         assert half.get_layer(name).filters * 2 == full.get_layer(name).filters
     # Conv weights scale about with width^2.
@@ -145,15 +146,15 @@ def test_bad_arguments_raise_value_error(kwargs, message):
 
 
 def test_parse_scale():
-    assert sample_cnn.parse_scale("3x9") == "3^9"
-    assert sample_cnn.parse_scale(" 2**13 ") == "2^13"
+    assert specs.parse_scale("3x9") == "3^9"
+    assert specs.parse_scale(" 2**13 ") == "2^13"
     with pytest.raises(ValueError, match="unknown scale '6\\^6'"):
-        sample_cnn.parse_scale("6^6")
+        specs.parse_scale("6^6")
 
 
 def test_spec_rejects_inconsistent_widths():
     with pytest.raises(ValueError, match="2 block widths for 3 blocks"):
-        sample_cnn.SampleCNNSpec(3, 3, (128, 256), 256)
+        specs.SampleCNNSpec(3, 3, (128, 256), 256)
 
 
 def _multiply_adds_from_layers(model: keras.Model) -> int:
@@ -171,23 +172,23 @@ def _multiply_adds_from_layers(model: keras.Model) -> int:
 @pytest.mark.parametrize("scale", PAPER_SCALES)
 def test_count_multiply_adds_matches_layer_shapes(scale):
     model = sample_cnn.build_sample_cnn(scale, 50, "tags")
-    assert sample_cnn.count_multiply_adds(scale) == _multiply_adds_from_layers(model)
+    assert specs.count_multiply_adds(scale) == _multiply_adds_from_layers(model)
     small = sample_cnn.build_sample_cnn(scale, 50, "tags", width=0.25)
-    assert sample_cnn.count_multiply_adds(scale, 0.25) == _multiply_adds_from_layers(small)
+    assert specs.count_multiply_adds(scale, 0.25) == _multiply_adds_from_layers(small)
 
 
 def test_count_multiply_adds_golden():
     # 3^2, 27 samples: conv0 9*3*1*128, block1 9*3*128*128, block2 3*3*128*256, 1x1 256*256, dense 256*50.
-    assert sample_cnn.count_multiply_adds("3^2") == 3456 + 442_368 + 294_912 + 65_536 + 12_800
+    assert specs.count_multiply_adds("3^2") == 3456 + 442_368 + 294_912 + 65_536 + 12_800
     # Deeper scales cost more per segment at the same m; 3^9 is about 1.73 GMAC per segment.
-    assert sample_cnn.count_multiply_adds("3^9") > 2.9 * sample_cnn.count_multiply_adds("3^8")
-    assert 1.7e9 < sample_cnn.count_multiply_adds("3^9") < 1.75e9
+    assert specs.count_multiply_adds("3^9") > 2.9 * specs.count_multiply_adds("3^8")
+    assert 1.7e9 < specs.count_multiply_adds("3^9") < 1.75e9
 
 
 # The variants of Kim et al. 2018 (block types and the multi-level head).
-VARIANTS = [(block, multi) for block in sample_cnn.BLOCKS for multi in (False, True)
+VARIANTS = [(block, multi) for block in BLOCKS for multi in (False, True)
             if (block, multi) != ("basic", False)]
-VARIANT_IDS = [sample_cnn.variant_name(b, m) for b, m in VARIANTS]
+VARIANT_IDS = [specs.variant_name(b, m) for b, m in VARIANTS]
 
 # Trainable parameters of the 3^9 variants with 50 tag outputs, as checked below against the
 # arithmetic of expected_kim_params (recorded here so that a change shows in review).
@@ -238,16 +239,16 @@ def expected_kim_params(block: str, multi: bool, num_labels: int = 50) -> int:
 def test_variant_parameter_counts_3x9(block, multi):
     model = sample_cnn.build_sample_cnn("3^9", 50, "tags", block=block, multi=multi)
     count = trainable_params(model)
-    print(f"3^9 {sample_cnn.variant_name(block, multi)}: {count:,d} trainable parameters")
+    print(f"3^9 {specs.variant_name(block, multi)}: {count:,d} trainable parameters")
     assert count == expected_kim_params(block, multi)
-    assert count == KIM_PARAMS_3X9[sample_cnn.variant_name(block, multi)]
+    assert count == KIM_PARAMS_3X9[specs.variant_name(block, multi)]
     assert model.input_shape == (None, 59049) and model.output_shape == (None, 50)
     assert model.name == "sample_cnn_3x9_" + block + ("_multi" if multi else "")
     # Every block ends with MaxPool(3): block 9 ends at length 1.
     taps = sample_cnn.build_tap_extractor(model, "3^9", block=block, multi=multi)
     shapes = {k: tuple(v.shape) for k, v in taps.output.items()}
     assert shapes == {"-3": (None, 3, 256), "-2": (None, 1, 512), "-1": (None, 1, 1024 if multi else 512)}
-    assert sample_cnn.count_multiply_adds("3^9", block=block, multi=multi) == _multiply_adds_from_layers(model)
+    assert specs.count_multiply_adds("3^9", block=block, multi=multi) == _multiply_adds_from_layers(model)
 
 
 def test_variant_initializers_and_layer_names():
@@ -271,9 +272,9 @@ def test_variant_initializers_and_layer_names():
     assert init("block3_shortcut_conv") == init("block4_se_expand") == init("head_dense") == "GlorotUniform"
     assert init("output") == "GlorotUniform"
     assert model.get_layer("block2_dropout").rate == 0.2 and model.get_layer("dropout").rate == 0.5
-    assert sample_cnn.tap_layer_names("3^9", block="rese", multi=True) == {
+    assert specs.tap_layer_names("3^9", block="rese", multi=True) == {
         "-3": "block8_pool", "-2": "block9_pool", "-1": "head_relu"}
-    assert sample_cnn.tap_layer_names("3^9", block="se") == {
+    assert specs.tap_layer_names("3^9", block="se") == {
         "-3": "block8_se_scale", "-2": "block9_se_scale", "-1": "head_relu"}
 
 
@@ -292,7 +293,7 @@ def test_variant_trains_taps_and_round_trips(block, multi, tmp_path):
     assert not np.array_equal(before, model.get_layer("head_dense").get_weights()[0])  # one SGD step happened
 
     taps = sample_cnn.build_tap_extractor(model, "3^2", block=block, multi=multi).predict_on_batch(x)
-    dims = sample_cnn.tap_dims("3^2", width, block=block, multi=multi)
+    dims = specs.tap_dims("3^2", width, block=block, multi=multi)
     # 3^2: block 1 leaves 3 frames, block 2 one; the dense tap comes as one frame.
     assert {k: v.shape for k, v in taps.items()} == {"-3": (4, 3, dims["-3"]), "-2": (4, 1, dims["-2"]),
                                                       "-1": (4, 1, dims["-1"])}
@@ -314,10 +315,10 @@ def test_variant_trains_taps_and_round_trips(block, multi, tmp_path):
         np.testing.assert_allclose(again[tap], taps[tap], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("block, multi", [(b, m) for b in sample_cnn.BLOCKS for m in (False, True)])
+@pytest.mark.parametrize("block, multi", [(b, m) for b in BLOCKS for m in (False, True)])
 def test_variant_multiply_adds_match_layer_shapes_every_block(block, multi):
     model = sample_cnn.build_sample_cnn("4^2", 6, "tags", width=0.25, block=block, multi=multi)
-    assert sample_cnn.count_multiply_adds("4^2", 0.25, 6, block=block, multi=multi) == _multiply_adds_from_layers(model)
+    assert specs.count_multiply_adds("4^2", 0.25, 6, block=block, multi=multi) == _multiply_adds_from_layers(model)
 
 
 def test_tap_extractor_refuses_a_model_of_another_variant():
@@ -332,9 +333,9 @@ def test_tap_extractor_refuses_a_model_of_another_variant():
 
 
 def test_variant_name():
-    assert sample_cnn.variant_name("basic", False) == "basic"
-    assert sample_cnn.variant_name("rese", True) == "rese+multi"
+    assert specs.variant_name("basic", False) == "basic"
+    assert specs.variant_name("rese", True) == "rese+multi"
     with pytest.raises(ValueError, match="got 'ReSE'"):
-        sample_cnn.variant_name("ReSE", False)
+        specs.variant_name("ReSE", False)
     with pytest.raises(ValueError, match="multi must be a bool"):
-        sample_cnn.variant_name("se", 1)
+        specs.variant_name("se", 1)

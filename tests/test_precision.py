@@ -12,14 +12,14 @@ import pytest
 
 from msagg.data.formats.features import FeaturesFile
 from msagg.data.errors import ConfigError
-from msagg.models import sample_cnn
+from msagg.models import sample_cnn, specs
 from msagg.stages import extract, pretrain
 from msagg.stages.runs.pretrain_run import PretrainRun, load_model, save_model
 from msagg.stages.runs.folder import config_hash
 from test_extract import make_cache, make_pretrain
 from test_pretrain import read_history, tiny_config, write_tiny_cache
 
-BF16 = sample_cnn.PRECISIONS["bf16"]
+BF16 = specs.PRECISIONS["bf16"]
 
 
 def inner_policies(model) -> set[str]:
@@ -48,9 +48,9 @@ def test_bf16_model_has_the_same_layers_and_float32_outputs(block, multi):
 
 
 def test_precision_names():
-    assert sample_cnn.dtype_policy("float32") == "float32" and sample_cnn.dtype_policy("bf16") == "mixed_bfloat16"
+    assert specs.dtype_policy("float32") == "float32" and specs.dtype_policy("bf16") == "mixed_bfloat16"
     with pytest.raises(ValueError, match="precision must be one of float32, bf16, got 'fp16'"):
-        sample_cnn.dtype_policy("fp16")
+        specs.dtype_policy("fp16")
 
 
 def test_a_saved_float32_model_runs_in_bf16_and_back(tmp_path):

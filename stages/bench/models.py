@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from msagg.models import sample_cnn
+from msagg.models import sample_cnn, specs
+from msagg.models.blocks import BLOCKS
 from msagg.stages.bench import measure
 from msagg.stages import quiet
 
@@ -133,13 +134,13 @@ class Settings:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.warmup_steps < 0 or not self.width > 0:
             raise ValueError(f"warmup_steps must be >= 0 and width > 0, got {self.warmup_steps}, {self.width}")
-        sample_cnn.variant_name(self.block, self.multi)  # raises ValueError naming a bad block or multi
-        sample_cnn.dtype_policy(self.precision)  # raises ValueError naming the precisions
+        specs.variant_name(self.block, self.multi)  # raises ValueError naming a bad block or multi
+        specs.dtype_policy(self.precision)  # raises ValueError naming the precisions
 
     @property
     def variant(self) -> str:
         """"basic", "se", "rese+multi" ..."""
-        return sample_cnn.variant_name(self.block, self.multi)
+        return specs.variant_name(self.block, self.multi)
 
 
 def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, Any]:
@@ -149,13 +150,13 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
     width, batch_size, num_labels = settings.width, settings.batch_size, settings.num_labels
     infer_batch_size, sample_rate, seed = settings.infer_batch_size, settings.sample_rate, settings.seed
 
-    spec = sample_cnn.get_spec(scale)
+    spec = specs.get_spec(scale)
     length = spec.input_length
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     variant = {"block": settings.block, "multi": settings.multi}
     model = sample_cnn.build_sample_cnn(scale, num_labels, "tags", width=width,
-                                        dtype=sample_cnn.build_dtype(settings.precision), **variant)
+                                        dtype=specs.build_dtype(settings.precision), **variant)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="binary_crossentropy")
     num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     # Synthetic input: quiet noise, random tags.
@@ -176,7 +177,7 @@ def benchmark_scale(scale: str, settings: Settings = Settings()) -> dict[str, An
         np.asarray(model.predict_on_batch(xi))
     infer_rate = settings.infer_batches * infer_batch_size / (time.perf_counter() - started)
 
-    macs = sample_cnn.count_multiply_adds(scale, width, num_labels, **variant)
+    macs = specs.count_multiply_adds(scale, width, num_labels, **variant)
     seconds = length / sample_rate
     backend = keras.backend.backend()
     return {
@@ -220,7 +221,7 @@ def _isolated(scale: str, settings: Settings) -> dict[str, Any]:
 
 
 def plan(
-    scales: Sequence[str] = sample_cnn.PAPER_SCALES,
+    scales: Sequence[str] = specs.PAPER_SCALES,
     *,
     blocks: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
@@ -232,7 +233,7 @@ def plan(
     Raises:
         ValueError: As ``run_benchmark``, before anything is built.
     """
-    scales = [sample_cnn.parse_scale(s) for s in scales]
+    scales = [specs.parse_scale(s) for s in scales]
     if not scales:
         raise ValueError("no scales to measure")
     if blocks is not None and "block" in options:
@@ -245,16 +246,16 @@ def plan(
                          f"precision={options['precision']!r})")
     variants = [dataclasses.replace(settings, block=b) for b in blocks] if blocks is not None else [settings]
     if not variants:
-        raise ValueError("no blocks to measure: give at least one of " + ", ".join(sample_cnn.BLOCKS))
+        raise ValueError("no blocks to measure: give at least one of " + ", ".join(BLOCKS))
     if precisions is not None:
         variants = [dataclasses.replace(v, precision=p) for v in variants for p in precisions]
         if not variants:
-            raise ValueError("no precisions to measure: give at least one of " + ", ".join(sample_cnn.PRECISIONS))
+            raise ValueError("no precisions to measure: give at least one of " + ", ".join(specs.PRECISIONS))
     return [(scale, each) for scale in scales for each in variants]
 
 
 def run_benchmark(
-    scales: Sequence[str] = sample_cnn.PAPER_SCALES,
+    scales: Sequence[str] = specs.PAPER_SCALES,
     *,
     blocks: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
@@ -270,10 +271,10 @@ def run_benchmark(
 
     Args:
         scales: Scale keys ("3^9" ...).
-        blocks: Block types to measure at every scale, from ``sample_cnn.BLOCKS`` (default: the
+        blocks: Block types to measure at every scale, from ``msagg.models.blocks.BLOCKS`` (default: the
             ``block`` option, "basic"); each with the ``multi`` option's head.
         precisions: Precisions to measure every block type in, side by side, from
-            ``sample_cnn.PRECISIONS`` ("float32", "bf16": Keras' mixed_bfloat16; default: the
+            ``msagg.models.specs.PRECISIONS`` ("float32", "bf16": Keras' mixed_bfloat16; default: the
             ``precision`` option, "float32").
         quick: Use ``QUICK``'s very small settings (a smoke test, not a measurement).
         isolate: Measure each model in a fresh process, so the peak memory is its own.

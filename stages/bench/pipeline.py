@@ -39,7 +39,7 @@ import numpy as np
 
 from msagg.data.errors import MsaggError
 from msagg.stages import quiet
-from msagg.stages.songs.featuresets import PAPER_SCALES
+from msagg.models.specs import PAPER_SCALES
 from msagg.stages.bench.measure import DiskWatcher, lay_out, own_peak_rss_mb, rusage_mb, sig, tree_bytes
 
 logger = logging.getLogger(__name__)
@@ -121,13 +121,13 @@ def plan(settings: Settings) -> Settings:
     """Checks a request before anything is generated: the settings with scale names normalized.
 
     Raises:
-        ValueError: For an unknown scale (``msagg.models.sample_cnn``'s message).
+        ValueError: For an unknown scale (``msagg.models.specs``' message).
         data.errors.ConfigError: For a corpus the prepare stage refuses (duration, rate, seed).
     """
-    from msagg.models import sample_cnn
+    from msagg.models import specs
 
     def scales(names: Sequence[str]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(sample_cnn.parse_scale(name) for name in names))
+        return tuple(dict.fromkeys(specs.parse_scale(name) for name in names))
 
     settings = dataclasses.replace(settings, scales=scales(settings.scales), crop_scales=scales(settings.crop_scales))
     for num_tracks in settings.sizes:
@@ -190,7 +190,7 @@ def models_step(settings: Settings, out_dir: str, cache_dir: str) -> dict:
     import keras
 
     from msagg.data.formats.cache import AudioCache
-    from msagg.models import sample_cnn
+    from msagg.models import sample_cnn, specs
     from msagg.stages.bench import models as bench
     from msagg.stages import pretrain
     from msagg.stages.runs.pretrain_run import MODEL_FILE, mark_scale_done, save_model, scale_dir, write_scale_metrics
@@ -209,7 +209,7 @@ def models_step(settings: Settings, out_dir: str, cache_dir: str) -> dict:
         save_model(where / MODEL_FILE, model)
         num_params[scale] = int(model.count_params())
         write_scale_metrics(where, {
-            "scale": scale, "input_length": sample_cnn.get_spec(scale).input_length, "sample_rate": rate,
+            "scale": scale, "input_length": specs.get_spec(scale).input_length, "sample_rate": rate,
             "task": task, "label_names": label_names, "width": settings.width, "block": config.block,
             "multi": config.multi, "num_params": num_params[scale], "test": {}, "untrained": True,
         })
@@ -222,10 +222,10 @@ def models_step(settings: Settings, out_dir: str, cache_dir: str) -> dict:
 def crops_step(settings: Settings, cache_dir: str, scale: str) -> dict:
     """Times ``CropSequence`` batches of a cache at ``scale``'s input length (no model)."""
     from msagg.data.formats.cache import AudioCache
-    from msagg.models import sample_cnn
+    from msagg.models import specs
     from msagg.stages.training.crops import CropSequence, steps_per_pass
 
-    length = sample_cnn.get_spec(scale).input_length
+    length = specs.get_spec(scale).input_length
     with AudioCache(cache_dir) as cache:
         rows = cache.indices("train")
         if rows.size == 0:  # a corpus too small for a train split: crop every track

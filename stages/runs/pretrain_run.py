@@ -285,9 +285,9 @@ class PretrainRun:
 
     def tap_layers(self, scale: str) -> dict[str, str]:
         """Tap key -> name of the layer the tap reads, for the run's model variant."""
-        from msagg.models import sample_cnn
+        from msagg.models import specs
 
-        return dict(sample_cnn.tap_layer_names(scale, block=self.block, multi=self.multi))
+        return dict(specs.tap_layer_names(scale, block=self.block, multi=self.multi))
 
     def tap_extractor(self, scale: str, model=None):
         """A model returning ``{"-3", "-2", "-1"}`` activations from one forward pass.

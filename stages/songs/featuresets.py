@@ -33,14 +33,12 @@ import numpy as np
 from msagg.data.classic import CLASSIC
 from msagg.data.errors import MsaggError
 from msagg.data.formats.features import scale_sort_key
+from msagg.models.specs import PAPER_SCALES, TAPS
 
-TAPS = ("-3", "-2", "-1")
-"""Tap keys, as ``msagg.models.sample_cnn.TAPS`` (a test checks they agree)."""
 LAST3 = "last3"
 ALL = "all"
 LAYER_CHOICES = TAPS + (LAST3,)
 """The per-scale sets of the paper's Table 1: each tap alone, then the three together."""
-PAPER_SCALES = ("2^13", "2^14", "3^8", "3^9", "4^6", "4^7", "5^5", "5^6")
 TABLE2_COMBOS = (("3^9",), ("3^8", "3^9"), ("2^13", "2^14", "3^8", "3^9"), PAPER_SCALES)
 """The multi-scale sets of the paper's Table 2."""
 MULTI_LEVEL, MULTI_SCALE, CLASSIC_GROUP, COMBINED = "multi-level", "multi-scale", "classic", "learned + classic"

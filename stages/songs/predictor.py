@@ -25,7 +25,8 @@ from msagg.data.formats.features import FeaturesFile
 from msagg.stages.songs.featuresets import FeatureSet, assemble, parse_feature_set, read_features
 from msagg.stages.runs.pretrain_run import PretrainRun, pretrain_dir_of
 from msagg.stages.runs.folder import read_config
-from msagg.stages.songs.classifiers import MLP, Standardizer, Trained, predict_proba, split_rows, train_classifier
+from msagg.stages.songs.classifiers import Standardizer, Trained, split_rows, train_classifier
+from msagg.stages.songs.mlp import MLP, predict_proba
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import os
 from typing import Any, Mapping
 
 from msagg.data.formats.features import FeaturesFile
+from msagg.stages.songs.classifiers import CLASSIFIERS
 from msagg.stages.songs.metrics import METRICS, PRIMARY
 from msagg.stages.runs.pretrain_run import PretrainRun, PretrainRunError, pretrain_dir_of
 
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
-CLASSIFIER_TITLES = {"mlp": "MLP", "logreg": "Logistic regression", "svm": "RBF SVM"}
 GROUP_ORDER = ("multi-level", "multi-scale", "learned + classic", "classic")
 CLASSIC_TITLES = {"mfcc": "MFCC"}
 
@@ -124,37 +124,15 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
              f"Test {title}. MFCC: 20 coefficients with their deltas and second deltas, mean and standard "
              "deviation over the song (librosa). Last column: the classifier with the best validation "
              f"{title} for that set (test scores take no part in the choice).", "",
-             "| Feature set | Dim | " + " | ".join(CLASSIFIER_TITLES[c] for c in clfs) + " | Chosen on validation |",
+             "| Feature set | Dim | " + " | ".join(CLASSIFIERS[c].title for c in clfs) + " | Chosen on validation |",
              "|---|---:|" + "---:|" * (len(clfs) + 1)]
     for name, r in rows:
         cells = [_set_label(report, r), str(r["dim"])]
         cells += [fmt(r["classifiers"][c]["test"][metric]) if c in r["classifiers"] else "n/a" for c in clfs]
         chosen = r.get("selected")
-        cells.append(f"{fmt(chosen['test'][metric])} ({CLASSIFIER_TITLES[chosen['classifier']]})" if chosen else "n/a")
+        cells.append(f"{fmt(chosen['test'][metric])} ({CLASSIFIERS[chosen['classifier']].title})" if chosen else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    return lines
-
-
-def _classifier_intro(report: Mapping[str, Any], clf: str) -> list[str]:
-    title = CLASSIFIER_TITLES[clf]
-    if clf == "mlp":
-        mlp = report["mlp"]
-        layers = mlp["hidden_layers"]
-        title += (f" ({layers} hidden layer{'' if layers == 1 else 's'} of {mlp['hidden_units']}, batch norm, "
-                  f"dropout {mlp['dropout']})")
-    lines = [f"## {title}", ""]
-    if clf == "mlp":
-        lines += [f"Adam (learning rate {mlp['learning_rate']}), batch {mlp['batch_size']}, early stopping on the "
-                  f"validation loss (patience {mlp['patience']}, at most {mlp['epochs']} epochs), best weights "
-                  "kept.",
-                  ""]
-    elif clf == "logreg":
-        lines += ["scikit-learn LogisticRegression (one-vs-rest for tags, multinomial for classes), C chosen on the "
-                  "validation split among 0.001, 0.01, 0.1, 1, 10.", ""]
-    else:
-        lines += ["scikit-learn SVC with an RBF kernel (gamma \"scale\"; one-vs-rest for tags), C chosen on the "
-                  "validation split among 0.1, 1, 10, 100.", ""]
     return lines
 
 
@@ -181,7 +159,7 @@ def results_markdown(report: Mapping[str, Any]) -> str:
     lines = _header_lines(report) + baseline_summary(report)
     e2e = report["end_to_end"]
     for clf in report["classifiers"]:
-        lines += _classifier_intro(report, clf)
+        lines += CLASSIFIERS[clf].introduce(report)
         header = ["Feature set", "Layers", "Dim"] + [METRIC_TITLES[m] for m in metrics]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---|---|---:|" + "---:|" * len(metrics))
@@ -312,7 +290,8 @@ def per_label_layers_markdown(section: Mapping[str, Any]) -> list[str]:
     columns = section["columns"]
     titles = [f"{s} {t}" for s, t in zip(section["column_scales"], section["column_taps"])]
     metric = {"f1": "F1", **METRIC_TITLES}.get(section["metric"], section["metric"])
-    clf = CLASSIFIER_TITLES.get(section["classifier"], section["classifier"])
+    entry = CLASSIFIERS.get(section["classifier"])
+    clf = entry.title if entry else section["classifier"]
     lines = ["## Which layer suits which label (cf. the paper's Figure 2)", "",
              f"Per-label test {metric} of each single layer of each model ({clf}). Bold: the best layer of "
              "each label. Per group: the mean over its labels, and how many labels each tap wins (ties count "
