@@ -10,7 +10,7 @@ run loses at most the shards in flight: a re-run decodes only the shards that ar
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
-messages hold names as ``msagg.data.tracklist.escape_name`` writes them (``caf\\xe9.ogg`` for the
+messages hold names as ``msagg.data.names.escape_name`` writes them (``caf\\xe9.ogg`` for the
 Latin-1 bytes ``b"caf\\xe9.ogg"``, ``a\\nb.wav`` for a newline): the track ids, sources, label
 names and skipped entries of the cache, and both columns of ``skipped.csv``.
 ``os.fsencode(unescape_name(source))`` gives a file's name back as bytes.
@@ -45,7 +45,8 @@ from msagg.data.formats import cache as cache_lib
 from msagg.data.formats.cache import AudioCache, cache_run_folder
 from msagg.data.formats.cache_writer import write_index, write_linked_cache
 from msagg.data.integrity import check_same_run, require_done
-from msagg.data.tracklist import TrackList, escape_name
+from msagg.data.names import escape_name
+from msagg.data.tracklist import TrackList
 from msagg.stages.engines.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
 from msagg.stages.engines.ray_session import ADDRESS_HELP, ENGINES, check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope

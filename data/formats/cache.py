@@ -82,7 +82,7 @@ import numpy as np
 from msagg.data.errors import MsaggError
 from msagg.data.integrity import damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem
 from msagg.data.runs import run_folder
-from msagg.data.tracklist import SPLITS
+from msagg.data.splits import SPLITS
 
 logger = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ from msagg.data.synth.gm_tables import (  # the tables, importable from here as 
     GENRE_PARTS, TAGGED_FAMILIES, TAG_DEFINITIONS, SYNTH_GM_TAGS, TAG_LEVELS,
 )  # noqa: F401
 from msagg.data.synth.render import KEY_NAMES
-from msagg.data.tracklist import escape_name
+from msagg.data.names import escape_name
 
 SOURCE_PREFIX = "synthgm:"
 _SOURCE_FORMAT = "synthgm:<seed>:<index>:<min_sec>:<max_sec>[:<soundfont path>]"

@@ -43,7 +43,8 @@ from msagg.data.audio import AudioError
 from msagg.data.formats.cache import PLAN_NAME, CacheError, to_int16
 from msagg.data.formats.cache_writer import read_shard_summary, shard_file_name, write_shard
 from msagg.data.errors import MsaggError
-from msagg.data.tracklist import TrackList, escape_name, load_source, source_seconds, unescape_name
+from msagg.data.names import escape_name, unescape_name
+from msagg.data.tracklist import TrackList, load_source, source_seconds
 
 logger = logging.getLogger(__name__)
 
