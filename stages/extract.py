@@ -23,7 +23,7 @@ from msagg.data.formats.cache import AudioCache, cache_run_folder
 from msagg.data.classic import CLASSIC, classic_dim, classic_features
 from msagg.data.errors import ConfigError, MsaggError
 from msagg.data.integrity import check_same_run, require_done
-from msagg.data.segments import SEGMENTINGS, num_segments, segment
+from msagg.data.segments import SEGMENTINGS, segment, track_groups
 from msagg.models import sample_cnn
 from msagg.stages.runs.pretrain_run import PretrainRun
 from msagg.stages.engines.ray_session import check_engine
@@ -301,24 +301,8 @@ def song_features(
 
 def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], batch_size: int,
             segments: str = "cover") -> Iterator[list[int]]:
-    """Groups consecutive tracks until every scale has at least ``batch_size`` segments.
-
-    The grouping depends only on the track lengths from the first index on, so a resumed run
-    (which restarts at a group boundary) forms the same groups as an uninterrupted one. Memory
-    is about ``batch_size`` segments of the largest scale plus one track.
-    """
-    chunk: list[int] = []
-    totals = {scale: 0 for scale in models}
-    for i in indices:
-        chunk.append(i)
-        n = int(length_of(i))
-        for scale, model in models.items():
-            totals[scale] += num_segments(n, model.input_length, segments)
-        if min(totals.values()) >= batch_size:
-            yield chunk
-            chunk, totals = [], {scale: 0 for scale in models}
-    if chunk:
-        yield chunk
+    """The track groups extract computes one at a time (``msagg.data.segments.track_groups``)."""
+    return track_groups(indices, length_of, [m.input_length for m in models.values()], batch_size, segments)
 
 
 def scale_infos(models: Mapping[str, TapModel], song_pool: str) -> dict[str, ScaleInfo]:
@@ -446,8 +430,9 @@ def run(
             return final
         remove_stale_temps(out_dir)  # temps of atomic writes a killed run left (skipped.csv, DONE)
         if config.engine == "ray":
+            computation = ray_engine.Computation(load_tap_models, scale_infos, extract_rows)
             actors = stack.enter_context(ray_engine.Extractors(session, config, cache, scales, batch_size,
-                                                               **(ray_options or {})))
+                                                               computation=computation, **(ray_options or {})))
             infos = actors.scale_infos()
         else:
             models = load_tap_models(pretrain, scales, precision=config.precision)
