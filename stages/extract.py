@@ -19,15 +19,15 @@ from tqdm.auto import tqdm
 from msagg.data.formats import features as features_lib
 from msagg.data.formats.features_writer import FeaturesWriter, ScaleInfo
 from msagg.data.atomic import remove_stale_temps, write_text
-from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.formats.cache import AudioCache
 from msagg.data.classic import CLASSIC, classic_dim, classic_features
 from msagg.data.errors import ConfigError, MsaggError
-from msagg.data.integrity import check_same_run, require_done
 from msagg.data.segments import SEGMENTINGS, segment, track_groups
 from msagg.models import sample_cnn
 from msagg.stages.runs.pretrain_run import PretrainRun
 from msagg.stages.engines.ray_session import check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
+from msagg.stages.runs.upstream import open_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def run(
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
         ExtractError: For an empty cache.
-        UnfinishedRunError: If the cache's prepare run folder (``msagg.data.formats.cache.cache_run_folder``)
+        UnfinishedRunError: If the cache's prepare run folder (``msagg.stages.runs.upstream.open_upstream``)
             has no DONE marker, or its DONE belongs to another run than the cache.
         CacheError: Also for audio that fails its checksum, or a shard that is missing or was
             replaced, naming the shard and the tracks.
@@ -406,16 +406,15 @@ def run(
     out_dir = Path(out_dir)
     if batch_size < 1:
         raise ExtractError(f"batch_size must be at least 1, got {batch_size}")
-    folder = RunFolder(out_dir, "extract", config,
-                       upstream={"pretrain": config.pretrain, "cache": cache_run_folder(config.cache)})
+    folder = RunFolder(out_dir, "extract", config)
     folder.lock()  # before anything reads or writes there (the partial features file above all)
     final = out_dir / features_lib.FILE_NAME
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
-    cache_done = require_done(cache_run_folder(config.cache), "prepare")
-    with AudioCache(config.cache) as cache, contextlib.ExitStack() as stack:
-        check_same_run(cache.path, cache.config_hash, cache_done)
+    prepared = open_upstream(config.cache, "prepare")
+    with AudioCache(prepared.file) as cache, contextlib.ExitStack() as stack:
+        prepared.check_file(cache.path, cache.config_hash)
         pretrain = PretrainRun(config.pretrain)
         scales = pretrain.select(config.scales)
         pretrain.check_sample_rate(cache.sample_rate, f"the audio cache {cache.path}", scales)
@@ -426,7 +425,7 @@ def run(
             from msagg.stages.engines import ray_extract as ray_engine
 
             session = stack.enter_context(ray_engine.session(config.address))
-        if not folder.start(overwrite):
+        if not folder.start(overwrite, upstream={"pretrain": pretrain.upstream, "cache": prepared}):
             return final
         remove_stale_temps(out_dir)  # temps of atomic writes a killed run left (skipped.csv, DONE)
         if config.engine == "ray":

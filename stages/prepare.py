@@ -42,14 +42,14 @@ from msagg.data import adapters
 from msagg.data.adapters import AdapterOptions
 from msagg.data.errors import ConfigError
 from msagg.data.formats import cache as cache_lib
-from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.cache_writer import write_index, write_linked_cache
-from msagg.data.integrity import check_same_run, require_done
 from msagg.data.names import escape_name
 from msagg.data.tracklist import TrackList
 from msagg.stages.engines.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
 from msagg.stages.engines.ray_session import ADDRESS_HELP, ENGINES, check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
+from msagg.stages.runs.upstream import Upstream, open_upstream, upstream_folder
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +203,8 @@ def run(
         The cache folder, ``out_dir/cache`` (``out_dir/cache.h5`` for a run an older msagg finished).
 
     Raises:
-        stages.runfolder.RunConflictError: If ``out_dir`` holds another config.
-        stages.runfolder.RunFolderBusy: If another process is running a stage in ``out_dir``.
+        stages.runs.folder.RunConflictError: If ``out_dir`` holds another config.
+        stages.runs.lock.RunFolderBusy: If another process is running a stage in ``out_dir``.
         PrepareError: With ``config.strict``, for the first file that cannot be decoded (naming it
             and the reason); in any mode, when no track at all could be decoded.
         data.adapters.DatasetError: For a dataset the adapter refuses.
@@ -218,14 +218,13 @@ def run(
         raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
     config = pin_inputs(config)
     out_dir = Path(out_dir)
-    store_dir = None if config.audio_from is None else cache_run_folder(config.audio_from)
-    folder = RunFolder(out_dir, "prepare", config,
-                       upstream=None if store_dir is None else {"audio_from": store_dir}).lock()
-    if store_dir is not None and not (folder.done and not overwrite):
-        _check_store_dir(store_dir, out_dir)  # before anything is written here
-    on_ray = config.engine == "ray" and store_dir is None and not (folder.done and not overwrite)
+    folder = RunFolder(out_dir, "prepare", config).lock()
+    to_do = not (folder.done and not overwrite)
+    store = _open_store(config.audio_from, out_dir) if config.audio_from is not None and to_do else None
+    on_ray = config.engine == "ray" and config.audio_from is None and to_do
     with _ray_engine(config, workers, ray_options) if on_ray else contextlib.nullcontext() as engine:
-        if not folder.start(overwrite):  # Ray (its absence, an unreachable cluster) was met before this
+        # Ray (its absence, an unreachable cluster) and the audio store were met before this writes.
+        if not folder.start(overwrite, upstream=None if store is None else {"audio_from": store}):
             return _cache_of(out_dir)
         remove_stale_temps(out_dir)  # temps of atomic writes (shards, the index) a killed run left
         _remove_unfinished(out_dir, overwrite)
@@ -241,8 +240,8 @@ def run(
             more = f" (and {len(tracklist.skipped) - 1} more)" if len(tracklist.skipped) > 1 else ""
             raise PrepareError(f"{escape_name(source)}: {reason}{more} "
                                "(strict mode; without it the file would be skipped)")
-        if store_dir is not None:
-            return _link_to_store(config, folder, tracklist, store_dir, started=started)
+        if store is not None:
+            return _link_to_store(config, folder, tracklist, store, started=started)
         return _decode(config, folder, tracklist, started=started, workers=workers, progress=progress, engine=engine)
 
 
@@ -341,20 +340,19 @@ def _finish(folder: RunFolder, tracklist: TrackList, kept: TrackList, skipped: l
 
 # ----------------------------------------------------------------------------- audio_from
 
-def _check_store_dir(store_dir: Path, out_dir: Path) -> None:
-    """Refuses an audio store that is this very folder or an unfinished prepare run."""
-    if os.path.abspath(store_dir) == os.path.abspath(out_dir):
+def _open_store(audio_from: str, out_dir: Path) -> Upstream:
+    """The audio store: a finished prepare run other than this very folder (before anything is written here)."""
+    if os.path.abspath(upstream_folder(audio_from, "prepare")) == os.path.abspath(out_dir):
         raise PrepareError(f"{out_dir}: audio_from names this run folder itself; give another prepare run")
-    require_done(store_dir, "prepare")
+    return open_upstream(audio_from, "prepare")
 
 
-def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, store_dir: Path, *,
+def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, store_run: Upstream, *,
                    started: float) -> Path:
-    """Writes ``cache/index.h5`` as a cache linked to the audio of the prepare run ``store_dir``."""
+    """Writes ``cache/index.h5`` as a cache linked to the audio of the prepare run ``store_run``."""
     out_dir = folder.path
-    done = require_done(store_dir, "prepare")
-    with AudioCache(config.audio_from) as store:
-        check_same_run(store.path, store.config_hash, done)
+    with AudioCache(store_run.file) as store:
+        store_run.check_file(store.path, store.config_hash)
         if (store.dataset, store.sample_rate) != (tracklist.name, config.sample_rate):
             raise PrepareError(
                 f"{store.path}: audio_from must be a prepare run of the same dataset and sample rate: it holds "
@@ -373,7 +371,7 @@ def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, stor
         kept = _subset(tracklist, keep, skipped)
         write_linked_cache(out_dir / CACHE_NAME / cache_lib.INDEX_NAME, _as_text(kept), store,
                            [rows[i] for i in keep], config_hash=folder.hash)
-        linked = {"num_decoded_this_run": 0, "audio_from": str(store_dir), "audio_store": str(store.audio_store)}
+        linked = {"num_decoded_this_run": 0, "audio_from": str(store_run.folder), "audio_store": str(store.audio_store)}
     return _finish(folder, tracklist, kept, skipped, started, linked)
 
 
