@@ -1,7 +1,7 @@
 """Stage 1, prepare: decode a dataset once into the audio cache (``cache/``) and list what was skipped.
 
 The cache is a folder of shards of consecutive tracks, about ``shard_mb`` each, and an index
-(``data/cache.py`` documents the layout). Decoding runs in a process pool (``msagg.stages.engines.decode``),
+(``msagg.data.formats.cache_layout`` documents the layout). Decoding runs in a process pool (``msagg.stages.engines.decode``),
 or with engine "ray" as Ray tasks (``msagg.stages.engines.ray_decode``): each worker decodes one shard at a
 time, appending track after track to the shard's temporary file and renaming it when complete,
 so no second copy of the audio is ever made (the disk peaks at the cache's size) and a killed
@@ -41,7 +41,7 @@ from msagg.data.atomic import atomic_write, remove_stale_temps
 from msagg.data import adapters
 from msagg.data.adapters import AdapterOptions
 from msagg.data.errors import ConfigError
-from msagg.data.formats import cache as cache_lib
+from msagg.data.formats import cache_layout
 from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.cache_writer import write_index, write_linked_cache
 from msagg.data.names import escape_name
@@ -53,7 +53,7 @@ from msagg.stages.runs.upstream import Upstream, open_upstream, upstream_folder
 
 logger = logging.getLogger(__name__)
 
-CACHE_NAME = cache_lib.DIR_NAME
+CACHE_NAME = cache_layout.DIR_NAME
 PARTS_NAME = "parts"
 """Where an older msagg kept decoded tracks while it ran; removed when such a run is resumed."""
 SKIPPED_NAME = "skipped.csv"
@@ -273,7 +273,7 @@ def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started:
         )
 
     kept = _subset(tracklist, keep, skipped)
-    write_index(cache_dir / cache_lib.INDEX_NAME, _as_text(kept), shards, sample_rate=config.sample_rate,
+    write_index(cache_dir / cache_layout.INDEX_NAME, _as_text(kept), shards, sample_rate=config.sample_rate,
                 config_hash=folder.hash)
     # Every decoder of this run has ended and the folder is locked: a temp still here is a killed
     # run's, whose workers were still exiting (so looked alive) when this run started.
@@ -294,14 +294,14 @@ def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started:
 
 def _cache_of(out_dir: Path) -> Path:
     """The cache of a finished run folder: ``cache/``, or the ``cache.h5`` of an older msagg's run."""
-    legacy = out_dir / cache_lib.LEGACY_FILE_NAME
+    legacy = out_dir / cache_layout.LEGACY_FILE_NAME
     return legacy if legacy.is_file() and not (out_dir / CACHE_NAME).exists() else out_dir / CACHE_NAME
 
 
 def _remove_unfinished(out_dir: Path, overwrite: bool) -> None:
     """Removes what an unfinished run of an older msagg left (``parts/``, ``cache.h5``), and with
     ``overwrite`` the shards a killed run of this config left (otherwise they are resumed)."""
-    for name in (PARTS_NAME, cache_lib.LEGACY_FILE_NAME) + ((CACHE_NAME,) if overwrite else ()):
+    for name in (PARTS_NAME, cache_layout.LEGACY_FILE_NAME) + ((CACHE_NAME,) if overwrite else ()):
         path = out_dir / name
         if path.is_dir():
             logger.info("%s: removing what an unfinished run left", path)
@@ -369,7 +369,7 @@ def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, stor
             raise PrepareError(f"{store.path}: holds none of the {len(tracklist)} tracks {tracklist.name} lists "
                                f"(every one was skipped there; reasons in {out_dir / SKIPPED_NAME})")
         kept = _subset(tracklist, keep, skipped)
-        write_linked_cache(out_dir / CACHE_NAME / cache_lib.INDEX_NAME, _as_text(kept), store,
+        write_linked_cache(out_dir / CACHE_NAME / cache_layout.INDEX_NAME, _as_text(kept), store,
                            [rows[i] for i in keep], config_hash=folder.hash)
         linked = {"num_decoded_this_run": 0, "audio_from": str(store_run.folder), "audio_store": str(store.audio_store)}
     return _finish(folder, tracklist, kept, skipped, started, linked)

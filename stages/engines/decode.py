@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from msagg.data.atomic import write_json
 from msagg.data.audio import AudioError
-from msagg.data.formats.cache import PLAN_NAME, CacheError, to_int16
+from msagg.data.formats.cache_layout import PLAN_NAME, CacheError, to_int16
 from msagg.data.formats.cache_writer import read_shard_summary, shard_file_name, write_shard
 from msagg.data.errors import MsaggError
 from msagg.data.names import escape_name, unescape_name

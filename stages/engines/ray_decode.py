@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from msagg.data.atomic import stale_temps
-from msagg.data.formats.cache import PLAN_NAME
+from msagg.data.formats.cache_layout import PLAN_NAME
 from msagg.data.formats.cache_writer import shard_file_name
 from msagg.data.errors import MsaggError
 from msagg.data.tracklist import absolute_source

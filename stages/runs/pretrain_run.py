@@ -297,7 +297,8 @@ class PretrainRun:
         return self._dataset
 
     def _read_dataset(self) -> str:
-        from msagg.data.formats.cache import AudioCache, cache_run_folder
+        from msagg.data.formats.cache import AudioCache
+        from msagg.data.formats.cache_layout import cache_run_folder
 
         cache = self.config.get("cache")
         if not cache:

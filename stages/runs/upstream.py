@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from msagg.data.errors import MsaggError
-from msagg.data.formats.cache import cache_file, cache_run_folder
+from msagg.data.formats.cache_layout import cache_file, cache_run_folder
 from msagg.data.formats.features import FILE_NAME as FEATURES_FILE
 from msagg.data.runs import run_file
 from msagg.stages.runs.records import (CONFIG_FILE, DONE_FILE, METADATA_FILE, config_hash, read_json_config,
