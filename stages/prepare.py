@@ -46,8 +46,9 @@ from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.cache_writer import write_index, write_linked_cache
 from msagg.data.names import escape_name
 from msagg.data.tracklist import TrackList
-from msagg.stages.engines.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
+from msagg.stages.engines.decode import PrepareError, decode_all, num_workers, unescape_text
 from msagg.stages.engines.ray_session import ADDRESS_HELP, ENGINES, check_engine
+from msagg.stages.engines.shard_plan import DEFAULT_SHARD_MB
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
 from msagg.stages.runs.upstream import Upstream, open_upstream, upstream_folder
 
@@ -91,7 +92,7 @@ class Config(AdapterOptions):
             sample rate holding every listed track; its audio is linked, not decoded again.
             Recorded as the run's upstream. None: decode.
         shard_mb: About how many MB (10^6 bytes) of int16 audio a shard holds (a corpus is cut
-            into at least ``msagg.stages.engines.decode.MIN_SHARDS`` shards when it has the tracks). In the
+            into at least ``msagg.stages.engines.shard_plan.MIN_SHARDS`` shards when it has the tracks). In the
             config hash only when not the default, so older run folders keep theirs.
         engine: Where the shards are decoded: "local" (processes of this machine) or "ray" (one
             Ray task per shard, ``msagg.stages.engines.ray_decode``). The cache is the same either way, so the
