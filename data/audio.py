@@ -13,7 +13,7 @@ import soundfile as sf
 import soxr
 
 from msagg.data.errors import MsaggError
-from msagg.data.tracklist import escape_name
+from msagg.data.names import escape_name
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class AudioError(MsaggError):
         path: The file, as given (as Python holds its name: it may hold surrogates).
         reason: Why it cannot be used, e.g. "empty file (0 bytes)".
 
-    The message shows the path through ``msagg.data.tracklist.escape_name``, so it can always be printed
+    The message shows the path through ``msagg.data.names.escape_name``, so it can always be printed
     or written as UTF-8.
     """
 

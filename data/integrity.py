@@ -1,8 +1,5 @@
-"""Checks that what msagg reads is what msagg wrote: finished run folders, schema versions, checksums.
+"""Checks that what msagg reads is what msagg wrote: schema versions and checksums.
 
-- Upstream run folders: a stage reads another stage's file only once that run wrote ``DONE``
-  (its last write); ``require_done`` names the folder otherwise, and ``check_same_run`` refuses
-  a file whose config hash is not the one ``DONE`` records.
 - Schema versions are integers; ``schema_version_problem`` says what was found instead, with
   its type (a string "1" is refused: msagg always writes an integer, so anything else was not
   written by msagg's writer).
@@ -11,67 +8,19 @@
   string datasets cannot take filters). ``damaged_ranges`` finds which chunks of a range fail,
   so the reader can name the tracks or rows affected. Files written before the checksum was
   added read as before, unverified.
+
+That an upstream run folder is finished, and that its file is the one its ``DONE`` marks, is
+checked where run folders are known: ``msagg.stages.runs.upstream``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from msagg.data.errors import MsaggError
-from msagg.data.runs import run_folder
-
-DONE_FILE = "DONE"
 CHECKSUM = {"fletcher32": True}
 """h5py ``create_dataset`` keywords of every numeric dataset msagg writes."""
-
-
-class UnfinishedRunError(MsaggError):
-    """An upstream run folder that is missing, has not finished (no DONE), or holds another run's file."""
-
-
-def require_done(path: str | os.PathLike, stage: str) -> dict:
-    """The ``DONE`` record of the run folder of ``path``, which must exist.
-
-    Args:
-        path: A run folder, or a file in one (the folder holding it is checked).
-        stage: The stage that writes such folders ("prepare", "extract"), for the message.
-
-    Returns:
-        The JSON of ``DONE`` ({} when it is not a JSON object).
-
-    Raises:
-        UnfinishedRunError: Naming the folder, if it does not exist or has no ``DONE``.
-    """
-    folder = run_folder(path)
-    if not folder.is_dir():
-        raise UnfinishedRunError(f"{folder}: no such {stage} run folder (run `msagg {stage}` first)")
-    done = folder / DONE_FILE
-    if not done.is_file():
-        raise UnfinishedRunError(f"{folder}: this {stage} run has not finished (no {DONE_FILE} marker); "
-                                 f"run `msagg {stage}` into it again to finish it")
-    try:
-        info = json.loads(done.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-def check_same_run(file: str | os.PathLike, file_hash: str, done: dict) -> None:
-    """Refuses a file whose recorded config hash differs from the one its folder's ``DONE`` holds.
-
-    Either hash missing or empty (files and markers of older versions) is accepted.
-
-    Raises:
-        UnfinishedRunError: Naming the file and both hashes.
-    """
-    done_hash = str(done.get("config_hash") or "")
-    if file_hash and done_hash and file_hash != done_hash:
-        raise UnfinishedRunError(f"{file}: written by a run with config hash {file_hash}, but the folder's "
-                                 f"{DONE_FILE} marks a run with config hash {done_hash}; run its stage again")
 
 
 def schema_version_problem(value: Any, expected: int) -> str | None:

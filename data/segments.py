@@ -14,6 +14,8 @@ A track shorter than one segment gives one zero-padded segment either way.
 
 from __future__ import annotations
 
+from typing import Callable, Iterable, Iterator
+
 import numpy as np
 
 SEGMENTINGS = ("cover", "drop")
@@ -84,3 +86,37 @@ def segment(wave: np.ndarray, length: int, segments: str = "drop") -> np.ndarray
     if count > whole:
         out = np.concatenate([out, wave[-length:][None]])
     return out
+
+
+def track_groups(indices: Iterable[int], length_of: Callable[[int], int], input_lengths: Iterable[int],
+                 batch_size: int, segments: str) -> Iterator[list[int]]:
+    """Groups consecutive tracks until every model has at least ``batch_size`` segments of them.
+
+    extract computes a group at a time (its forward passes hold the segments of the group's
+    tracks), and its engines cut the work at group starts. The grouping depends only on the track
+    lengths from the first index on, so a resumed run (which restarts at a group boundary) forms
+    the same groups as an uninterrupted one. Memory is about ``batch_size`` segments of the largest
+    model plus one track.
+
+    Args:
+        indices: Track indices, in order.
+        length_of: A track's number of samples, by index.
+        input_lengths: Samples per segment of each model (scale).
+        batch_size: Segments per forward pass.
+        segments: "drop" or "cover" (module docstring).
+
+    Yields:
+        Lists of consecutive indices; the last group may hold fewer segments.
+    """
+    input_lengths = [int(n) for n in input_lengths]
+    group: list[int] = []
+    totals = [0] * len(input_lengths)
+    for i in indices:
+        group.append(i)
+        n = int(length_of(i))
+        totals = [total + num_segments(n, length, segments) for total, length in zip(totals, input_lengths)]
+        if min(totals) >= batch_size:
+            yield group
+            group, totals = [], [0] * len(input_lengths)
+    if group:
+        yield group

@@ -23,7 +23,6 @@ from msagg.data.adapters import label_groups
 from msagg.data.atomic import remove_stale_temps, write_json, write_text
 from msagg.data.errors import ConfigError
 from msagg.data.formats.features import FeaturesFile
-from msagg.data.integrity import check_same_run, require_done
 from msagg.models.specs import SCALES
 from msagg.stages.songs import featuresets, plots
 from msagg.stages.checks import check_int
@@ -33,6 +32,7 @@ from msagg.stages.songs.predictor import INDEX_FILE, MODELS_DIR, predictor_info,
 from msagg.stages.songs.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
 from msagg.stages.runs.folder import RunFolder, lock_scope
+from msagg.stages.runs.upstream import open_upstream
 from msagg.stages.songs.classifiers import (CLASSIFIERS, SAVABLE, ClassifyError, Standardizer, split_rows,
                                     train_classifier)
 from msagg.stages.songs.mlp import MLP
@@ -210,13 +210,13 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         WriteError: When the disk refuses a write (naming the file); no DONE is written.
     """
     out_dir = Path(out_dir)
-    folder = RunFolder(out_dir, "classify", config, upstream={"features": config.features}).lock()
+    folder = RunFolder(out_dir, "classify", config).lock()
     if folder.done and not overwrite:
         logger.info("%s: classify already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
-    features_done = require_done(config.features, "extract")
-    with FeaturesFile(config.features) as ff:
-        check_same_run(ff.path, ff.config_hash, features_done)
+    extracted = open_upstream(config.features, "extract")
+    with FeaturesFile(extracted.file) as ff:
+        extracted.check_file(ff.path, ff.config_hash)
         task, names = ff.task, ff.label_names
         sets = feature_sets(ff.scales, config.feature_sets, config.include_single, source=str(ff.path),
                             classic=ff.classic)
@@ -232,7 +232,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         if num_excluded:
             logger.warning("%s: %d tracks with non-finite features left out", ff.path, num_excluded)
         rows, validation = split_rows(ff, np.flatnonzero(usable), config.seed)
-        if not folder.start(overwrite):
+        if not folder.start(overwrite, upstream={"features": extracted}):
             return out_dir
         remove_stale_temps(out_dir)  # temps of atomic writes (plots, models, reports) a killed run left
         y = {split: ff.labels[idx] for split, idx in rows.items()}

@@ -19,15 +19,15 @@ from tqdm.auto import tqdm
 from msagg.data.formats import features as features_lib
 from msagg.data.formats.features_writer import FeaturesWriter, ScaleInfo
 from msagg.data.atomic import remove_stale_temps, write_text
-from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.formats.cache import AudioCache
 from msagg.data.classic import CLASSIC, classic_dim, classic_features
 from msagg.data.errors import ConfigError, MsaggError
-from msagg.data.integrity import check_same_run, require_done
-from msagg.data.segments import SEGMENTINGS, num_segments, segment
+from msagg.data.segments import SEGMENTINGS, segment, track_groups
 from msagg.models import sample_cnn, specs
 from msagg.stages.runs.pretrain_run import PretrainRun
 from msagg.stages.engines.ray_session import check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
+from msagg.stages.runs.upstream import open_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -301,24 +301,8 @@ def song_features(
 
 def _chunks(indices: Sequence[int], length_of, models: Mapping[str, TapModel], batch_size: int,
             segments: str = "cover") -> Iterator[list[int]]:
-    """Groups consecutive tracks until every scale has at least ``batch_size`` segments.
-
-    The grouping depends only on the track lengths from the first index on, so a resumed run
-    (which restarts at a group boundary) forms the same groups as an uninterrupted one. Memory
-    is about ``batch_size`` segments of the largest scale plus one track.
-    """
-    chunk: list[int] = []
-    totals = {scale: 0 for scale in models}
-    for i in indices:
-        chunk.append(i)
-        n = int(length_of(i))
-        for scale, model in models.items():
-            totals[scale] += num_segments(n, model.input_length, segments)
-        if min(totals.values()) >= batch_size:
-            yield chunk
-            chunk, totals = [], {scale: 0 for scale in models}
-    if chunk:
-        yield chunk
+    """The track groups extract computes one at a time (``msagg.data.segments.track_groups``)."""
+    return track_groups(indices, length_of, [m.input_length for m in models.values()], batch_size, segments)
 
 
 def scale_infos(models: Mapping[str, TapModel], song_pool: str) -> dict[str, ScaleInfo]:
@@ -410,7 +394,7 @@ def run(
         PretrainRunError: For an unfinished pretrain run, a scale it lacks, or models trained at
             another sample rate than the cache's.
         ExtractError: For an empty cache.
-        UnfinishedRunError: If the cache's prepare run folder (``msagg.data.formats.cache.cache_run_folder``)
+        UnfinishedRunError: If the cache's prepare run folder (``msagg.stages.runs.upstream.open_upstream``)
             has no DONE marker, or its DONE belongs to another run than the cache.
         CacheError: Also for audio that fails its checksum, or a shard that is missing or was
             replaced, naming the shard and the tracks.
@@ -422,16 +406,15 @@ def run(
     out_dir = Path(out_dir)
     if batch_size < 1:
         raise ExtractError(f"batch_size must be at least 1, got {batch_size}")
-    folder = RunFolder(out_dir, "extract", config,
-                       upstream={"pretrain": config.pretrain, "cache": cache_run_folder(config.cache)})
+    folder = RunFolder(out_dir, "extract", config)
     folder.lock()  # before anything reads or writes there (the partial features file above all)
     final = out_dir / features_lib.FILE_NAME
     if folder.done and not overwrite:
         logger.info("%s: extract already done with config %s; nothing to do", out_dir, folder.hash)
         return final
-    cache_done = require_done(cache_run_folder(config.cache), "prepare")
-    with AudioCache(config.cache) as cache, contextlib.ExitStack() as stack:
-        check_same_run(cache.path, cache.config_hash, cache_done)
+    prepared = open_upstream(config.cache, "prepare")
+    with AudioCache(prepared.file) as cache, contextlib.ExitStack() as stack:
+        prepared.check_file(cache.path, cache.config_hash)
         pretrain = PretrainRun(config.pretrain)
         scales = pretrain.select(config.scales)
         pretrain.check_sample_rate(cache.sample_rate, f"the audio cache {cache.path}", scales)
@@ -442,12 +425,13 @@ def run(
             from msagg.stages.engines import ray_extract as ray_engine
 
             session = stack.enter_context(ray_engine.session(config.address))
-        if not folder.start(overwrite):
+        if not folder.start(overwrite, upstream={"pretrain": pretrain.upstream, "cache": prepared}):
             return final
         remove_stale_temps(out_dir)  # temps of atomic writes a killed run left (skipped.csv, DONE)
         if config.engine == "ray":
+            computation = ray_engine.Computation(load_tap_models, scale_infos, extract_rows)
             actors = stack.enter_context(ray_engine.Extractors(session, config, cache, scales, batch_size,
-                                                               **(ray_options or {})))
+                                                               computation=computation, **(ray_options or {})))
             infos = actors.scale_infos()
         else:
             models = load_tap_models(pretrain, scales, precision=config.precision)

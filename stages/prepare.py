@@ -1,7 +1,7 @@
 """Stage 1, prepare: decode a dataset once into the audio cache (``cache/``) and list what was skipped.
 
 The cache is a folder of shards of consecutive tracks, about ``shard_mb`` each, and an index
-(``data/cache.py`` documents the layout). Decoding runs in a process pool (``msagg.stages.engines.decode``),
+(``msagg.data.formats.cache_layout`` documents the layout). Decoding runs in a process pool (``msagg.stages.engines.decode``),
 or with engine "ray" as Ray tasks (``msagg.stages.engines.ray_decode``): each worker decodes one shard at a
 time, appending track after track to the shard's temporary file and renaming it when complete,
 so no second copy of the audio is ever made (the disk peaks at the cache's size) and a killed
@@ -10,7 +10,7 @@ run loses at most the shards in flight: a re-run decodes only the shards that ar
 
 File names are bytes: any name the file system holds (not UTF-8, with a newline, a leading dash)
 is listed and decoded. The cache (h5py stores UTF-8 text), ``skipped.csv``, the logs and the error
-messages hold names as ``msagg.data.tracklist.escape_name`` writes them (``caf\\xe9.ogg`` for the
+messages hold names as ``msagg.data.names.escape_name`` writes them (``caf\\xe9.ogg`` for the
 Latin-1 bytes ``b"caf\\xe9.ogg"``, ``a\\nb.wav`` for a newline): the track ids, sources, label
 names and skipped entries of the cache, and both columns of ``skipped.csv``.
 ``os.fsencode(unescape_name(source))`` gives a file's name back as bytes.
@@ -41,18 +41,20 @@ from msagg.data.atomic import atomic_write, remove_stale_temps
 from msagg.data import adapters
 from msagg.data.adapters import AdapterOptions
 from msagg.data.errors import ConfigError
-from msagg.data.formats import cache as cache_lib
-from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.formats import cache_layout
+from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.cache_writer import write_index, write_linked_cache
-from msagg.data.integrity import check_same_run, require_done
-from msagg.data.tracklist import TrackList, escape_name
-from msagg.stages.engines.decode import DEFAULT_SHARD_MB, PrepareError, decode_all, num_workers, unescape_text
+from msagg.data.names import escape_name
+from msagg.data.tracklist import TrackList
+from msagg.stages.engines.decode import PrepareError, decode_all, num_workers, unescape_text
 from msagg.stages.engines.ray_session import ADDRESS_HELP, ENGINES, check_engine
+from msagg.stages.engines.shard_plan import DEFAULT_SHARD_MB
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
+from msagg.stages.runs.upstream import Upstream, open_upstream, upstream_folder
 
 logger = logging.getLogger(__name__)
 
-CACHE_NAME = cache_lib.DIR_NAME
+CACHE_NAME = cache_layout.DIR_NAME
 PARTS_NAME = "parts"
 """Where an older msagg kept decoded tracks while it ran; removed when such a run is resumed."""
 SKIPPED_NAME = "skipped.csv"
@@ -90,7 +92,7 @@ class Config(AdapterOptions):
             sample rate holding every listed track; its audio is linked, not decoded again.
             Recorded as the run's upstream. None: decode.
         shard_mb: About how many MB (10^6 bytes) of int16 audio a shard holds (a corpus is cut
-            into at least ``msagg.stages.engines.decode.MIN_SHARDS`` shards when it has the tracks). In the
+            into at least ``msagg.stages.engines.shard_plan.MIN_SHARDS`` shards when it has the tracks). In the
             config hash only when not the default, so older run folders keep theirs.
         engine: Where the shards are decoded: "local" (processes of this machine) or "ray" (one
             Ray task per shard, ``msagg.stages.engines.ray_decode``). The cache is the same either way, so the
@@ -202,8 +204,8 @@ def run(
         The cache folder, ``out_dir/cache`` (``out_dir/cache.h5`` for a run an older msagg finished).
 
     Raises:
-        stages.runfolder.RunConflictError: If ``out_dir`` holds another config.
-        stages.runfolder.RunFolderBusy: If another process is running a stage in ``out_dir``.
+        stages.runs.folder.RunConflictError: If ``out_dir`` holds another config.
+        stages.runs.lock.RunFolderBusy: If another process is running a stage in ``out_dir``.
         PrepareError: With ``config.strict``, for the first file that cannot be decoded (naming it
             and the reason); in any mode, when no track at all could be decoded.
         data.adapters.DatasetError: For a dataset the adapter refuses.
@@ -217,14 +219,13 @@ def run(
         raise PrepareError(f"track list {tracklist.name!r} does not match config dataset {config.dataset!r}")
     config = pin_inputs(config)
     out_dir = Path(out_dir)
-    store_dir = None if config.audio_from is None else cache_run_folder(config.audio_from)
-    folder = RunFolder(out_dir, "prepare", config,
-                       upstream=None if store_dir is None else {"audio_from": store_dir}).lock()
-    if store_dir is not None and not (folder.done and not overwrite):
-        _check_store_dir(store_dir, out_dir)  # before anything is written here
-    on_ray = config.engine == "ray" and store_dir is None and not (folder.done and not overwrite)
+    folder = RunFolder(out_dir, "prepare", config).lock()
+    to_do = not (folder.done and not overwrite)
+    store = _open_store(config.audio_from, out_dir) if config.audio_from is not None and to_do else None
+    on_ray = config.engine == "ray" and config.audio_from is None and to_do
     with _ray_engine(config, workers, ray_options) if on_ray else contextlib.nullcontext() as engine:
-        if not folder.start(overwrite):  # Ray (its absence, an unreachable cluster) was met before this
+        # Ray (its absence, an unreachable cluster) and the audio store were met before this writes.
+        if not folder.start(overwrite, upstream=None if store is None else {"audio_from": store}):
             return _cache_of(out_dir)
         remove_stale_temps(out_dir)  # temps of atomic writes (shards, the index) a killed run left
         _remove_unfinished(out_dir, overwrite)
@@ -240,8 +241,8 @@ def run(
             more = f" (and {len(tracklist.skipped) - 1} more)" if len(tracklist.skipped) > 1 else ""
             raise PrepareError(f"{escape_name(source)}: {reason}{more} "
                                "(strict mode; without it the file would be skipped)")
-        if store_dir is not None:
-            return _link_to_store(config, folder, tracklist, store_dir, started=started)
+        if store is not None:
+            return _link_to_store(config, folder, tracklist, store, started=started)
         return _decode(config, folder, tracklist, started=started, workers=workers, progress=progress, engine=engine)
 
 
@@ -273,7 +274,7 @@ def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started:
         )
 
     kept = _subset(tracklist, keep, skipped)
-    write_index(cache_dir / cache_lib.INDEX_NAME, _as_text(kept), shards, sample_rate=config.sample_rate,
+    write_index(cache_dir / cache_layout.INDEX_NAME, _as_text(kept), shards, sample_rate=config.sample_rate,
                 config_hash=folder.hash)
     # Every decoder of this run has ended and the folder is locked: a temp still here is a killed
     # run's, whose workers were still exiting (so looked alive) when this run started.
@@ -294,14 +295,14 @@ def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started:
 
 def _cache_of(out_dir: Path) -> Path:
     """The cache of a finished run folder: ``cache/``, or the ``cache.h5`` of an older msagg's run."""
-    legacy = out_dir / cache_lib.LEGACY_FILE_NAME
+    legacy = out_dir / cache_layout.LEGACY_FILE_NAME
     return legacy if legacy.is_file() and not (out_dir / CACHE_NAME).exists() else out_dir / CACHE_NAME
 
 
 def _remove_unfinished(out_dir: Path, overwrite: bool) -> None:
     """Removes what an unfinished run of an older msagg left (``parts/``, ``cache.h5``), and with
     ``overwrite`` the shards a killed run of this config left (otherwise they are resumed)."""
-    for name in (PARTS_NAME, cache_lib.LEGACY_FILE_NAME) + ((CACHE_NAME,) if overwrite else ()):
+    for name in (PARTS_NAME, cache_layout.LEGACY_FILE_NAME) + ((CACHE_NAME,) if overwrite else ()):
         path = out_dir / name
         if path.is_dir():
             logger.info("%s: removing what an unfinished run left", path)
@@ -340,20 +341,19 @@ def _finish(folder: RunFolder, tracklist: TrackList, kept: TrackList, skipped: l
 
 # ----------------------------------------------------------------------------- audio_from
 
-def _check_store_dir(store_dir: Path, out_dir: Path) -> None:
-    """Refuses an audio store that is this very folder or an unfinished prepare run."""
-    if os.path.abspath(store_dir) == os.path.abspath(out_dir):
+def _open_store(audio_from: str, out_dir: Path) -> Upstream:
+    """The audio store: a finished prepare run other than this very folder (before anything is written here)."""
+    if os.path.abspath(upstream_folder(audio_from, "prepare")) == os.path.abspath(out_dir):
         raise PrepareError(f"{out_dir}: audio_from names this run folder itself; give another prepare run")
-    require_done(store_dir, "prepare")
+    return open_upstream(audio_from, "prepare")
 
 
-def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, store_dir: Path, *,
+def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, store_run: Upstream, *,
                    started: float) -> Path:
-    """Writes ``cache/index.h5`` as a cache linked to the audio of the prepare run ``store_dir``."""
+    """Writes ``cache/index.h5`` as a cache linked to the audio of the prepare run ``store_run``."""
     out_dir = folder.path
-    done = require_done(store_dir, "prepare")
-    with AudioCache(config.audio_from) as store:
-        check_same_run(store.path, store.config_hash, done)
+    with AudioCache(store_run.file) as store:
+        store_run.check_file(store.path, store.config_hash)
         if (store.dataset, store.sample_rate) != (tracklist.name, config.sample_rate):
             raise PrepareError(
                 f"{store.path}: audio_from must be a prepare run of the same dataset and sample rate: it holds "
@@ -370,9 +370,9 @@ def _link_to_store(config: Config, folder: RunFolder, tracklist: TrackList, stor
             raise PrepareError(f"{store.path}: holds none of the {len(tracklist)} tracks {tracklist.name} lists "
                                f"(every one was skipped there; reasons in {out_dir / SKIPPED_NAME})")
         kept = _subset(tracklist, keep, skipped)
-        write_linked_cache(out_dir / CACHE_NAME / cache_lib.INDEX_NAME, _as_text(kept), store,
+        write_linked_cache(out_dir / CACHE_NAME / cache_layout.INDEX_NAME, _as_text(kept), store,
                            [rows[i] for i in keep], config_hash=folder.hash)
-        linked = {"num_decoded_this_run": 0, "audio_from": str(store_dir), "audio_store": str(store.audio_store)}
+        linked = {"num_decoded_this_run": 0, "audio_from": str(store_run.folder), "audio_store": str(store.audio_store)}
     return _finish(folder, tracklist, kept, skipped, started, linked)
 
 

@@ -29,9 +29,8 @@ import keras
 import numpy as np
 
 from msagg.data.atomic import remove_stale_temps, write_json
-from msagg.data.formats.cache import AudioCache, cache_run_folder
+from msagg.data.formats.cache import AudioCache
 from msagg.data.errors import ConfigError, MsaggError
-from msagg.data.integrity import check_same_run, require_done
 from msagg.models import sample_cnn, specs
 from msagg.stages.checks import check_int, check_number
 # CropSequence, the evaluation functions and HISTORY_FIELDS were defined here before; importing
@@ -46,6 +45,7 @@ from msagg.stages.songs.metrics import PRIMARY
 from msagg.stages.runs import pretrain_run
 from msagg.stages.runs.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
 from msagg.stages.runs.folder import OMIT_DEFAULT, RunFolder, lock_scope
+from msagg.stages.runs.upstream import open_upstream
 
 __all__ = ["Config", "PRESETS", "BLOCKS", "PretrainError", "run"]
 
@@ -544,18 +544,17 @@ def run(
     devices = devices_lib.resolve(config.devices)
     devices_lib.check_batch(config.batch_size, devices.count)
     runtime = {"devices": devices.describe()}
-    folder = RunFolder(out_dir, "pretrain", config, upstream={"cache": cache_run_folder(config.cache)},
-                       runtime=runtime).lock()
+    folder = RunFolder(out_dir, "pretrain", config, runtime=runtime).lock()
     if folder.done and not overwrite:
         logger.info("%s: pretrain already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
-    cache_done = require_done(cache_run_folder(config.cache), "prepare")
-    if not folder.start(overwrite):
+    prepared = open_upstream(config.cache, "prepare")
+    if not folder.start(overwrite, upstream={"cache": prepared}):
         return out_dir
     remove_stale_temps(out_dir)  # temps of atomic writes (model.keras, history.csv, ...) a killed run left
     summary: dict[str, Any] = {}
-    with AudioCache(config.cache) as cache:
-        check_same_run(cache.path, cache.config_hash, cache_done)
+    with AudioCache(prepared.file) as cache:
+        prepared.check_file(cache.path, cache.config_hash)
         logger.info("pretrain on %s: %d tracks, task %s, %d labels, %d Hz", config.cache, cache.num_tracks,
                     cache.task, len(cache.label_names), cache.sample_rate)
         keras.utils.set_random_seed(config.seed)

@@ -1,6 +1,6 @@
 """The schema-1 audio cache writer of msagg before the sharded cache, kept to test that old caches still read.
 
-msagg no longer writes this layout (``data/cache.py`` documents it); these are the writers it
+msagg no longer writes this layout (``msagg.data.formats.cache_layout`` documents it); these are the writers it
 used, unchanged but for their names, so that tests can make real schema-1 files: single-file
 caches (``write_cache_v1``) and caches linked to another one's /audio (``write_linked_cache_v1``).
 """

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from msagg.data import splits
-from msagg.data.tracklist import escape_name, unescape_name
+from msagg.data.names import escape_name, unescape_name
 from msagg.data.adapters import (
     ADAPTERS, GENRE_SEED_OFFSET, GTZAN_GENRES, AdapterOptions, DatasetError, make_tracklist,
 )  # fmt: skip

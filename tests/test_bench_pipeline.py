@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from msagg.pipeline.cli import main
 from msagg.stages.bench import pipeline as bp
+from msagg.stages.bench.measure import own_peak_rss_mb
 from msagg.stages import quiet
 
 TINY = ["--tracks", "2", "--track-sec", "1", "--scales", "3^2,4x2", "--width", "0.125", "--workers", "1"]
@@ -190,5 +191,5 @@ def test_a_step_in_its_own_process_reports_its_own_peak_memory(tmp_path):
     row = bp._run_step(bp.prepare_step, dict(settings=settings, num_tracks=2, out_dir=str(tmp_path / "p")),
                        isolate=True, keras=False, workers=True)
     assert row["num_cached"] == 2 and row["files_per_sec"] > 0
-    assert 0 < row["peak_rss_step_mb"] < 0.6 * bp.own_peak_rss_mb()
+    assert 0 < row["peak_rss_step_mb"] < 0.6 * own_peak_rss_mb()
     assert row["peak_rss_mb"] == max(row["peak_rss_step_mb"], row["peak_rss_workers_mb"])

@@ -25,7 +25,7 @@ from msagg.data.formats import features_writer as FW
 from msagg.data.atomic import WriteError, write_json, write_text
 from msagg.data.formats.cache import AudioCache, CacheError
 from msagg.data.formats.cache_writer import write_cache
-from msagg.data.integrity import UnfinishedRunError
+from msagg.stages.runs.upstream import UnfinishedRunError
 from msagg.data.tracklist import TrackList
 from msagg.stages import extract
 from msagg.stages.runs.folder import RunFolder

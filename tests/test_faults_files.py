@@ -19,7 +19,7 @@ import soundfile as sf
 
 from msagg.data import audio
 from msagg.data.formats.cache import AudioCache
-from msagg.data.tracklist import escape_name, unescape_name
+from msagg.data.names import escape_name, unescape_name
 from msagg.stages import prepare
 
 RATE = 8000

@@ -30,8 +30,10 @@ from msagg.data.tracklist import TrackList
 from msagg.pipeline.cli import main
 from msagg.pipeline.config import resolve
 from msagg.stages import prepare
-from msagg.stages.runs.folder import (LOCK_NAME, FolderLock, RunConflictError, RunFolder, RunFolderBusy, config_dict,
-                              read_config)
+from msagg.stages.runs.folder import RunConflictError, RunFolder
+from msagg.stages.runs.lock import LOCK_NAME, FolderLock, RunFolderBusy
+from msagg.stages.runs.records import config_dict
+from msagg.stages.runs.upstream import open_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -321,14 +323,14 @@ def test_a_run_folder_whose_config_json_is_not_json(tmp_path):
     # Finished folders read as upstream or by predict name the file too.
     (out / "DONE").write_text("{}")
     with pytest.raises(MsaggError, match=rf"^{out / 'config.json'}: not valid JSON"):
-        read_config(out)
+        open_upstream(out, "prepare")
     with pytest.raises(MsaggError, match=rf"^{out / 'config.json'}: not valid JSON"):
         RunFolder(tmp_path / "next", "pretrain", tiny_prepare_config(), upstream={"cache": out}).start()
     assert not (tmp_path / "next").exists()
     # --overwrite replaces the damaged run.
     result = CliRunner().invoke(main, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert read_config(out)["num_tracks"] == 8
+    assert open_upstream(out, "prepare").config["num_tracks"] == 8
 
 
 def test_predict_refuses_top_below_one():

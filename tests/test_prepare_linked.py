@@ -17,7 +17,7 @@ from msagg.data.formats.cache import AudioCache, CacheError
 from msagg.data.formats.cache_writer import write_cache
 from legacy_cache import write_cache_v1
 from msagg.data.errors import ConfigError
-from msagg.data.integrity import UnfinishedRunError
+from msagg.stages.runs.upstream import UnfinishedRunError
 from msagg.pipeline.cli import main
 from msagg.stages import prepare
 from msagg.stages.runs.folder import config_dict, config_hash

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RunConflictError, RunFolder, config_dict, config_hash, read_config
+from msagg.stages.runs.folder import RunConflictError, RunFolder
+from msagg.stages.runs.records import OMIT_DEFAULT, OMIT_NONE, config_dict, config_hash
+from msagg.stages.runs.upstream import open_upstream
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -25,7 +27,7 @@ def test_lifecycle(tmp_path):
     assert meta["stage"] == "toy" and meta["config_hash"] == config_hash(Cfg())
     assert "numpy" in meta["packages"]
     with pytest.raises(ValueError, match="has not finished"):
-        read_config(out)
+        open_upstream(out, "toy")
     # Interrupted (its lock dropped, as when the process dies): same config starts again (resume), outputs kept.
     (out / "partial.txt").write_text("x")
     rf.release()
@@ -35,7 +37,7 @@ def test_lifecycle(tmp_path):
     rf.finish({"n": 1})
     assert not rf.locked and sorted(p.name for p in out.iterdir()) == ["DONE", "config.json", "metadata.json",
                                                                         "partial.txt"]
-    assert read_config(out)["seed"] == 0
+    assert open_upstream(out, "toy").config["seed"] == 0
     assert RunFolder(out, "toy", Cfg()).done
     assert RunFolder(out, "toy", Cfg()).start() is False  # no-op
     with pytest.raises(RunConflictError, match="another config"):

@@ -26,7 +26,7 @@ split):
   path as written) and ``split`` (train / valid|val|validation|dev / test). Tags when a row has
   several labels or 0/1 columns are used, else classes. Tab-separated when the file ends in .tsv
   or its header has more tabs than commas. A path that does not exist as written is read in
-  ``msagg.data.tracklist.escape_name``'s form (how msagg writes names: ``caf\\xe9.ogg`` for a name
+  ``msagg.data.names.escape_name``'s form (how msagg writes names: ``caf\\xe9.ogg`` for a name
   whose bytes are not UTF-8), so a CSV can name any file. (tables.py)
 - ``mtat``: root holding ``annotations_final.csv`` and folders ``0``..``f``; id = ``clip_id``;
   the 50 tags of ``data/splits/mtat/top50_tags.txt`` (tags); the committed split. (published.py)

@@ -16,7 +16,8 @@ import numpy as np
 from msagg.data import splits as splits_mod
 from msagg.data.adapters.options import AdapterOptions
 from msagg.data.errors import MsaggError
-from msagg.data.tracklist import TrackList, escape_name
+from msagg.data.names import escape_name
+from msagg.data.tracklist import TrackList
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from msagg.data.adapters.common import (
     AUDIO_EXTENSIONS, Adapter, Listing, Problems, duplicates, is_audio, one_hot, source_dir,
 )  # fmt: skip
 from msagg.data.adapters.options import AdapterOptions
-from msagg.data.tracklist import escape_name
+from msagg.data.names import escape_name
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import numpy as np
 from msagg.data import splits as splits_mod
 from msagg.data.adapters.common import Adapter, Listing, Problems, existing, one_hot, source_dir
 from msagg.data.adapters.options import AdapterOptions
-from msagg.data.tracklist import SPLITS, escape_name
+from msagg.data.names import escape_name
+from msagg.data.splits import SPLITS
 
 logger = logging.getLogger(__name__)
 

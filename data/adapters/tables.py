@@ -11,7 +11,7 @@ import numpy as np
 
 from msagg.data.adapters.common import Adapter, Listing, Problems, duplicates, existing
 from msagg.data.adapters.options import AdapterOptions
-from msagg.data.tracklist import escape_name, unescape_name
+from msagg.data.names import escape_name, unescape_name
 
 CSV_RESERVED = ("path", "id", "track_id", "split", "labels", "genre")
 SPLIT_ALIASES = {

@@ -1,4 +1,4 @@
-"""Writes audio caches of schema 2 (the layout is in ``data/cache.py``): shards, the index, linked indexes.
+"""Writes audio caches of schema 2 (the layout is in ``msagg.data.formats.cache_layout``): shards, the index, linked indexes.
 
 A shard is written by one process, one track at a time, under a temporary name that is renamed
 once the shard is complete (``write_shard``): memory holds one track, and a killed writer leaves
@@ -22,7 +22,8 @@ import h5py
 import numpy as np
 
 from msagg.data.atomic import CheckedFile, atomic_write
-from msagg.data.formats.cache import CHUNK_SAMPLES, INDEX_NAME, SCHEMA_VERSION, AudioCache, CacheError, to_int16
+from msagg.data.formats.cache import AudioCache
+from msagg.data.formats.cache_layout import CHUNK_SAMPLES, INDEX_NAME, SCHEMA_VERSION, CacheError, to_int16
 from msagg.data.integrity import CHECKSUM, schema_version_problem
 from msagg.data.tracklist import TrackList
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from msagg.data.errors import MsaggError
-from msagg.data.tracklist import escape_name
+from msagg.data.names import escape_name
 
 DEFAULT_NAME = "TimGM6mb.sf2"
 """The default SoundFont's file name inside the ``pretty_midi`` package."""

@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from msagg.data.atomic import stale_temps
-from msagg.data.formats.cache import PLAN_NAME
+from msagg.data.formats.cache_layout import PLAN_NAME
 from msagg.data.formats.cache_writer import shard_file_name
 from msagg.data.errors import MsaggError
 from msagg.data.tracklist import absolute_source
-from msagg.stages.engines.decode import PrepareError, ShardPlan, decode_shard
+from msagg.stages.engines.decode import PrepareError, decode_shard
 from msagg.stages.engines.ray_session import RayEngineError, code_env, code_fingerprint, first_line, session
+from msagg.stages.engines.shard_plan import ShardPlan
 
 logger = logging.getLogger(__name__)
 

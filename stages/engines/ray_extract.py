@@ -9,14 +9,15 @@ How a run goes:
   here) connects to a cluster (after a socket probe, so an unreachable address fails in seconds)
   or starts one of this machine's cores; a missing Ray is a one-line ``RayEngineError`` naming
   the install command. extract calls it before writing anything.
-- ``Extractors`` starts the actors. Each loads the pretrain run's models once (through
-  ``msagg.stages.runs.pretrain_run.PretrainRun``, as the local engine does) and opens the cache; the first
-  one reports the ``ScaleInfo``\\ s the driver creates ``features.h5.partial`` with.
+- ``Extractors`` starts the actors. Each loads the pretrain run's models once and opens the cache;
+  the first one reports the ``ScaleInfo``\\ s the driver creates ``features.h5.partial`` with. What
+  an actor computes with is extract's own code, handed over as a ``Computation`` (this engine
+  imports no stage: the local engine and the actors run the same functions).
 - ``plan_ranges`` cuts the rows still to do into ranges (``row_ranges``: the cache's shards when
   it has them, else ``range_tracks`` consecutive tracks), each moved to the next boundary of
-  extract's track groups (``extract._chunks``): every forward pass then holds the same segments
-  as in a local run, so the rows are the same bits, and a run resumed by either engine forms the
-  same groups.
+  extract's track groups (``msagg.data.segments.track_groups``): every forward pass then holds
+  the same segments as in a local run, so the rows are the same bits, and a run resumed by
+  either engine forms the same groups.
 - ``Extractors.rows`` hands ranges to idle actors and yields their results strictly in cache
   order (results that arrive early wait, at most ``2 x num_actors`` ranges in flight or waiting),
   group by group: extract writes and flushes each group with its ``FeaturesWriter`` as a local
@@ -43,16 +44,15 @@ import os
 import re
 import signal
 import time
-import types
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from msagg.data.formats.cache import AudioCache
 from msagg.data.errors import MsaggError
-from msagg.stages import extract
+from msagg.data.formats.cache import AudioCache
+from msagg.data.segments import track_groups
 from msagg.stages.engines.ray_session import RayEngineError, check_code, code_env, code_fingerprint, first_line
 from msagg.stages.engines.ray_session import session, split_address  # noqa: F401 (extract's engine is used through this module)
 
@@ -122,10 +122,10 @@ def row_ranges(cache: Any, max_tracks: int = RANGE_TRACKS) -> list[tuple[int, in
 
 def group_starts(lengths: Sequence[int], input_lengths: dict[str, int], batch_size: int,
                  segments: str = "cover") -> list[int]:
-    """Where extract's track groups start (``extract._chunks`` over every row), plus the row count."""
-    models = {scale: types.SimpleNamespace(input_length=int(n)) for scale, n in input_lengths.items()}
+    """Where extract's track groups start (``track_groups`` over every row), plus the row count."""
     starts, row = [], 0
-    for chunk in extract._chunks(range(len(lengths)), lambda i: lengths[i], models, batch_size, segments):
+    for chunk in track_groups(range(len(lengths)), lambda i: lengths[i], input_lengths.values(), batch_size,
+                              segments):
         starts.append(row)
         row += len(chunk)
     return starts + [row]
@@ -135,7 +135,7 @@ def plan_ranges(cache: Any, input_lengths: dict[str, int], batch_size: int, max_
                 start: int = 0, segments: str = "cover") -> list[tuple[int, int]]:
     """The ranges a run computes: ``row_ranges`` moved onto group boundaries, from row ``start`` on.
 
-    Each range end moves forward to the next start of a group of ``extract._chunks``, so that a
+    Each range end moves forward to the next start of a group of ``track_groups``, so that a
     range holds whole groups: an actor then forms exactly the groups (and forward passes) of a
     local run, whose rows are the same bits whatever the backend does with a batch.
 
@@ -164,6 +164,26 @@ def plan_ranges(cache: Any, input_lengths: dict[str, int], batch_size: int, max_
 # Actors
 
 
+@dataclasses.dataclass(frozen=True)
+class Computation:
+    """What an actor computes with: the extract stage's own functions, handed over by ``extract.run``.
+
+    So this engine imports no stage, and the actors run the very code of the local engine. Ray
+    pickles module-level functions by reference: each actor imports them from their module.
+
+    Attributes:
+        load_models: ``(pretrain_dir, scales, *, precision) -> {scale: model}``, each model with
+            ``input_length`` and ``model_hash`` (extract's ``load_tap_models``).
+        scale_infos: ``(models, song_pool) -> {scale: ScaleInfo}`` (extract's ``scale_infos``).
+        rows: ``(cache, models, config, rows: range, batch_size)`` -> iterator of ``(k, features,
+            num_segments, classic)``, group by group (extract's ``extract_rows``).
+    """
+
+    load_models: Callable[..., dict]
+    scale_infos: Callable[..., dict]
+    rows: Callable[..., Iterator[tuple[int, dict, dict, dict]]]
+
+
 @dataclasses.dataclass
 class RangeResult:
     """What an actor returns for rows ``[first, end)``: its groups' ``FeaturesWriter.write`` blocks, and provenance.
@@ -190,23 +210,23 @@ class _Extractor:
         config: extract's Config, its paths absolute.
         scales: Scales to load.
         batch_size: Segments per forward pass.
+        computation: What it computes with (``Computation``).
         die_once: Test hook: a flag file; the first actor to start a range while it exists
             removes it and kills its own process (SIGKILL), as a crashed worker would.
     """
 
-    def __init__(self, config: extract.Config, scales: Sequence[str], batch_size: int, die_once: str | None = None):
+    def __init__(self, config: Any, scales: Sequence[str], batch_size: int, computation: Computation,
+                 die_once: str | None = None):
         import ray
 
-        from msagg.stages.runs.pretrain_run import PretrainRun
-
-        self.config, self.batch_size, self.die_once = config, batch_size, die_once
+        self.config, self.batch_size, self.computation, self.die_once = config, batch_size, computation, die_once
         self.cache = AudioCache(config.cache)
-        self.models = extract.load_tap_models(PretrainRun(config.pretrain), scales, precision=config.precision)
+        self.models = computation.load_models(config.pretrain, tuple(scales), precision=config.precision)
         self.node = ray.get_runtime_context().get_node_id()
         self.code = code_fingerprint()
 
     def scale_infos(self) -> tuple[str, dict]:
-        return self.code, extract.scale_infos(self.models, self.config.song_pool)
+        return self.code, self.computation.scale_infos(self.models, self.config.song_pool)
 
     def compute(self, first: int, end: int) -> RangeResult:
         import ray
@@ -215,7 +235,7 @@ class _Extractor:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.die_once)
                 os.kill(os.getpid(), signal.SIGKILL)
-        blocks = list(extract.extract_rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
+        blocks = list(self.computation.rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
         return RangeResult(first, end, blocks, os.getpid(), self.node,
                            bool(ray.get_runtime_context().was_current_actor_reconstructed), self.cache.config_hash,
                            {scale: m.model_hash for scale, m in self.models.items()}, self.code)
@@ -261,14 +281,15 @@ class Extractors:
         cache: The driver's open ``AudioCache`` (lengths, shards, config hash).
         scales: The scales to extract.
         batch_size: Segments per forward pass.
+        computation: extract's functions the actors compute with (``Computation``).
         range_tracks: Most tracks per range (before moving its end onto a group boundary).
         num_actors: Actors to start (None: one per GPU, else one per node).
         max_restarts: Restarts of a dead actor (and retries of its range) before the run fails.
         die_once: Test hook, see ``_Extractor``.
     """
 
-    def __init__(self, ray, config: extract.Config, cache: AudioCache, scales: Sequence[str], batch_size: int, *,
-                 range_tracks: int = RANGE_TRACKS, num_actors: int | None = None, max_restarts: int = 3,
+    def __init__(self, ray, config: Any, cache: AudioCache, scales: Sequence[str], batch_size: int, *,
+                 computation: Computation, range_tracks: int = RANGE_TRACKS, num_actors: int | None = None, max_restarts: int = 3,
                  die_once: str | os.PathLike | None = None):
         if range_tracks < 1 or (num_actors is not None and num_actors < 1):
             raise ValueError(f"range_tracks and num_actors must be at least 1, got {range_tracks}, {num_actors}")
@@ -281,7 +302,7 @@ class Extractors:
                                                 runtime_env=actor_runtime_env(ray), **self.ask)
         logger.info("ray: starting %d actors (%s each); each loads the models", self.count,
                     ", ".join(f"{v} {k[4:-1].upper()}" for k, v in self.ask.items() if v))
-        self.actors = [remote.remote(self.config, tuple(scales), batch_size,
+        self.actors = [remote.remote(self.config, tuple(scales), batch_size, computation,
                                      None if die_once is None else str(die_once)) for _ in range(self.count)]
         self._infos: dict | None = None
         self.stats = {"num_actors": self.count, "num_ranges": 0, "restarted_actors": 0, "nodes": 0}

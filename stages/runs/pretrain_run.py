@@ -2,7 +2,7 @@
 
 Layout (written by ``msagg.stages.pretrain``)::
 
-    <run>/config.json  metadata.json    stages.runfolder; config holds cache, scales, width
+    <run>/config.json  metadata.json    stages.runs.folder; config holds cache, scales, width
                                         (and block, multi for the SampleCNN variants)
     <run>/summary.json
     <run>/<scale>/model.keras           the best model of that scale, a whole Keras model
@@ -29,13 +29,13 @@ from typing import Any, Mapping, Sequence
 from msagg.data.atomic import atomic_write, write_json
 from msagg.data.errors import MsaggError
 from msagg.data.formats.features import scale_sort_key
+from msagg.stages.runs.records import CONFIG_FILE, DONE_FILE  # noqa: F401 (the run's file names, importable here)
+from msagg.stages.runs.upstream import Upstream, open_upstream
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
-DONE_FILE = "DONE"
-CONFIG_FILE = "config.json"
 REQUIRED_METRICS = ("input_length", "sample_rate")
 """Keys every ``<scale>/metrics.json`` holds (readers refuse a file without them)."""
 DEFAULT_BLOCK = "basic"
@@ -148,6 +148,8 @@ class PretrainRun:
     Attributes:
         path: The folder.
         config: Its config.json (a dict).
+        upstream: The run as ``msagg.stages.runs.upstream.open_upstream`` opened it (what a stage
+            reading it records as its upstream).
 
     Raises:
         PretrainRunError: If the folder is missing, is not a run folder, holds another stage's
@@ -155,31 +157,12 @@ class PretrainRun:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise PretrainRunError(f"{self.path}: no such pretrain run folder")
-        config_path = self.path / CONFIG_FILE
-        if not config_path.is_file():
-            raise PretrainRunError(f"{self.path}: not a run folder (no {CONFIG_FILE})")
-        stage = self._stage()
-        if stage not in (None, "pretrain"):
-            raise PretrainRunError(f"{self.path}: not a pretrain run (it holds a run of the {stage} stage)")
-        if not (self.path / DONE_FILE).is_file():
-            raise PretrainRunError(f"{self.path}: this pretrain run has not finished (no {DONE_FILE} marker); "
-                                   "run `msagg pretrain` on it again to complete it")
-        try:
-            self.config: dict = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise PretrainRunError(f"{config_path}: unreadable ({err})") from None
+        self.upstream: Upstream = open_upstream(path, "pretrain", error=PretrainRunError)
+        self.path = self.upstream.folder
+        self.config: dict = dict(self.upstream.config)
         self._metrics: dict[str, dict] = {}
         self._hashes: dict[str, str] = {}
         self._dataset: str | None = None
-
-    def _stage(self) -> str | None:
-        try:
-            return json.loads((self.path / "metadata.json").read_text()).get("stage")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            return None
 
     def __repr__(self) -> str:
         return f"PretrainRun({str(self.path)!r})"
@@ -314,7 +297,8 @@ class PretrainRun:
         return self._dataset
 
     def _read_dataset(self) -> str:
-        from msagg.data.formats.cache import AudioCache, cache_run_folder
+        from msagg.data.formats.cache import AudioCache
+        from msagg.data.formats.cache_layout import cache_run_folder
 
         cache = self.config.get("cache")
         if not cache:

@@ -24,7 +24,7 @@ from msagg.data.errors import MsaggError
 from msagg.data.formats.features import FeaturesFile
 from msagg.stages.songs.featuresets import FeatureSet, assemble, parse_feature_set, read_features
 from msagg.stages.runs.pretrain_run import PretrainRun, pretrain_dir_of
-from msagg.stages.runs.folder import read_config
+from msagg.stages.runs.upstream import open_upstream
 from msagg.stages.songs.classifiers import Standardizer, Trained, split_rows, train_classifier
 from msagg.stages.songs.mlp import MLP, predict_proba
 
@@ -244,11 +244,7 @@ def load_predictor(classify_dir: str | os.PathLike, feature_set: str | None = No
     Raises:
         PredictorError: For an unfinished run, an unknown feature set, or changed models.
     """
-    classify_dir = Path(classify_dir)
-    try:
-        read_config(classify_dir)
-    except ValueError as err:
-        raise PredictorError(str(err)) from None
+    classify_dir = open_upstream(classify_dir, "classify", error=PredictorError).folder
     index_path = classify_dir / MODELS_DIR / INDEX_FILE
     if not index_path.is_file():
         raise PredictorError(f"{classify_dir}: no saved classifiers ({MODELS_DIR}/{INDEX_FILE})")

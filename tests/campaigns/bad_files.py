@@ -5,7 +5,7 @@ import csv, io, os, sys
 from pathlib import Path
 import numpy as np, soundfile as sf
 from msagg.data.formats.cache import AudioCache
-from msagg.data.tracklist import escape_name
+from msagg.data.names import escape_name
 from msagg.stages import prepare
 
 def main():
