@@ -8,6 +8,7 @@ variants, and to count channels and multiply-adds, without loading Keras; the bu
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from msagg.models.blocks import block_multiply_adds, block_output_name, block_type
 
@@ -75,9 +76,10 @@ def get_spec(scale: str) -> SampleCNNSpec:
 
 
 def parse_scale(text: str) -> str:
-    """Normalizes "3^9", "3x9" or "3**9" to the key "3^9"; raises ValueError if unknown."""
-    key = text.strip().replace("**", "^").replace("x", "^")
-    get_spec(key)
+    """Normalizes "3^9", "3x9" or "3**9" to the key "3^9"; raises ValueError (naming ``text`` as given) if unknown."""
+    key = re.sub(r"^(\d+)\s*(?:\^|\*\*|x)\s*(\d+)$", r"\1^\2", text.strip())
+    if key not in SCALES:
+        raise ValueError(f"unknown scale {text!r}; known: {', '.join(SCALES)}")
     return key
 
 

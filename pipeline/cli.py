@@ -15,9 +15,10 @@ from msagg.pipeline import bench_cli
 from msagg.pipeline.config import resolve
 from msagg.data.segments import SEGMENTINGS
 from msagg.stages import prepare as prepare_stage
+from msagg.models.specs import PRECISIONS
 from msagg.models.blocks import BLOCKS, describe_blocks
 from msagg.stages.songs.classifiers import CLASSIFIERS, describe_classifiers
-from msagg.stages.engines.ray_session import ADDRESS_HELP
+from msagg.stages.engines import ADDRESS_HELP, ENGINES, describe_engines
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -202,11 +203,9 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
               help="Classic features stored beside the learned ones for the baseline rows of every report "
               "(default mfcc: 20 MFCCs + deltas, mean and std over the song, by librosa; none: skip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
-@click.option("--engine", type=click.Choice(["local", "ray"]),
-              help="Where to compute: local (this process, the default) or ray (Ray actors over ranges of tracks; "
-              "the same features.h5; needs pip install -e '.[ray]').")
+@click.option("--engine", type=click.Choice(list(ENGINES)), help=f"Where to compute: {describe_engines()}.")
 @click.option("--address", help=ADDRESS_HELP)
-@click.option("--precision", type=click.Choice(["float32", "bf16"]),
+@click.option("--precision", type=click.Choice(list(PRECISIONS)),
               help="What the models compute in, whatever they were trained in: float32 (default) or bf16 (bfloat16 "
               "layers, Keras' mixed_bfloat16; faster where the hardware has bfloat16 units). The stored features "
               "are float32 either way.")

@@ -25,8 +25,6 @@ DEBUG_ENV = "MSAGG_DEBUG"
 """Set to 1 to see the traceback of every error (as ``--debug`` does)."""
 BUG_HINT = ("msagg: unexpected error; this is a bug in msagg, please report it with the traceback above "
             "(user errors print one line; --debug or MSAGG_DEBUG=1 shows tracebacks for every error)")
-KERAS_COMMANDS = ("pretrain", "extract", "classify", "predict", "bench", "crossval", "bench_pipeline")
-"""Subcommands (by function name) that import Keras (and so the backend, whose start-up lines ``pipeline.quiet`` hides)."""
 
 STATE = {"debug": False, "verbose": False}
 
@@ -53,8 +51,6 @@ def friendly_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        if func.__name__ in KERAS_COMMANDS:
-            quiet.import_backend(verbose=STATE["verbose"])
         try:
             return func(*args, **kwargs)
         except click.ClickException:

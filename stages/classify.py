@@ -25,6 +25,7 @@ from msagg.data.errors import ConfigError
 from msagg.data.formats.features import FeaturesFile
 from msagg.models.specs import SCALES
 from msagg.stages.songs import featuresets, plots
+from msagg.stages import quiet
 from msagg.stages.checks import check_int
 from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
 from msagg.stages.songs.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
@@ -215,6 +216,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         logger.info("%s: classify already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
     extracted = open_upstream(config.features, "extract")
+    quiet.import_backend()  # every check above runs without the backend; the MLP needs it
     with FeaturesFile(extracted.file) as ff:
         extracted.check_file(ff.path, ff.config_hash)
         task, names = ff.task, ff.label_names

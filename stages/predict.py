@@ -10,6 +10,7 @@ import numpy as np
 
 from msagg.data.audio import AudioError, load
 from msagg.data.segments import segment
+from msagg.stages import quiet
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _song_scores(model, waves: Sequence[np.ndarray], input_length: int, batch_si
 
     The segments of all songs go through the model together, in batches of one fixed shape.
     """
-    from msagg.stages.extract import fixed_batches
+    from msagg.stages.engines.taps import fixed_batches
 
     per_song = [segment(w, input_length) for w in waves]
     segments = np.concatenate(per_song)
@@ -61,6 +62,7 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
     from msagg.stages.runs.pretrain_run import PretrainRun
 
     run = PretrainRun(pretrain_dir)
+    quiet.import_backend()  # the run is checked; its models need the backend
     scales = run.select()
     first = run.metrics(scales[0])
     labels, task = first["label_names"], first["task"]
@@ -96,10 +98,11 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
         PredictorError, PretrainRunError: For a run without saved classifiers, or whose pretrain
             run is gone, unfinished or changed.
     """
-    from msagg.stages import extract
+    from msagg.stages.engines import taps
     from msagg.stages.songs.predictor import load_predictor
 
     predictor = load_predictor(classify_dir)
+    quiet.import_backend()  # the run is checked; its models need the backend
     pretrain = predictor.pretrain
     pretrain.check_sample_rate(predictor.sample_rate, f"the classifier's features ({classify_dir})",
                                predictor.scales)
@@ -109,9 +112,9 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
         from msagg.data.classic import classic_features
         from msagg.stages.songs.featuresets import CLASSIC_KEY
 
-        features = (extract.song_features(list(waves.values()), pretrain, predictor.scales,
-                                          song_pool=predictor.song_pool, precision=predictor.precision,
-                                          segments=predictor.segments)
+        features = (taps.song_features(list(waves.values()), pretrain, predictor.scales,
+                                       song_pool=predictor.song_pool, precision=predictor.precision,
+                                       segments=predictor.segments)
                     if predictor.scales else {})
         if predictor.fs.classic:
             features[CLASSIC_KEY] = {name: classic_features(name, list(waves.values()), predictor.sample_rate)

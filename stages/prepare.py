@@ -47,7 +47,8 @@ from msagg.data.formats.cache_writer import write_index, write_linked_cache
 from msagg.data.names import escape_name
 from msagg.data.tracklist import TrackList
 from msagg.stages.engines.decode import PrepareError, decode_all, num_workers, unescape_text
-from msagg.stages.engines.ray_session import ADDRESS_HELP, ENGINES, check_engine
+from msagg.stages import engines
+from msagg.stages.engines import ADDRESS_HELP, ENGINES, check_engine, describe_engines
 from msagg.stages.engines.shard_plan import DEFAULT_SHARD_MB
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
 from msagg.stages.runs.upstream import Upstream, open_upstream, upstream_folder
@@ -117,9 +118,7 @@ class Config(AdapterOptions):
         DEFAULT_SHARD_MB, f"About how many MB of audio each file of the cache (a shard) holds (default "
         f"{DEFAULT_SHARD_MB:g}); small corpora are cut into at least 32 shards so every worker has some.",
         **{OMIT_DEFAULT: True})
-    engine: str = _field("local", "Where to decode: local (processes of this machine, the default) or ray (one Ray "
-                         "task per shard; the same cache; needs pip install -e '.[ray]').", choices=ENGINES,
-                         **{RUNTIME: True})
+    engine: str = _field("local", f"Where to decode: {describe_engines()}.", choices=tuple(ENGINES), **{RUNTIME: True})
     address: str | None = _field(None, ADDRESS_HELP, **{RUNTIME: True})
 
     def __post_init__(self):
@@ -180,7 +179,7 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     tracklist: TrackList | None = None,
-    ray_options: Mapping[str, Any] | None = None,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Runs the prepare stage into ``out_dir``, resuming an interrupted run of the same config.
 
@@ -197,7 +196,7 @@ def run(
         tracklist: Use this track list instead of asking the adapter named by
             ``config.dataset`` (for tests and library use; its ``name`` must equal
             ``config.dataset``, and the config should describe where it came from).
-        ray_options: With engine "ray": keyword options of ``msagg.stages.engines.ray_decode.ShardDecoder``
+        engine_options: With engine "ray": keyword options of ``msagg.stages.engines.ray_decode.ShardDecoder``
             (``max_retries``, ``die_once``).
 
     Returns:
@@ -222,9 +221,10 @@ def run(
     folder = RunFolder(out_dir, "prepare", config).lock()
     to_do = not (folder.done and not overwrite)
     store = _open_store(config.audio_from, out_dir) if config.audio_from is not None and to_do else None
-    on_ray = config.engine == "ray" and config.audio_from is None and to_do
-    with _ray_engine(config, workers, ray_options) if on_ray else contextlib.nullcontext() as engine:
-        # Ray (its absence, an unreachable cluster) and the audio store were met before this writes.
+    decodes = config.audio_from is None and to_do
+    decoder = engines.get(config.engine).module("decode").decoder if decodes else None
+    with decoder(config, workers, engine_options) if decoder else contextlib.nullcontext() as engine:
+        # The engine (Ray's absence, an unreachable cluster) and the audio store were met before this writes.
         if not folder.start(overwrite, upstream=None if store is None else {"audio_from": store}):
             return _cache_of(out_dir)
         remove_stale_temps(out_dir)  # temps of atomic writes (shards, the index) a killed run left
@@ -244,13 +244,6 @@ def run(
         if store is not None:
             return _link_to_store(config, folder, tracklist, store, started=started)
         return _decode(config, folder, tracklist, started=started, workers=workers, progress=progress, engine=engine)
-
-
-def _ray_engine(config: Config, workers: int, ray_options: Mapping[str, Any] | None):
-    """The Ray session and shard decoder of ``config.engine == "ray"`` (``msagg.stages.engines.ray_decode.engine``)."""
-    from msagg.stages.engines import ray_decode
-
-    return ray_decode.engine(config.address, num_cpus=workers, **(ray_options or {}))
 
 
 def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started: float, workers: int, progress: bool,

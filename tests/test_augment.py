@@ -12,6 +12,7 @@ from msagg.data.tracklist import TrackList
 from msagg.pipeline.config import resolve
 from prepare_runs import make_prepare_run
 from msagg.stages.training import augment, crops
+from msagg.stages.runs import pretrain_run
 from msagg.stages import pretrain
 from msagg.stages.training.augment import Augment, augment_batch
 from msagg.stages.runs.folder import config_dict
@@ -368,6 +369,6 @@ def test_pretrain_with_augmentation_runs_and_resumes_exactly(tmp_path):
     with pytest.raises(Interrupt):
         pretrain.run(config, out, progress=False, tensorboard=False, on_epoch_end=stop)
     pretrain.run(config, out, progress=False, tensorboard=False)
-    for want, got in zip(pretrain.load_model(whole / "3^2" / "model.keras").get_weights(),
-                         pretrain.load_model(out / "3^2" / "model.keras").get_weights()):
+    for want, got in zip(pretrain_run.load_model(whole / "3^2" / "model.keras").get_weights(),
+                         pretrain_run.load_model(out / "3^2" / "model.keras").get_weights()):
         np.testing.assert_array_equal(got, want)

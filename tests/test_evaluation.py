@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from msagg.stages.training import evaluation
-from msagg.stages import pretrain
 
 
 class _MeanModel:
@@ -75,7 +74,3 @@ def test_segment_loss_of_classes_is_the_categorical_cross_entropy():
     expected = -(np.log(0.8) + np.log(0.6) + np.log(0.5)) / 3
     assert evaluation.segment_loss("classes", labels, preds) == pytest.approx(expected, rel=1e-6)
 
-
-def test_pretrain_still_exports_the_evaluation_functions():
-    for name in ("predict_segments", "segment_loss", "song_predictions", "song_metrics"):
-        assert getattr(pretrain, name) is getattr(evaluation, name)

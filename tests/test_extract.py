@@ -13,6 +13,7 @@ import pretrain_runs
 from prepare_runs import make_prepare_run
 from msagg.stages import extract
 from msagg.stages.runs.pretrain_run import PretrainRun
+from msagg.stages.engines import taps
 
 SAMPLE_RATE = 1000  # the lowest rate prepare accepts; tiny models need no more
 SCALES = ("3^2", "4^2")  # input lengths 27 and 64
@@ -125,8 +126,8 @@ def test_resume_after_kill_gives_identical_file(upstream, finished, monkeypatch)
     assert 5 <= done < len(LENGTHS)
 
     processed = []
-    real = extract.features_of_waves
-    monkeypatch.setattr(extract, "features_of_waves",
+    real = taps.features_of_waves
+    monkeypatch.setattr(taps, "features_of_waves",
                         lambda waves, *a, **k: processed.append(len(waves)) or real(waves, *a, **k))
     path = extract.run(config, out, batch_size=4, progress=False)
     assert sum(processed) == len(LENGTHS) - done  # resumed, not restarted
@@ -209,7 +210,7 @@ def test_song_features_match_extract(upstream, finished):
 
     with AudioCache(cache) as c:
         waves = [c.track(i) for i in (2, 4, 5)]
-    got = extract.song_features(waves, pretrain, ("3^2",), batch_size=4)
+    got = taps.song_features(waves, pretrain, ("3^2",), batch_size=4)
     with FeaturesFile(finished[1]) as ff:
         np.testing.assert_allclose(got["3^2"]["-2"], ff.get("3^2", "-2")[[2, 4, 5]], rtol=1e-5, atol=1e-6)
 
@@ -228,7 +229,7 @@ def test_chain_to_saved_classifier_and_prediction(upstream, finished, tmp_path):
     _, cache, _ = upstream
     with AudioCache(cache) as c:
         waves = [c.track(i) for i in (8, 9, 10, 11)]
-    probs = predictor.predict(extract.song_features(waves, predictor.pretrain_dir, predictor.scales,
+    probs = predictor.predict(taps.song_features(waves, predictor.pretrain_dir, predictor.scales,
                                                     song_pool=predictor.song_pool, batch_size=4))
     with FeaturesFile(path) as ff:
         direct = predictor.predict({s: {t: ff.get(s, t)[8:12] for t in ff.taps(s)} for s in ff.scales})
@@ -246,7 +247,7 @@ def test_fixed_batches_pad_the_last_batch_and_keep_the_numbers():
     model = sample_cnn.build_tap_extractor(sample_cnn.build_sample_cnn("3^2", 3, width=0.05), "3^2")
     segments = np.random.default_rng(0).standard_normal((10, 27)).astype(np.float32)
     shapes = []
-    batches = list(extract.fixed_batches(lambda x: shapes.append(x.shape) or model.predict_on_batch(x), segments, 4))
+    batches = list(taps.fixed_batches(lambda x: shapes.append(x.shape) or model.predict_on_batch(x), segments, 4))
     assert [k for k, _ in batches] == [4, 4, 2] and set(shapes) == {(4, 27)}
     expected = model.predict_on_batch(np.concatenate([segments[8:], np.zeros((2, 27), np.float32)]))
     for tap in ("-3", "-2", "-1"):

@@ -29,6 +29,7 @@ from msagg.stages.runs.upstream import UnfinishedRunError
 from msagg.data.tracklist import TrackList
 from msagg.stages import extract
 from msagg.stages.runs.folder import RunFolder
+from msagg.stages.engines import taps
 
 SAMPLE_RATE = 800
 SCALES = ("3^2", "4^2")
@@ -133,7 +134,7 @@ def same_features(a: Path, b: Path) -> None:
 def count_tracks(monkeypatch, after=None, hook=None):
     """Counts the tracks extract computes; ``hook()`` runs once after ``after`` calls."""
     seen = []
-    real = extract.features_of_waves
+    real = taps.features_of_waves
     calls = []
 
     def counted(waves_, *args, **kwargs):
@@ -143,7 +144,7 @@ def count_tracks(monkeypatch, after=None, hook=None):
             hook()
         return real(waves_, *args, **kwargs)
 
-    monkeypatch.setattr(extract, "features_of_waves", counted)
+    monkeypatch.setattr(taps, "features_of_waves", counted)
     return seen
 
 

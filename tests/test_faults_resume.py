@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from msagg.stages.training import checkpoint, crops, log as training_log
+from msagg.stages.runs import pretrain_run
 from msagg.stages import pretrain
 from test_pretrain import write_tiny_cache
 
@@ -91,7 +92,7 @@ def outcome(out: Path) -> dict:
     assert (out / "DONE").is_file() and not (folder / checkpoint.CHECKPOINT_DIR).exists()
     rows = [{k: v for k, v in row.items() if k not in TIMING} for row in history_rows(out)]
     metrics = {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if k not in TIMING}
-    return {"weights": pretrain.load_model(folder / "model.keras").get_weights(), "history": rows, "metrics": metrics}
+    return {"weights": pretrain_run.load_model(folder / "model.keras").get_weights(), "history": rows, "metrics": metrics}
 
 
 @pytest.fixture(scope="module")

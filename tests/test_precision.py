@@ -134,7 +134,7 @@ def test_features_files_without_precision_read_as_float32(upstream, tmp_path):
 
 def test_extract_runs_a_bf16_trained_model_in_float32(upstream, tmp_path):
     _, cache, _ = upstream
-    from msagg.stages.extract import load_tap_models
+    from msagg.stages.engines.taps import load_tap_models
 
     pretrain_dir = make_pretrain(tmp_path / "pretrain", cache)
     run = PretrainRun(pretrain_dir)

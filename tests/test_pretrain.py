@@ -16,6 +16,8 @@ from msagg.data.tracklist import TrackList
 from msagg.models import sample_cnn
 from prepare_runs import make_prepare_run
 from msagg.stages import pretrain
+from msagg.stages.runs import pretrain_run
+from msagg.stages.training import fit
 from msagg.stages.runs.folder import RunConflictError
 
 
@@ -134,13 +136,13 @@ def test_variant_presets():
 def test_block_and_multi_reach_the_builder():
     for block, multi in (("basic", False), ("rese", True), ("se", False), ("basic", True)):
         config = pretrain.Config(cache="x", width=0.125, block=block, multi=multi)
-        model = pretrain._build(config, "3^2", 7, "tags")
+        model = fit._build(config, "3^2", 7, "tags")
         expected = sample_cnn.build_sample_cnn("3^2", 7, "tags", width=0.125, block=block, multi=multi)
         assert [layer.name for layer in model.layers] == [layer.name for layer in expected.layers]
         assert model.count_params() == expected.count_params()
     # The basic model without multi has the 1x1 convolution head; every other variant the dense head.
-    assert "conv1x1" in [layer.name for layer in pretrain._build(pretrain.Config(cache="x"), "3^2", 7, "tags").layers]
-    assert "head_dense" in [layer.name for layer in pretrain._build(
+    assert "conv1x1" in [layer.name for layer in fit._build(pretrain.Config(cache="x"), "3^2", 7, "tags").layers]
+    assert "head_dense" in [layer.name for layer in fit._build(
         pretrain.Config(cache="x", block="res"), "3^2", 7, "tags").layers]
 
 
@@ -186,7 +188,7 @@ def test_pretrain_tiny_end_to_end(tags_cache, tmp_path):
             pass
         else:
             assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
-        model = pretrain.load_model(folder / "model.keras")
+        model = pretrain_run.load_model(folder / "model.keras")
         assert model.input_shape == (None, input_length) and model.output_shape == (None, 3)
         assert float(rows[metrics["best_epoch"] - 1]["val_loss"]) == pytest.approx(metrics["best_val_loss"], rel=1e-5)
     # The same config again is a no-op; another config in the same folder is refused.
@@ -204,7 +206,7 @@ def test_pretrain_classes_task(tmp_path):
     assert metrics["task"] == "classes" and metrics["song_metric"] == "accuracy"
     assert set(metrics["test"]) == {"accuracy", "macro_f1"}
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
-    model = pretrain.load_model(out / "3^2" / "model.keras")
+    model = pretrain_run.load_model(out / "3^2" / "model.keras")
     probs = model.predict_on_batch(np.zeros((2, 27), np.float32))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -286,7 +288,7 @@ def test_finished_scale_is_skipped_when_others_change(tags_cache, tmp_path):
 
 def test_load_model_names_a_missing_file(tmp_path):
     with pytest.raises(MsaggError, match="model.keras: no such model file"):
-        pretrain.load_model(tmp_path / "model.keras")
+        pretrain_run.load_model(tmp_path / "model.keras")
 
 
 def test_a_cache_without_valid_tracks_is_refused_as_a_user_error(tmp_path):

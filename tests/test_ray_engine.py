@@ -19,6 +19,7 @@ from msagg.data.errors import ConfigError
 from msagg.pipeline.config import resolve
 from msagg.stages import extract
 from msagg.stages.engines import ray_extract as ray_engine
+from msagg.stages.engines import taps
 from msagg.stages.runs.folder import config_dict, config_hash
 from h5_contents import contents
 from ray_faults import assert_unreachable_address_fails_in_seconds
@@ -95,7 +96,7 @@ def test_row_ranges_follow_the_shards_or_cut_every_max_tracks():
 def test_ranges_end_on_the_local_engines_group_boundaries_and_resume_from_start():
     cache = SimpleNamespace(num_tracks=len(LENGTHS), lengths=np.array(LENGTHS))
     models = {s: SimpleNamespace(input_length=n) for s, n in INPUT_LENGTHS.items()}
-    groups = list(extract._chunks(range(len(LENGTHS)), lambda i: LENGTHS[i], models, BATCH))
+    groups = list(taps._chunks(range(len(LENGTHS)), lambda i: LENGTHS[i], models, BATCH))
     bounds = [g[0] for g in groups] + [len(LENGTHS)]
     assert ray_engine.group_starts(LENGTHS, INPUT_LENGTHS, BATCH) == bounds
     assert len(groups) > 4  # else the test shows nothing
@@ -134,7 +135,7 @@ def test_ray_engine_writes_the_local_engines_file_though_a_worker_is_killed(ray_
     out, flag = root / "ray", root / "die-once"
     flag.touch()
     extract.run(config(upstream, engine="ray"), out, batch_size=BATCH, progress=False,
-                ray_options={"range_tracks": 3, "num_actors": 2, "die_once": flag})
+                engine_options={"range_tracks": 3, "num_actors": 2, "die_once": flag})
     assert not flag.exists()  # a worker did die
     assert_same_features(out, local_run)
     assert (out / "features.h5").read_bytes() == (local_run / "features.h5").read_bytes()
@@ -154,7 +155,7 @@ def test_a_stopped_ray_run_resumes_after_its_last_group_through_the_cli_on_a_run
     out = root / "ray-resumed"
     with pytest.raises(extract.ExtractionStopped):
         extract.run(config(upstream, engine="ray"), out, batch_size=BATCH, progress=False, stop_after=1,
-                    ray_options={"range_tracks": 3, "num_actors": 1})
+                    engine_options={"range_tracks": 3, "num_actors": 1})
     groups = ray_engine.group_starts(LENGTHS, INPUT_LENGTHS, BATCH)
     with h5py.File(out / "features.h5.partial", "r") as h5:
         done = int(h5.attrs["num_done"])

@@ -125,7 +125,7 @@ def test_ray_engine_makes_the_local_engines_cache_though_a_worker_is_killed_mid_
     """
     out, flag = corpus.parent / "ray", corpus.parent / "die-once"
     flag.touch()
-    path = prepare.run(config(corpus, engine="ray"), out, progress=False, ray_options={"die_once": flag})
+    path = prepare.run(config(corpus, engine="ray"), out, progress=False, engine_options={"die_once": flag})
     assert path == out / "cache"
     assert not flag.exists()  # a worker did die
     assert_same_cache(out, local_run)
@@ -171,7 +171,7 @@ def test_a_worker_dying_past_its_retries_is_one_line_and_the_same_command_resume
     flag.touch()
     message = r"^shard \d+: its Ray worker died on every attempt \(1\), or its node was lost \(.*run the same command"
     with pytest.raises(ray_decode.RayEngineError, match=message):
-        prepare.run(config(corpus, engine="ray"), out, progress=False, ray_options={"die_once": flag, "max_retries": 0})
+        prepare.run(config(corpus, engine="ray"), out, progress=False, engine_options={"die_once": flag, "max_retries": 0})
     assert not flag.exists() and not (out / "DONE").exists()
     prepare.run(config(corpus, engine="ray"), out, progress=False)
     assert_same_cache(out, local_run)

@@ -74,6 +74,9 @@ def models_step(settings: Settings, out_dir: str, cache_dir: str) -> dict:
 
     The models take the cache's labels, task and rate, so extract accepts them for that cache.
     """
+    from msagg.stages import quiet
+
+    quiet.import_backend()
     import keras
 
     from msagg.data.formats.cache import AudioCache
@@ -111,6 +114,9 @@ def crops_step(settings: Settings, cache_dir: str, scale: str) -> dict:
     """Times ``CropSequence`` batches of a cache at ``scale``'s input length (no model)."""
     from msagg.data.formats.cache import AudioCache
     from msagg.models import specs
+    from msagg.stages import quiet
+
+    quiet.import_backend()  # CropSequence is a keras.utils.PyDataset
     from msagg.stages.training.crops import CropSequence, steps_per_pass
 
     length = specs.get_spec(scale).input_length

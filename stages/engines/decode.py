@@ -19,6 +19,7 @@ engine given as ``engine`` (``msagg.stages.engines.ray_decode``: Ray tasks) that
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -311,3 +312,11 @@ def num_workers(workers: int | None) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise PrepareError(f"workers must be an integer >= 1, got {workers!r}")
     return workers
+
+
+def decoder(config: Any, workers: int, options: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager:
+    """prepare's local engine: no object to hand shards to (None), so ``decode_all`` decodes them in
+    ``workers`` processes of this machine. It takes no options (they are the Ray engine's)."""
+    if options:
+        raise TypeError(f"the local engine takes no options, got {', '.join(sorted(options))}")
+    return contextlib.nullcontext()

@@ -31,7 +31,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from msagg.data.atomic import stale_temps
 from msagg.data.formats.cache_layout import PLAN_NAME
@@ -225,3 +225,8 @@ class ShardDecoder:
                                          "sees another size); the run folder must lie on a filesystem every node "
                                          "sees, at the same path")
                 time.sleep(0.5)
+
+
+def decoder(config: Any, workers: int, options: Mapping[str, Any] | None = None):
+    """prepare's Ray engine: the session of ``config.address`` and its ``ShardDecoder`` (``engine``)."""
+    return engine(config.address, num_cpus=workers, **(options or {}))

@@ -1,18 +1,17 @@
 """extract's Ray engine: row ranges of the cache computed on Ray actors, written in cache order by the driver.
 
-``extract.run(Config(engine="ray", address=...))`` uses it; nothing else imports it, and it
-imports Ray only inside its functions, so the local engine never loads Ray.
+``extract.run(Config(engine="ray", address=...))`` uses it through the engine registry
+(``msagg.stages.engines``: ``connect``, then ``extractor``); it imports Ray only inside its functions.
 
 How a run goes:
 
-- ``session(address)`` (``msagg.stages.engines.ray_session``, shared with prepare's engine and re-exported
-  here) connects to a cluster (after a socket probe, so an unreachable address fails in seconds)
+- ``connect(config)``: ``session(address)`` (``msagg.stages.engines.ray_session``, shared with prepare's
+  engine) connects to a cluster (after a socket probe, so an unreachable address fails in seconds)
   or starts one of this machine's cores; a missing Ray is a one-line ``RayEngineError`` naming
   the install command. extract calls it before writing anything.
 - ``Extractors`` starts the actors. Each loads the pretrain run's models once and opens the cache;
-  the first one reports the ``ScaleInfo``\\ s the driver creates ``features.h5.partial`` with. What
-  an actor computes with is extract's own code, handed over as a ``Computation`` (this engine
-  imports no stage: the local engine and the actors run the same functions).
+  the first one reports the ``ScaleInfo``\\ s the driver creates ``features.h5.partial`` with. The
+  actors compute with ``msagg.stages.engines.taps``, as the local engine does.
 - ``plan_ranges`` cuts the rows still to do into ranges (``row_ranges``: the cache's shards when
   it has them, else ``range_tracks`` consecutive tracks), each moved to the next boundary of
   extract's track groups (``msagg.data.segments.track_groups``): every forward pass then holds
@@ -46,13 +45,14 @@ import signal
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from msagg.data.errors import MsaggError
 from msagg.data.formats.cache import AudioCache
 from msagg.data.segments import track_groups
+from msagg.stages.engines import taps
 from msagg.stages.engines.ray_session import RayEngineError, check_code, code_env, code_fingerprint, first_line
 from msagg.stages.engines.ray_session import session, split_address  # noqa: F401 (extract's engine is used through this module)
 
@@ -164,26 +164,6 @@ def plan_ranges(cache: Any, input_lengths: dict[str, int], batch_size: int, max_
 # Actors
 
 
-@dataclasses.dataclass(frozen=True)
-class Computation:
-    """What an actor computes with: the extract stage's own functions, handed over by ``extract.run``.
-
-    So this engine imports no stage, and the actors run the very code of the local engine. Ray
-    pickles module-level functions by reference: each actor imports them from their module.
-
-    Attributes:
-        load_models: ``(pretrain_dir, scales, *, precision) -> {scale: model}``, each model with
-            ``input_length`` and ``model_hash`` (extract's ``load_tap_models``).
-        scale_infos: ``(models, song_pool) -> {scale: ScaleInfo}`` (extract's ``scale_infos``).
-        rows: ``(cache, models, config, rows: range, batch_size)`` -> iterator of ``(k, features,
-            num_segments, classic)``, group by group (extract's ``extract_rows``).
-    """
-
-    load_models: Callable[..., dict]
-    scale_infos: Callable[..., dict]
-    rows: Callable[..., Iterator[tuple[int, dict, dict, dict]]]
-
-
 @dataclasses.dataclass
 class RangeResult:
     """What an actor returns for rows ``[first, end)``: its groups' ``FeaturesWriter.write`` blocks, and provenance.
@@ -210,23 +190,21 @@ class _Extractor:
         config: extract's Config, its paths absolute.
         scales: Scales to load.
         batch_size: Segments per forward pass.
-        computation: What it computes with (``Computation``).
         die_once: Test hook: a flag file; the first actor to start a range while it exists
             removes it and kills its own process (SIGKILL), as a crashed worker would.
     """
 
-    def __init__(self, config: Any, scales: Sequence[str], batch_size: int, computation: Computation,
-                 die_once: str | None = None):
+    def __init__(self, config: Any, scales: Sequence[str], batch_size: int, die_once: str | None = None):
         import ray
 
-        self.config, self.batch_size, self.computation, self.die_once = config, batch_size, computation, die_once
+        self.config, self.batch_size, self.die_once = config, batch_size, die_once
         self.cache = AudioCache(config.cache)
-        self.models = computation.load_models(config.pretrain, tuple(scales), precision=config.precision)
+        self.models = taps.load_tap_models(config.pretrain, tuple(scales), precision=config.precision)
         self.node = ray.get_runtime_context().get_node_id()
         self.code = code_fingerprint()
 
     def scale_infos(self) -> tuple[str, dict]:
-        return self.code, self.computation.scale_infos(self.models, self.config.song_pool)
+        return self.code, taps.scale_infos(self.models, self.config.song_pool)
 
     def compute(self, first: int, end: int) -> RangeResult:
         import ray
@@ -235,7 +213,7 @@ class _Extractor:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.die_once)
                 os.kill(os.getpid(), signal.SIGKILL)
-        blocks = list(self.computation.rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
+        blocks = list(taps.extract_rows(self.cache, self.models, self.config, range(first, end), self.batch_size))
         return RangeResult(first, end, blocks, os.getpid(), self.node,
                            bool(ray.get_runtime_context().was_current_actor_reconstructed), self.cache.config_hash,
                            {scale: m.model_hash for scale, m in self.models.items()}, self.code)
@@ -281,7 +259,6 @@ class Extractors:
         cache: The driver's open ``AudioCache`` (lengths, shards, config hash).
         scales: The scales to extract.
         batch_size: Segments per forward pass.
-        computation: extract's functions the actors compute with (``Computation``).
         range_tracks: Most tracks per range (before moving its end onto a group boundary).
         num_actors: Actors to start (None: one per GPU, else one per node).
         max_restarts: Restarts of a dead actor (and retries of its range) before the run fails.
@@ -289,7 +266,7 @@ class Extractors:
     """
 
     def __init__(self, ray, config: Any, cache: AudioCache, scales: Sequence[str], batch_size: int, *,
-                 computation: Computation, range_tracks: int = RANGE_TRACKS, num_actors: int | None = None, max_restarts: int = 3,
+                 range_tracks: int = RANGE_TRACKS, num_actors: int | None = None, max_restarts: int = 3,
                  die_once: str | os.PathLike | None = None):
         if range_tracks < 1 or (num_actors is not None and num_actors < 1):
             raise ValueError(f"range_tracks and num_actors must be at least 1, got {range_tracks}, {num_actors}")
@@ -302,8 +279,8 @@ class Extractors:
                                                 runtime_env=actor_runtime_env(ray), **self.ask)
         logger.info("ray: starting %d actors (%s each); each loads the models", self.count,
                     ", ".join(f"{v} {k[4:-1].upper()}" for k, v in self.ask.items() if v))
-        self.actors = [remote.remote(self.config, tuple(scales), batch_size, computation,
-                                     None if die_once is None else str(die_once)) for _ in range(self.count)]
+        self.actors = [remote.remote(self.config, tuple(scales), batch_size, None if die_once is None else str(die_once))
+                       for _ in range(self.count)]
         self._infos: dict | None = None
         self.stats = {"num_actors": self.count, "num_ranges": 0, "restarted_actors": 0, "nodes": 0}
         self._restarted: set[int] = set()
@@ -409,3 +386,14 @@ class Extractors:
     def summary(self) -> dict:
         """What DONE records of the run: actors, ranges, restarted actors, nodes."""
         return dict(self.stats)
+
+
+def connect(config: Any):
+    """The Ray session of ``config.address`` (a context manager yielding the ``ray`` module)."""
+    return session(config.address)
+
+
+def extractor(connection, config: Any, cache: AudioCache, pretrain: Any, scales: Sequence[str], batch_size: int,
+              **options) -> Extractors:
+    """``Extractors`` of the session ``connection`` (the actors load ``config.pretrain`` themselves)."""
+    return Extractors(connection, config, cache, scales, batch_size, **options)

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.errors import MsaggError
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +47,6 @@ DEFAULT_PORTS = {"": 6379, "ray": 10001}
 CODE_PACKAGES = ("msagg", "msagg.pipeline", "msagg.stages", "msagg.data", "msagg.models")
 """msagg and the sub-packages mapped onto the checkout's top-level folders (they need not sit inside it)."""
 """The packages workers import (``pipeline`` stays on the driver)."""
-
-
-ENGINES = ("local", "ray")
-"""Where a stage with a ray engine (prepare, extract) computes: this machine, or a Ray cluster."""
-
-ADDRESS_HELP = ("With --engine ray: a running Ray cluster (HEAD:6379); default: a Ray cluster of this machine's "
-                "cores, started for the run. The run folders must be on a filesystem every node sees.")
-"""The help of ``--address``, the same for every stage."""
-
-
-def check_engine(engine: str, address: str | None, prefix: str = "") -> None:
-    """Checks a Config's ``engine`` and ``address`` (both ``RUNTIME`` fields).
-
-    Raises:
-        ConfigError: ``prefix`` then the bad value and what is expected.
-    """
-    if engine not in ENGINES:
-        raise ConfigError(f"{prefix}engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if address is not None and (engine != "ray" or not isinstance(address, str) or not address.strip()):
-        raise ConfigError(f"{prefix}address {address!r}: a Ray cluster address (HOST:PORT), only with engine ray")
 
 
 class RayEngineError(MsaggError):

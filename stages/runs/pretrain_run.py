@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from msagg.stages import quiet
 from msagg.data.atomic import atomic_write, write_json
 from msagg.data.errors import MsaggError
 from msagg.data.formats.features import scale_sort_key
@@ -80,6 +81,7 @@ def load_model(path: str | os.PathLike):
     Raises:
         PretrainRunError: Naming the file, if it is missing or cannot be loaded.
     """
+    quiet.import_backend()
     import keras
 
     path = Path(path)

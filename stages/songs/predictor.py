@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from msagg.stages import quiet
 from msagg.data.atomic import atomic_write, write_json
 from msagg.data.errors import MsaggError
 from msagg.data.formats.features import FeaturesFile
@@ -189,6 +190,7 @@ class Predictor:
         for name in (d["model"], d["standardizer"]):
             if not (folder / name).is_file():
                 raise PredictorError(f"{folder / name}: missing; classify again to save the classifier")
+        quiet.import_backend()
         import keras
 
         self.model = keras.saving.load_model(folder / d["model"], safe_mode=True)
@@ -223,7 +225,7 @@ class Predictor:
         """Probabilities from song features.
 
         Args:
-            features: Scale -> tap -> float32 (n, dim), e.g. from ``msagg.stages.extract.song_features``,
+            features: Scale -> tap -> float32 (n, dim), e.g. from ``msagg.stages.engines.taps.song_features``,
                 and ``CLASSIC_KEY`` -> name -> float32 (n, dim) when the set joins a classic one.
 
         Returns:
