@@ -79,7 +79,7 @@ def load_source(source: str, sample_rate: int) -> np.ndarray:
 
     Raises:
         data.audio.AudioError: For an unreadable or empty file.
-        data.soundfont.SoundFontError: For a ``synthgm:`` source whose SoundFont cannot be used.
+        msagg.data.synth.soundfont.SoundFontError: For a ``synthgm:`` source whose SoundFont cannot be used.
     """
     if source.startswith("synth:"):
         from msagg.data.synth import music as synth

@@ -101,7 +101,7 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     "--preset",
     default="demo",
     show_default=True,
-    help="A preset of stages/pretrain.py's PRESETS. paper: all eight scales at full width with the authors' recipe (for a GPU); paper-se, "
+    help="A preset. paper: all eight scales at full width with the authors' recipe (for a GPU); paper-se, "
     "paper-rese: Kim et al. (2018)'s SE-multi and ReSE-2-multi 3^9 models with that recipe; demo: a "
     "few reduced-width scales, minutes on 2 CPU cores; demo-rese: demo with ReSE-2-multi models; "
     "tiny: seconds, for tests.",
@@ -218,7 +218,7 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     Each track is read once; for every model its segments (non-overlapping, plus one ending at the
     track's end) go through one forward pass that yields the three taps (-3, -2, -1), each
     max-pooled over time within a segment and then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
-    (the classic baseline of every report). Writes features.h5 (layout: data/features.py);
+    (the classic baseline of every report). Writes features.h5 (layout: docs/outputs.md);
     a killed extraction resumes from the last track written. With --engine ray, ranges of tracks
     are computed on Ray actors (one per node or GPU) and written in order: the same file.
 

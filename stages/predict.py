@@ -98,11 +98,12 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
         PredictorError, PretrainRunError: For a run without saved classifiers, or whose pretrain
             run is gone, unfinished or changed.
     """
-    from msagg.stages.engines import taps
     from msagg.stages.songs.predictor import load_predictor
 
     predictor = load_predictor(classify_dir)
     quiet.import_backend()  # the run is checked; its models need the backend
+    from msagg.stages.engines import taps
+
     pretrain = predictor.pretrain
     pretrain.check_sample_rate(predictor.sample_rate, f"the classifier's features ({classify_dir})",
                                predictor.scales)

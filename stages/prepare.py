@@ -208,8 +208,8 @@ def run(
         PrepareError: With ``config.strict``, for the first file that cannot be decoded (naming it
             and the reason); in any mode, when no track at all could be decoded.
         data.adapters.DatasetError: For a dataset the adapter refuses.
-        data.soundfont.SoundFontError: For synth-gm-*, a SoundFont that cannot be used (``pin_inputs``).
-        stages.ray_session.RayEngineError: With engine "ray": Ray is not installed, the cluster cannot
+        msagg.data.synth.soundfont.SoundFontError: For synth-gm-*, a SoundFont that cannot be used (``pin_inputs``).
+        RayEngineError: With engine "ray": Ray is not installed, the cluster cannot
             be reached (nothing is written in either case), or a worker kept dying.
     """
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Finished pretrain run folders for tests, built through the writer side of stages.pretrain_run."""
+"""Finished pretrain run folders for tests, built through the writer side of msagg.stages.runs.pretrain_run."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def _soundfont(opts: AdapterOptions):
     """The SoundFont the options name, checked: renderer installed, file readable, sha256 as pinned.
 
     Raises:
-        data.soundfont.SoundFontError: For a missing or unreadable file or one that is no SoundFont,
+        msagg.data.synth.soundfont.SoundFontError: For a missing or unreadable file or one that is no SoundFont,
             when tinysoundfont is missing (saying how to install it), or for a file whose sha256 is
             not ``soundfont_sha256``; one line naming the file.
     """

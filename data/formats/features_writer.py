@@ -1,4 +1,4 @@
-"""Writes the features file (features.h5; the layout is documented in ``data/features.py``).
+"""Writes the features file (features.h5; the layout is documented in ``msagg.data.formats.features``).
 
 Rows are written block by block into ``features.h5.partial`` through a checked file object (a
 failed write is an error at once, never swallowed), flushed and fsynced before ``num_done``

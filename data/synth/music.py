@@ -13,7 +13,7 @@ timbres: piano (two-stage decaying partials), strings (additive, slow attack, vi
 ensemble), plucked strings (Karplus-Strong), a detuned sawtooth synth and a synth bass. Tempo drifts
 a little within a track, brightness is a moving low-pass cutoff on the mix, loudness has a slow
 swell, and some hiss is added. The mix is set to the track's RMS level and soft-limited below 1.
-``data/synth_render.py`` composes and mixes, ``data/synth_instruments.py`` holds the instruments;
+``msagg.data.synth.render`` composes and mixes, ``msagg.data.synth.instruments`` holds the instruments;
 this module is the public API (parameters, labels, source strings, ``render``).
 
 The level is drawn independently of everything else and the brightness nearly so (genres shift
