@@ -24,7 +24,7 @@ from msagg.data.atomic import remove_stale_temps, write_json, write_text
 from msagg.data.errors import ConfigError
 from msagg.data.formats.features import FeaturesFile
 from msagg.models.specs import SCALES
-from msagg.stages.songs import featuresets, plots
+from msagg.stages.songs import featuresets
 from msagg.stages import quiet
 from msagg.stages.checks import check_int
 from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
@@ -134,6 +134,8 @@ def _tsne_colours(task: str, label_names: Sequence[str], labels: np.ndarray, tsn
 
 def _plots(out_dir: Path, report: dict, ff: FeaturesFile, feats: Mapping[str, Mapping[str, np.ndarray]], rows: dict,
            config: Config, chosen_clf: str) -> list[str]:
+    from msagg.stages.songs import plots  # matplotlib: loaded when a run gets this far, not to check options
+
     task = ff.task
     folder = out_dir / "plots"
     written = []
