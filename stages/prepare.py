@@ -282,7 +282,7 @@ def _decode(config: Config, folder: RunFolder, tracklist: TrackList, *, started:
         "workers": stats["workers"],
         "num_shards": stats["num_shards"],
         "engine": config.engine,
-        **({"ray": engine.summary()} if engine is not None else {}),
+        **({config.engine: engine.summary()} if engine is not None else {}),
     })
 
 
