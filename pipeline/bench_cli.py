@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from msagg.models.blocks import describe_blocks
-from msagg.models.specs import PAPER_SCALES
+from msagg.models.specs import PAPER_SCALES, PRECISIONS
 from msagg.pipeline.clitools import friendly_errors
 
 
@@ -71,6 +71,10 @@ def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file)
               show_default=True, help="Comma-separated scales of the models the extract step runs.")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Width multiplier of those models (1.0 = the paper).")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="float32", show_default=True,
+              help="What extract's models compute in: float32 or bf16 (bfloat16 layers, float32 weights).")
+@click.option("--batch-size", "extract_batch_size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="extract's segments per forward pass (at most: long-input models take fewer, to bound memory).")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False),
               help="Folder for the generated corpora, models and features: new, empty, or one this benchmark filled "
                    "before (emptied first). Default: a temporary folder.")
@@ -78,7 +82,8 @@ def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/pipeline.json",
               show_default=True, help="Where to write the JSON results.")
 @friendly_errors
-def bench_pipeline(num_tracks, track_sec, workers, scales, width, work_dir, keep, out_file):
+def bench_pipeline(num_tracks, track_sec, workers, scales, width, precision, extract_batch_size, work_dir, keep,
+                   out_file):
     """Measure the input pipeline at two corpus sizes: speed, memory and disk.
 
     Generates N synth-tags tracks, then 4N, and on each runs, every step in its own process:
@@ -99,7 +104,8 @@ def bench_pipeline(num_tracks, track_sec, workers, scales, width, work_dir, keep
     from msagg.stages.bench import pipeline as stage
 
     settings = stage.Settings(num_tracks=num_tracks, track_sec=track_sec, workers=workers, width=width,
-                              scales=tuple(_comma_list(scales)))
+                              scales=tuple(_comma_list(scales)), precision=precision,
+                              extract_batch_size=extract_batch_size)
     _check_bench_request(stage.plan, out_file, settings)
     report = stage.run_benchmark(settings, work_dir=work_dir, keep=keep)
     click.echo(stage.format_table(report))

@@ -1,5 +1,6 @@
 """Extract stage: layout of its output, pooling order, resume after a kill, sample-rate check."""
 
+import dataclasses
 import json
 
 import h5py
@@ -252,3 +253,17 @@ def test_fixed_batches_pad_the_last_batch_and_keep_the_numbers():
     expected = model.predict_on_batch(np.concatenate([segments[8:], np.zeros((2, 27), np.float32)]))
     for tap in ("-3", "-2", "-1"):
         assert np.asarray(batches[-1][1][tap]).tobytes() == np.asarray(expected[tap]).tobytes()
+
+def test_long_input_models_take_fewer_segments_per_pass_to_bound_memory():
+    """The paper's 3^9 at full width: 19683 frames x 128 channels of float32 per segment (its first
+    convolutions), so a pass holds at most BATCH_MEMORY_MB of them; the tiny test models keep the batch."""
+    from msagg.models import sample_cnn
+
+    big = sample_cnn.build_sample_cnn("3^9", 50, "tags")
+    assert taps.largest_activation_bytes(big) == 19683 * 128 * 4
+    model = taps.TapModel(scale="3^9", input_length=59049, sample_rate=22050, extractor=None, channels={},
+                          model_hash="", num_params=0, test_metrics={}, segment_bytes=19683 * 128 * 4)
+    assert model.batch_for(64) == taps.BATCH_MEMORY_MB * 2**20 // (19683 * 128 * 4) == 16
+    assert model.batch_for(4) == 4
+    tiny = sample_cnn.build_sample_cnn("3^2", 5, "tags")
+    assert dataclasses.replace(model, segment_bytes=taps.largest_activation_bytes(tiny)).batch_for(64) == 64

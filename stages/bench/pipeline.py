@@ -45,7 +45,7 @@ from msagg.stages.bench.pipeline_report import DISK_PEAK_LIMIT, RSS_GROWTH_LIMIT
 from msagg.stages.bench.pipeline_steps import (DATASET, crops_step, extract_step, measured, models_step,  # noqa: F401
                                                prepare_config, prepare_step)
 from msagg.stages.runs.records import DONE_FILE
-from msagg.models.specs import PAPER_SCALES
+from msagg.models.specs import PAPER_SCALES, PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ class Settings:
         crop_batch_size: Crops per batch (pretrain's batch, the paper's 23).
         min_crop_batches: The crops step times one pass over the train split's segments (a
             pretrain epoch), and at least this many batches.
-        extract_batch_size: Segments per forward pass in extract.
+        extract_batch_size: Segments per forward pass in extract (at most: see
+            ``msagg.stages.engines.taps.BATCH_MEMORY_MB``).
+        precision: What extract's models compute in, "float32" or "bf16".
         workers: Decoding processes of prepare (None: the usable cores).
         sample_rate: Hz.
         seed: Of the corpus, the models' weights and the crops.
@@ -88,6 +90,7 @@ class Settings:
     crop_batch_size: int = 23
     min_crop_batches: int = 100
     extract_batch_size: int = 64
+    precision: str = "float32"
     workers: int | None = None
     sample_rate: int = 22050
     seed: int = 0
@@ -108,6 +111,8 @@ class Settings:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if not self.scales:
             raise ValueError("no scales for extract: give at least one, e.g. 3^9")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.crop_scales:
             raise ValueError("no crop scales: give at least one, e.g. 3^9")
 

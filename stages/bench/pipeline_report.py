@@ -90,7 +90,8 @@ def format_table(report: dict[str, Any]) -> str:
     plural = "" if workers == 1 else "s"
     head = (f"backend {env.get('backend', '?')} on {env.get('device', '?')}; {DATASET}, {s['track_sec']:g} s "
             f"tracks at {s['sample_rate']} Hz, {workers} decoding worker{plural}; crops batch {s['crop_batch_size']}; "
-            f"extract {len(s['scales'])} scales at width {s['width']:g}, batch {s['extract_batch_size']}; "
+            f"extract {len(s['scales'])} scales at width {s['width']:g} in {s.get('precision', 'float32')}, "
+            f"batch {s['extract_batch_size']}; "
             "RTF = audio seconds per wall second")
     columns = ("tracks", "step", "rate", "RTF", "wall s", "peak RSS MB", "cache MB", "peak disk MB", "peak/final")
     cells = [list(columns)]

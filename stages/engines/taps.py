@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Models
 
+BATCH_MEMORY_MB = 160
+"""What the largest activation of one forward pass may hold: a model whose segments are long (3^9, 5^6,
+2^14 at full width: about 8-10 MB of activations each in float32) runs fewer than ``batch_size`` segments
+at a time, so extracting the eight paper scales stays under 2 GB. Small models keep ``batch_size``."""
+
 
 @dataclasses.dataclass
 class TapModel:
@@ -47,6 +52,8 @@ class TapModel:
         test_metrics: The end-to-end model's song-level test metrics from ``metrics.json``.
         block, multi: The model variant (from the pretrain run's config).
         tap_layers: Tap -> name of the layer it reads.
+        segment_bytes: Bytes of the model's largest activation for one segment
+            (``largest_activation_bytes``); 0: unknown, no limit.
     """
 
     scale: str
@@ -60,6 +67,23 @@ class TapModel:
     block: str = "basic"
     multi: bool = False
     tap_layers: dict[str, str] = dataclasses.field(default_factory=dict)
+    segment_bytes: int = 0
+
+    def batch_for(self, batch_size: int) -> int:
+        """Segments per forward pass: ``batch_size``, or fewer where ``BATCH_MEMORY_MB`` asks."""
+        if self.segment_bytes <= 0:
+            return batch_size
+        return max(1, min(batch_size, BATCH_MEMORY_MB * 2**20 // self.segment_bytes))
+
+
+def largest_activation_bytes(model: keras.Model) -> int:
+    """Bytes of the largest layer output of ``model`` for one input row, counted as float32 whatever
+    the model computes in (a bf16 model keeps float32 copies too: batch norm computes in float32)."""
+    largest = 0
+    for layer in model.layers:
+        for output in keras.tree.flatten(layer.output):
+            largest = max(largest, 4 * int(np.prod([d for d in output.shape[1:] if d is not None])))
+    return largest
 
 
 def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[str] = (),
@@ -106,6 +130,7 @@ def load_tap_models(pretrain: str | os.PathLike | PretrainRun, scales: Sequence[
             block=run.block,
             multi=run.multi,
             tap_layers=run.tap_layers(scale),
+            segment_bytes=largest_activation_bytes(model),
         )
         logger.info("loaded %s: input %d samples, %d parameters", run.model_path(scale), out[scale].input_length,
                     out[scale].num_params)
@@ -146,7 +171,7 @@ def _segment_vectors(model: TapModel, segments: np.ndarray, batch_size: int) -> 
         the max of bfloat16 values is exact in float32).
     """
     out: dict[str, list[np.ndarray]] = {tap: [] for tap in specs.TAPS}
-    for k, taps in fixed_batches(model.extractor.predict_on_batch, segments, batch_size):
+    for k, taps in fixed_batches(model.extractor.predict_on_batch, segments, model.batch_for(batch_size)):
         for tap in specs.TAPS:
             out[tap].append(features_lib.pool_time(np.asarray(taps[tap])[:k]))
     return {tap: np.concatenate(parts) for tap, parts in out.items()}
