@@ -18,9 +18,10 @@ CLASSIFY_ARGS ?=
 # The prepare preset only sizes the synthetic datasets; real data ignores it.
 PREP_PRESET := $(if $(filter synth-%,$(DATASET)),--preset $(if $(filter paper,$(PRESET)),demo,$(PRESET)),)
 
-.PHONY: help venv demo demo-synth-tags demo-synth-genre prepare pretrain extract classify test faults bench bench-pipeline pretrain-general eval-esc10 clean
+.PHONY: help venv teacher demo demo-synth-tags demo-synth-genre prepare pretrain extract classify test faults bench bench-pipeline pretrain-general eval-esc10 clean
 
 help:
+	@echo "make teacher    venv + the musicnn wheel, whose checkpoints the teacher (MTT/MSD taggers) reads"
 	@echo "make demo       venv + every stage on the embedded synthetic dataset, then the results tables"
 	@echo "make test       the test suite"
 	@echo "make faults     only the fault-injection tests (kills, full disk, locks, bad files; tiny data)"
@@ -42,8 +43,17 @@ $(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps 'tinysoundfont>=0.3.7'
 	touch $@
 
-# The tests also need the optional engines (Ray, JAX): the test extra, installed only for them.
-$(VENV)/.installed-test: $(VENV)/.installed
+# The teacher's weights: musicnn's checkpoints, read from its wheel (msagg never imports musicnn). With
+# --no-deps: the wheel pins numpy<1.17, which no install beside TensorFlow 2 and Python 3.11 can satisfy.
+teacher: $(VENV)/.installed-teacher
+
+$(VENV)/.installed-teacher: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps 'musicnn==0.1.0'
+	touch $@
+
+# The tests also need the optional engines (Ray, JAX): the test extra, installed only for them; and the
+# teacher, so that the port is checked against the original's recorded outputs.
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-teacher
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
