@@ -3,6 +3,7 @@
 msagg no longer writes this layout (``msagg.data.formats.cache_layout`` documents it); these are the writers it
 used, unchanged but for their names, so that tests can make real schema-1 files: single-file
 caches (``write_cache_v1``) and caches linked to another one's /audio (``write_linked_cache_v1``).
+``as_before_text_sha256`` turns a schema-2 index into one of msagg before the text and raw-byte checks.
 """
 
 from __future__ import annotations
@@ -190,3 +191,10 @@ def write_linked_cache_v1(path: str | os.PathLike, tracklist: TrackList, store,
     logger.info("wrote %s: %d tracks, audio linked to %s, %d skipped", path, len(tracklist), target,
                 len(tracklist.skipped))
     return path
+
+
+def as_before_text_sha256(index: str | os.PathLike) -> None:
+    """Removes what msagg added to a schema-2 ``index.h5`` with the text tables' and the shards' raw-byte
+    checks (the attribute ``text_sha256``, /shards/meta_sha256, /shards/audio_ranges), in place."""
+    with h5py.File(index, "a") as f:
+        del f.attrs["text_sha256"], f["shards/meta_sha256"], f["shards/audio_ranges"]

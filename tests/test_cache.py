@@ -1,6 +1,7 @@
 """msagg.data.formats.cache and data.cache_writer: the sharded layout (schema 2), schema-1 files read as before,
 int16 round trips, crops, shard ranges, refusals, missing and replaced shards."""
 
+import hashlib
 import json
 import os
 import pickle
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 from msagg.data.formats.cache import AudioCache, CacheError, ShardRange, cache_file, cache_run_folder, to_int16
+from msagg.data.formats.cache_layout import TEXT_TABLES
 from msagg.data.formats.cache_writer import read_shard_summary, write_cache, write_linked_cache
+from msagg.data.integrity import text_sha256 as text_sha256_of
 from msagg.data.tracklist import TrackList
-from legacy_cache import write_cache_v1
+from legacy_cache import as_before_text_sha256, write_cache_v1
 
 LENGTHS = [1000, 37, 2500, 400]
 
@@ -59,21 +62,27 @@ def any_cache(request, tmp_path):
 def test_layout(cache_dir):
     assert sorted(p.name for p in cache_dir.iterdir()) == ["index.h5", "shard-00000.h5", "shard-00001.h5"]
     with h5py.File(cache_dir / "index.h5", "r") as f:
-        assert dict(f.attrs) == {
+        attrs = dict(f.attrs)
+        text_sha256 = json.loads(attrs.pop("text_sha256"))
+        assert attrs == {
             "schema_version": 2, "sample_rate": 16000, "task": "tags", "dataset": "toy",
             "split_info": json.dumps({"kind": "stratified", "seed": 3}, sort_keys=True), "config_hash": "abc123def456",
             "audio_config_hash": "abc123def456", "linked": False,
         }
         assert sorted(f) == sorted(["shard", "offsets", "lengths", "track_ids", "sources", "labels", "label_names",
                                     "split", "skipped", "shards"])
-        assert sorted(f["shards"]) == ["bytes", "file", "num_samples", "sha256"]
+        assert sorted(f["shards"]) == ["audio_ranges", "bytes", "file", "meta_sha256", "num_samples", "sha256"]
+        # Each text table's sha256: of its values as compact ASCII JSON (golden for the split).
+        assert sorted(text_sha256) == sorted(TEXT_TABLES)
+        assert text_sha256["split"] == hashlib.sha256(b'["train","valid","train","test"]').hexdigest()
+        assert all(text_sha256[name] == text_sha256_of(f[name].asstr()[()]) for name in TEXT_TABLES)
         np.testing.assert_array_equal(f["shard"][()], [0, 0, 1, 1])
         np.testing.assert_array_equal(f["offsets"][()], [0, 1000, 0, 2500])
         np.testing.assert_array_equal(f["lengths"][()], LENGTHS)
         assert f["shards/file"].asstr()[()].tolist() == ["shard-00000.h5", "shard-00001.h5"]
         np.testing.assert_array_equal(f["shards/num_samples"][()], [1037, 2900])
         assert f["shards/bytes"][()].tolist() == [(cache_dir / f"shard-0000{i}.h5").stat().st_size for i in (0, 1)]
-        for name in ("track_ids", "sources", "label_names", "split", "skipped", "shards/file", "shards/sha256"):
+        for name in TEXT_TABLES:
             assert h5py.check_string_dtype(f[name].dtype).encoding == "utf-8", name
         assert list(f["track_ids"].asstr()[()]) == ["t0", "t1", "t2", "t3"]
         assert list(f["sources"].asstr()[()])[2] == "b/t2 with space.flac"
@@ -82,12 +91,16 @@ def test_layout(cache_dir):
         np.testing.assert_array_equal(f["labels"][()], make_tracklist().labels)
         assert f["skipped"].asstr()[()].tolist() == [["gone.wav", "no such file"], ["bad.mp3", "cannot decode"]]
         sha = f["shards/sha256"].asstr()[()].tolist()
+        meta, ranges = f["shards/meta_sha256"].asstr()[()].tolist(), f["shards/audio_ranges"][()]
+        assert f["shards/audio_ranges"].fletcher32 and ranges.shape[1] == 3 and sorted(set(ranges[:, 0])) == [0, 1]
     quantised = [to_int16(w) for w in make_waves()]
     with h5py.File(cache_dir / "shard-00001.h5", "r") as f:
         assert {k: f.attrs[k] for k in ("schema_version", "kind", "shard", "first", "num_planned", "sample_rate")} == {
             "schema_version": 2, "kind": "shard", "shard": 1, "first": 2, "num_planned": 2, "sample_rate": 16000}
         assert f.attrs["sha256"] == sha[1]
         assert f["audio"].dtype == np.int16 and f["audio"].fletcher32
+        chunks = [f["audio"].id.get_chunk_info(i) for i in range(f["audio"].id.get_num_chunks())]
+        assert [[c.byte_offset, c.byte_offset + c.size] for c in chunks] == ranges[ranges[:, 0] == 1, 1:].tolist()
         np.testing.assert_array_equal(f["audio"][()], np.concatenate(quantised[2:]))
         np.testing.assert_array_equal(f["rows"][()], [2, 3])
         np.testing.assert_array_equal(f["lengths"][()], LENGTHS[2:])
@@ -95,6 +108,10 @@ def test_layout(cache_dir):
     summary = read_shard_summary(cache_dir / "shard-00001.h5")
     assert (summary["rows"], summary["lengths"], summary["failed"], summary["num_samples"]) == ([2, 3], LENGTHS[2:],
                                                                                               [], 2900)
+    assert summary["meta_sha256"] == meta[1] and summary["audio_ranges"] == ranges[ranges[:, 0] == 1, 1:].tolist()
+    data = (cache_dir / "shard-00001.h5").read_bytes()
+    (start, end), = summary["audio_ranges"]  # one chunk: the bytes outside it are HDF5's
+    assert hashlib.sha256(data[:start] + data[end:]).hexdigest() == meta[1]
 
 
 def test_schema1_layout_still_reads(old_cache):
@@ -269,7 +286,7 @@ def test_numeric_datasets_carry_checksums(cache_dir, old_cache):
     with h5py.File(cache_dir / "index.h5", "r") as f:
         assert {name for name in f if isinstance(f[name], h5py.Dataset) and f[name].fletcher32} == {
             "shard", "offsets", "lengths", "labels"}
-        assert {name for name in f["shards"] if f["shards"][name].fletcher32} == {"num_samples", "bytes"}
+        assert {name for name in f["shards"] if f["shards"][name].fletcher32} == {"num_samples", "bytes", "audio_ranges"}
     with h5py.File(cache_dir / "shard-00000.h5", "r") as f:
         assert {name for name in f if f[name].fletcher32} == {"audio", "rows", "lengths", "failed_rows"}
     with h5py.File(old_cache, "r") as f:
@@ -333,16 +350,22 @@ def test_a_missing_shard_names_it_and_its_tracks(cache_dir):
                               "prepare the dataset again")
 
 
-def test_a_shard_replaced_by_another_names_it(cache_dir, tmp_path):
-    """Another cache's shard 1 of the same size (other samples) in its place: found when first read."""
+@pytest.mark.parametrize("older_index", [False, True], ids=["index", "index-of-older-msagg"])
+def test_a_shard_replaced_by_another_names_it(cache_dir, tmp_path, older_index):
+    """Another cache's shard 1 of the same size (other samples) in its place: found when first read,
+    by the sha256 of its metadata before HDF5 opens it, or (an index without it) by its /audio sha256."""
     waves = make_waves()
     other = write_cache(tmp_path / "other", make_tracklist(), waves[:2] + [-w for w in waves[2:]], sample_rate=16000,
                         tracks_per_shard=2)
     os.replace(other / "shard-00001.h5", cache_dir / "shard-00001.h5")
+    if older_index:
+        as_before_text_sha256(cache_dir / "index.h5")
+        message = r"was replaced \(sha256 or hash \w+, 2900 samples; expected \w+, 2900\)"
+    else:
+        message = r"was replaced or damaged \(the sha256 of its HDF5 metadata is \w{16}, the index records \w{16}\)"
     with AudioCache(cache_dir) as cache:
         np.testing.assert_allclose(cache.track(0), waves[0], atol=1.5 / 32768)  # shard 0 is fine
-        with pytest.raises(CacheError, match=r"audio shard .*shard-00001\.h5 was replaced \(sha256 or hash \w+, 2900 "
-                                             r"samples; expected \w+, 2900\) \(tracks t2, t3\); prepare"):
+        with pytest.raises(CacheError, match=rf"audio shard .*shard-00001\.h5 {message} \(tracks t2, t3\); prepare"):
             cache.track(3)
     with open(cache_dir / "shard-00001.h5", "ab") as fh:
         fh.write(b"more")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from msagg.data.errors import ConfigError, MsaggError
+from msagg.data.integrity import record_text_sha256
 from msagg.data.tracklist import TrackList
 from msagg.models import sample_cnn
 from prepare_runs import make_prepare_run
@@ -298,6 +299,7 @@ def test_a_cache_without_valid_tracks_is_refused_as_a_user_error(tmp_path):
         del f["split"]
         f.create_dataset("split", data=[("train" if s == "valid" else s) for s in split],
                          dtype=h5py.string_dtype("utf-8"))
+        record_text_sha256(f)  # as a cache prepared with this split holds it
     with pytest.raises(MsaggError, match="needs train and valid tracks; the cache has 18 train and 0 valid"):
         pretrain.run(tiny_config(cache), tmp_path / "pretrain", progress=False, tensorboard=False)
 

@@ -21,7 +21,9 @@ from msagg.data.formats.cache_layout import (  # noqa: F401 (the layout's names,
     CHUNK_SAMPLES, DIR_NAME, INDEX_NAME, INT16_SCALE, LEGACY_FILE_NAME, PLAN_NAME, READ_SCALE, SCHEMA_VERSION,
     SCHEMA_VERSIONS, CacheError, ShardRange, cache_file, cache_run_folder, to_int16,
 )
-from msagg.data.integrity import damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem
+from msagg.data.formats.cache_v1 import first_line, open_v1_audio
+from msagg.data.integrity import (damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem,
+                                  checked_outside, text_sha256_problem)
 from msagg.data.splits import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -33,8 +35,8 @@ _TABLES = ("track_ids", "sources", "labels", "label_names", "split", "skipped", 
 _ATTRS = ("schema_version", "sample_rate", "task", "dataset", "split_info", "config_hash")
 _V2_TABLES = ("shard", "shards/file", "shards/num_samples", "shards/bytes", "shards/sha256")
 _V2_ATTRS = ("audio_config_hash", "linked")
-_LINK_ATTRS = ("audio_config_hash", "audio_num_samples")
-"""Attributes of a schema-1 linked cache only (its /audio an external link)."""
+_META_TABLES = ("shards/meta_sha256", "shards/audio_ranges")
+"""Tables of the raw-byte shard check (absent from indexes of older msagg: their shards read unchecked)."""
 
 
 class AudioCache:
@@ -69,6 +71,10 @@ class AudioCache:
             the store its /audio links to).
         shard_num_samples, shard_bytes: int64 (num_shards,), their /audio lengths and file sizes.
         shard_sha256: list[str], sha256 of each /audio ("" where unknown: a schema-1 file).
+        shard_meta_sha256: list[str], sha256 of each shard file's bytes outside its audio chunks
+            ("" where unknown: a schema-1 file, or an index of an older msagg).
+        shard_audio_ranges: int64 (num_ranges, 3), shard, start, end: the byte ranges of the
+            shard files holding audio chunks.
         audio_store: Where the samples lie: the folder of the shards (schema 2), or the file.
         audio_config_hash: config_hash of the run that decoded the samples.
         audio_num_samples: Samples of all shards together.
@@ -76,7 +82,8 @@ class AudioCache:
     Raises:
         CacheError: If the file is missing, is not a readable HDF5 file, has an unknown
             ``schema_version`` (or one that is not an integer), lacks part of the layout, or a
-            table fails its checksum; if a shard holding tracks is missing or has another size;
+            table fails its checksum (Fletcher-32, or ``text_sha256`` for the text tables); if a
+            shard holding tracks is missing or has another size;
             for a schema-1 linked cache, if its audio store is missing, unreadable or was
             replaced. Messages name the cache and the shard or store.
     """
@@ -92,12 +99,12 @@ class AudioCache:
         try:
             f = h5py.File(self.path, "r")
         except OSError as err:
-            raise CacheError(f"{self.path}: not a readable HDF5 audio cache ({_first_line(err)})") from None
+            raise CacheError(f"{self.path}: not a readable HDF5 audio cache ({first_line(err)})") from None
         try:
             self._read_metadata(f)
             if self.schema_version == 1:
                 self._keep.append(f)
-                self._open[0] = (None, self._open_v1_audio(f))
+                self._open[0] = (None, self._v1_shard(f))
             else:
                 f.close()
                 self._check_shard_files()
@@ -140,14 +147,22 @@ class AudioCache:
                 raise CacheError(f"{self.path}: damaged audio cache: /{name} {describe_read_error(err)}; "
                                  f"prepare the dataset again") from None
 
-        self.label_names = [str(s) for s in read("label_names", True)]
-        self.track_ids = np.asarray(read("track_ids", True), dtype=str)
-        self.sources = np.asarray(read("sources", True), dtype=str)
+        text = {name: read(name, True) for name in ("label_names", "track_ids", "sources", "split", "skipped")}
+        if v2:
+            text.update({name: read(name, True) for name in ("shards/file", "shards/sha256")})
+            if all(f.get(name, getlink=True) is not None for name in _META_TABLES):
+                text["shards/meta_sha256"] = read("shards/meta_sha256", True)
+        problem = text_sha256_problem(f, text)
+        if problem:
+            raise CacheError(f"{self.path}: damaged audio cache: {problem}; prepare the dataset again")
+        self.label_names = [str(s) for s in text["label_names"]]
+        self.track_ids = np.asarray(text["track_ids"], dtype=str)
+        self.sources = np.asarray(text["sources"], dtype=str)
         self.labels = np.asarray(read("labels"), dtype=np.uint8)
-        self.split = np.asarray(read("split", True), dtype=str)
+        self.split = np.asarray(text["split"], dtype=str)
         self.offsets = np.asarray(read("offsets"), dtype=np.int64)
         self.lengths = np.asarray(read("lengths"), dtype=np.int64)
-        self.skipped = [(str(a), str(b)) for a, b in read("skipped", True).reshape(-1, 2)]
+        self.skipped = [(str(a), str(b)) for a, b in text["skipped"].reshape(-1, 2)]
         n = self.offsets.shape[0]
         shapes = {"lengths": self.lengths.shape[0], "track_ids": self.track_ids.shape[0],
                   "sources": self.sources.shape[0], "labels": self.labels.shape[0], "split": self.split.shape[0]}
@@ -162,11 +177,18 @@ class AudioCache:
                              f"labels {self.labels.shape} for {len(self.label_names)} label names")
         if not v2:
             return
-        files = [str(s) for s in read("shards/file", True)]
+        files = [str(s) for s in text["shards/file"]]
         self.shard_num_samples = np.asarray(read("shards/num_samples"), dtype=np.int64)
         self.shard_bytes = np.asarray(read("shards/bytes"), dtype=np.int64)
-        self.shard_sha256 = [str(s) for s in read("shards/sha256", True)]
-        if not len(files) == len(self.shard_num_samples) == len(self.shard_bytes) == len(self.shard_sha256):
+        self.shard_sha256 = [str(s) for s in text["shards/sha256"]]
+        if "shards/meta_sha256" in text:
+            self.shard_meta_sha256 = [str(s) for s in text["shards/meta_sha256"]]
+            self.shard_audio_ranges = np.asarray(read("shards/audio_ranges"), dtype=np.int64)
+        else:
+            self.shard_meta_sha256 = [""] * len(files)
+            self.shard_audio_ranges = np.zeros((0, 3), dtype=np.int64)
+        if not (len(files) == len(self.shard_num_samples) == len(self.shard_bytes) == len(self.shard_sha256)
+                == len(self.shard_meta_sha256)) or self.shard_audio_ranges.shape[1:] != (3,):
             raise CacheError(f"{self.path}: inconsistent audio cache: the tables of /shards differ in length")
         # Joined to the index's folder lexically, as the writer made them (never the working directory).
         self.shard_files = [Path(os.path.normpath(self.path.parent / name)) for name in files]
@@ -183,52 +205,22 @@ class AudioCache:
         else:
             self.audio_store = parents.pop() if len(parents) == 1 else self.path.parent
 
-    def _open_v1_audio(self, f: h5py.File) -> h5py.Dataset:
-        """A schema-1 /audio: this file's, or the one its external link names (opened here)."""
-        link = f.get("audio", getlink=True)
-        self.linked = isinstance(link, h5py.ExternalLink)
-        if not self.linked:
-            audio = f["audio"]
-            self._v1_shard(self.path, self.config_hash, int(audio.shape[0]))
-            return audio
-        store = Path(os.path.normpath(self.path.parent / link.filename))
-        missing = [name for name in _LINK_ATTRS if name not in f.attrs]
-        if missing:
-            raise CacheError(f"{self.path}: incomplete audio cache, /audio links to {store} but attribute "
-                             f"{', '.join(missing)} is missing")
-        expected = (str(f.attrs["audio_config_hash"]), int(f.attrs["audio_num_samples"]))
-        if not store.is_file():
-            raise CacheError(f"{self.path}: its audio lies in {store}, which is missing (move prepare run folders "
-                             "together, or prepare the dataset again)")
-        try:
-            handle = h5py.File(store, "r")
-        except OSError as err:
-            raise CacheError(f"{self.path}: its audio lies in {store}, which is not a readable HDF5 file "
-                             f"({_first_line(err)})") from None
-        self._keep.append(handle)
-        audio = handle.get(link.path)
-        if not isinstance(audio, h5py.Dataset) or audio.ndim != 1 or audio.dtype != np.int16:
-            raise CacheError(f"{self.path}: its audio lies in {store}, which holds no int16 {link.path}")
-        found = (str(handle.attrs.get("config_hash", "")), int(audio.shape[0]))
-        if found != expected:
-            raise CacheError(f"{self.path}: its audio store {store} was replaced (config hash {found[0]}, "
-                             f"{found[1]} samples; expected {expected[0]}, {expected[1]}); prepare the dataset again")
-        self._v1_shard(store, *found)
-        end = self.offsets + self.lengths
-        if self.num_tracks and (self.offsets.min() < 0 or end.max() > self.audio_num_samples):
-            raise CacheError(f"{self.path}: tracks lie outside the {self.audio_num_samples} samples of its audio "
-                             f"store {store}; prepare the dataset again")
-        return audio
-
-    def _v1_shard(self, file: Path, config_hash: str, num_samples: int) -> None:
-        """A schema-1 cache as a table of one shard: the file holding /audio."""
-        self.shard_files = [file]
-        self.shard_num_samples = np.array([num_samples], dtype=np.int64)
-        self.shard_bytes = np.array([file.stat().st_size], dtype=np.int64)
+    def _v1_shard(self, f: h5py.File) -> h5py.Dataset:
+        """A schema-1 cache as a table of one shard: the file holding /audio (opened and checked here)."""
+        v1 = open_v1_audio(self.path, f, self.config_hash, self.offsets, self.lengths)
+        if v1.handle is not None:
+            self._keep.append(v1.handle)
+        self.linked = v1.linked
+        self.shard_files = [v1.file]
+        self.shard_num_samples = np.array([v1.num_samples], dtype=np.int64)
+        self.shard_bytes = np.array([v1.file.stat().st_size], dtype=np.int64)
         self.shard_sha256 = [""]
-        self.audio_store = file
-        self.audio_config_hash = config_hash
-        self.audio_num_samples = num_samples
+        self.shard_meta_sha256 = [""]
+        self.shard_audio_ranges = np.zeros((0, 3), dtype=np.int64)
+        self.audio_store = v1.file
+        self.audio_config_hash = v1.config_hash
+        self.audio_num_samples = v1.num_samples
+        return v1.audio
 
     # --- shards --------------------------------------------------------------------------------
 
@@ -253,15 +245,30 @@ class AudioCache:
             if size != self.shard_bytes[shard]:
                 raise self._shard_error(shard, f"was replaced ({size} bytes; expected {self.shard_bytes[shard]})")
 
+    def _check_shard_bytes(self, shard: int) -> None:
+        """Before HDF5 parses a shard (damaged metadata can make it loop forever): its metadata is the recorded one."""
+        expected = self.shard_meta_sha256[shard]
+        if not expected:  # an index of an older msagg, or a schema-1 audio store
+            return
+        ranges = self.shard_audio_ranges[self.shard_audio_ranges[:, 0] == shard, 1:].tolist()
+        try:
+            found = checked_outside(self.shard_files[shard], ranges, expected)
+        except OSError as err:
+            raise self._shard_error(shard, f"cannot be read ({err.strerror or err})") from None
+        if found:
+            raise self._shard_error(shard, f"was replaced or damaged (the sha256 of its HDF5 metadata is {found[:16]}, "
+                                           f"the index records {expected[:16]})")
+
     def _open_shard(self, shard: int) -> tuple[h5py.File, h5py.Dataset]:
         """Opens a schema-2 shard file, checking that it is the one the index records."""
         path = self.shard_files[shard]
         if not path.is_file():
             raise self._shard_error(shard, "is missing")
+        self._check_shard_bytes(shard)
         try:
             f = h5py.File(path, "r")
         except OSError as err:
-            raise self._shard_error(shard, f"is not a readable HDF5 file ({_first_line(err)})") from None
+            raise self._shard_error(shard, f"is not a readable HDF5 file ({first_line(err)})") from None
         try:
             audio = f.get("audio")
             expected = self.shard_sha256[shard]
@@ -440,8 +447,3 @@ class AudioCache:
 
     def __repr__(self) -> str:
         return f"AudioCache({str(self.path)!r}, dataset={self.dataset!r}, num_tracks={self.num_tracks})"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err)
-    return text.splitlines()[0] if text else type(err).__name__

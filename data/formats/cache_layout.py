@@ -13,7 +13,8 @@ Schema version 2 (written since the sharded cache): a folder, ``<prepare run>/ca
 
     attrs  schema_version=2, sample_rate, task, dataset, split_info (JSON), config_hash,
            audio_config_hash (config_hash of the run that decoded the shards: config_hash
-           itself, or the audio store's for a linked cache), linked (bool)
+           itself, or the audio store's for a linked cache), linked (bool),
+           text_sha256 (JSON: each text table's path -> sha256 of its values, ``TEXT_TABLES``)
     /track_ids    str (num_tracks,)           in listing order: track i of the cache is row i
     /sources      str (num_tracks,)
     /labels       uint8 (num_tracks, num_labels)
@@ -27,6 +28,10 @@ Schema version 2 (written since the sharded cache): a folder, ``<prepare run>/ca
     /shards/num_samples   int64 (num_shards,) length of its /audio
     /shards/bytes         int64 (num_shards,) its file size
     /shards/sha256        str (num_shards,)   sha256 of its /audio (int16 little-endian bytes)
+    /shards/meta_sha256   str (num_shards,)   sha256 of the shard file's bytes outside its /audio
+                                              chunks ("" where unknown: a schema-1 audio store)
+    /shards/audio_ranges  int64 (num_ranges, 3)  shard, start, end: the byte ranges of the
+                                              shard files that hold /audio's chunks, ascending
 
 A shard (``shard-NNNNN.h5``, written by one worker, ``msagg.data.formats.cache_writer.write_shard``)::
 
@@ -40,8 +45,12 @@ A shard (``shard-NNNNN.h5``, written by one worker, ``msagg.data.formats.cache_w
 
 Shards hold consecutive tracks of the listing, so row ranges of the cache map onto shards
 (``AudioCache.shards``). The reader checks at open that every shard holding tracks exists with
-the recorded size, and when it first reads a shard that its sha256 attribute and length are the
-recorded ones: a missing or replaced shard raises ``CacheError`` naming the shard and its tracks.
+the recorded size; the first time a process reads a shard, that the sha256 of its bytes outside
+the audio chunks is ``meta_sha256`` (read as raw bytes, before HDF5 parses the file: damaged HDF5
+metadata can make the library loop forever), then that its sha256 attribute and length are the
+recorded ones: a missing, replaced or damaged shard raises ``CacheError`` naming the shard and its
+tracks. The audio chunks carry Fletcher-32 (below), so every byte of a shard is covered, and
+the check reads only the shard's metadata (about 0.03% of it).
 
 A *linked* cache (``write_linked_cache``; ``msagg prepare --audio-from RUN``, crossval's folds)
 is an ``index.h5`` alone: its own tables, and shard entries that point into the audio store's
@@ -62,7 +71,9 @@ Such a cache reads as one shard.
 
 Integrity: the numeric datasets of every file carry HDF5's per-chunk Fletcher-32 checksum,
 verified on every read: a damaged chunk raises ``CacheError`` naming the shard and the tracks
-whose samples lie in it. Schema-1 caches written before the checksum existed read unverified.
+whose samples lie in it. The text tables of the index (which take no filter) are checked against
+``text_sha256`` at open. Schema-1 caches written before the checksum existed read unverified, and
+caches written before ``text_sha256`` and ``/shards/meta_sha256`` existed read without those checks.
 The writers (``msagg.data.formats.cache_writer``) stream through ``msagg.data.atomic.CheckedFile`` under a temporary
 name: a failed write (a full disk) raises ``WriteError`` at once and leaves no file behind.
 """
@@ -93,6 +104,9 @@ INDEX_NAME = "index.h5"
 PLAN_NAME = "plan.json"
 LEGACY_FILE_NAME = "cache.h5"
 """The schema-1 cache's name in a prepare run folder."""
+TEXT_TABLES = ("track_ids", "sources", "label_names", "split", "skipped", "shards/file", "shards/sha256",
+               "shards/meta_sha256")
+"""The text tables of a schema-2 index, each covered by its ``text_sha256`` attribute."""
 
 
 class CacheError(MsaggError):

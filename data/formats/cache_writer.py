@@ -23,8 +23,8 @@ import numpy as np
 
 from msagg.data.atomic import CheckedFile, atomic_write
 from msagg.data.formats.cache import AudioCache
-from msagg.data.formats.cache_layout import CHUNK_SAMPLES, INDEX_NAME, SCHEMA_VERSION, CacheError, to_int16
-from msagg.data.integrity import CHECKSUM, schema_version_problem
+from msagg.data.formats.cache_layout import CHUNK_SAMPLES, INDEX_NAME, SCHEMA_VERSION, TEXT_TABLES, CacheError, to_int16
+from msagg.data.integrity import CHECKSUM, chunk_byte_ranges, record_text_sha256, schema_version_problem, sha256_outside
 from msagg.data.tracklist import TrackList
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def write_shard(
 
     Returns:
         The shard's summary (JSON-ready): ``shard, file, first, end, rows, lengths, failed``
-        (list of [row, reason]), ``num_samples, bytes, sha256``.
+        (list of [row, reason]), ``num_samples, bytes, sha256``, ``meta_sha256, audio_ranges``
+        (``shard_meta``).
 
     Raises:
         ValueError: For a waveform that is not 1-D or holds non-finite samples (naming it).
@@ -113,9 +114,22 @@ def write_shard(
                                 "sample_rate": int(sample_rate), "sha256": digest.hexdigest()})
         finally:
             raw.close()
+        meta = shard_meta(tmp)
     return {"shard": int(number), "file": path.name, "first": int(first), "end": int(first) + num_planned,
             "rows": rows, "lengths": lengths, "failed": failed, "num_samples": int(total),
-            "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+            "bytes": path.stat().st_size, "sha256": digest.hexdigest(), **meta}
+
+
+def shard_meta(path: str | os.PathLike) -> dict:
+    """What the index records to check a shard before HDF5 parses it (a finished shard, trusted here).
+
+    Returns:
+        ``{"audio_ranges": [[start, end], ...], "meta_sha256": str}``: the byte ranges of the
+        shard's /audio chunks (Fletcher-32 covers them) and the sha256 of every other byte.
+    """
+    with h5py.File(path, "r") as f:
+        ranges = chunk_byte_ranges(f["audio"])
+    return {"audio_ranges": [[a, b] for a, b in ranges], "meta_sha256": sha256_outside(path, ranges)}
 
 
 def _quantise(path: Path, row: int, wave) -> np.ndarray:
@@ -132,7 +146,8 @@ def read_shard_summary(path: str | os.PathLike) -> dict:
     """The summary ``write_shard`` returned, read back from a finished shard (for a resumed prepare).
 
     Adds ``plan_id``, ``num_planned`` and ``sample_rate`` from its attributes. Reads the tables,
-    not the samples (their checksums are verified when they are read).
+    not the samples (their checksums are verified when they are read); ``meta_sha256`` is of the
+    file as it is now.
 
     Raises:
         CacheError: Naming the file, if it is not a readable shard of this schema.
@@ -145,12 +160,13 @@ def read_shard_summary(path: str | os.PathLike) -> dict:
                 raise CacheError(f"{path}: not an audio cache shard of schema version {SCHEMA_VERSION}")
             failed_rows = f["failed_rows"][()].tolist()
             reasons = f["failed_reasons"].asstr()[()].tolist()
-            return {"shard": int(a["shard"]), "file": path.name, "first": int(a["first"]),
-                    "end": int(a["first"]) + int(a["num_planned"]), "rows": f["rows"][()].tolist(),
-                    "lengths": f["lengths"][()].tolist(), "failed": [list(x) for x in zip(failed_rows, reasons)],
-                    "num_samples": int(f["audio"].shape[0]), "bytes": path.stat().st_size, "sha256": str(a["sha256"]),
-                    "plan_id": str(a["plan_id"]), "num_planned": int(a["num_planned"]),
-                    "sample_rate": int(a["sample_rate"])}
+            summary = {"shard": int(a["shard"]), "file": path.name, "first": int(a["first"]),
+                       "end": int(a["first"]) + int(a["num_planned"]), "rows": f["rows"][()].tolist(),
+                       "lengths": f["lengths"][()].tolist(), "failed": [list(x) for x in zip(failed_rows, reasons)],
+                       "num_samples": int(f["audio"].shape[0]), "bytes": path.stat().st_size, "sha256": str(a["sha256"]),
+                       "plan_id": str(a["plan_id"]), "num_planned": int(a["num_planned"]),
+                       "sample_rate": int(a["sample_rate"])}
+        return {**summary, **shard_meta(path)}
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise CacheError(f"{path}: not a readable audio cache shard ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
@@ -182,10 +198,14 @@ def write_index(path: str | os.PathLike, tracklist: TrackList, shards: Sequence[
     lengths = np.concatenate([np.asarray(s["lengths"], dtype=np.int64) for s in shards]) if shards else np.zeros(0, np.int64)
     offsets = np.concatenate([np.cumsum([0, *s["lengths"][:-1]], dtype=np.int64) if s["lengths"] else np.zeros(0, np.int64)
                               for s in shards]) if shards else np.zeros(0, np.int64)
+    # A summary without the raw-byte check (from another writer) records "": read unchecked, as older caches.
+    ranges = [(number, a, b) for number, s in enumerate(shards) if s.get("meta_sha256")
+              for a, b in s.get("audio_ranges", ())]
     return _write_index(Path(path), tracklist, sample_rate=sample_rate, config_hash=config_hash,
                         audio_config_hash=config_hash, linked=False, files=[s["file"] for s in shards],
                         num_samples=[s["num_samples"] for s in shards], sizes=[s["bytes"] for s in shards],
-                        sha256=[s["sha256"] for s in shards], shard=shard, offsets=offsets, lengths=lengths)
+                        sha256=[s["sha256"] for s in shards], meta_sha256=[s.get("meta_sha256", "") for s in shards],
+                        audio_ranges=ranges, shard=shard, offsets=offsets, lengths=lengths)
 
 
 def linked_rows(path: Path, tracklist: TrackList, store: AudioCache, rows: Sequence[int]) -> np.ndarray:
@@ -233,14 +253,16 @@ def write_linked_cache(path: str | os.PathLike, tracklist: TrackList, store: Aud
     _write_index(path, tracklist, sample_rate=store.sample_rate, config_hash=config_hash,
                  audio_config_hash=store.audio_config_hash, linked=True, files=files,
                  num_samples=store.shard_num_samples, sizes=store.shard_bytes, sha256=store.shard_sha256,
-                 shard=store.shard_of[rows], offsets=store.offsets[rows], lengths=store.lengths[rows])
+                 meta_sha256=store.shard_meta_sha256, audio_ranges=store.shard_audio_ranges, shard=store.shard_of[rows],
+                 offsets=store.offsets[rows], lengths=store.lengths[rows])
     logger.info("wrote %s: %d tracks, audio linked to %s, %d skipped", path, len(tracklist), store.audio_store,
                 len(tracklist.skipped))
     return path
 
 
 def _write_index(path: Path, tracklist: TrackList, *, sample_rate: int, config_hash: str, audio_config_hash: str,
-                 linked: bool, files, num_samples, sizes, sha256, shard, offsets, lengths) -> Path:
+                 linked: bool, files, num_samples, sizes, sha256, meta_sha256, audio_ranges, shard, offsets,
+                 lengths) -> Path:
     with atomic_write(path) as tmp:
         raw = CheckedFile(tmp, "w")
         try:
@@ -257,6 +279,10 @@ def _write_index(path: Path, tracklist: TrackList, *, sample_rate: int, config_h
                 group.create_dataset("num_samples", data=np.asarray(num_samples, dtype=np.int64).reshape(-1), **CHECKSUM)
                 group.create_dataset("bytes", data=np.asarray(sizes, dtype=np.int64).reshape(-1), **CHECKSUM)
                 _strings(group, "sha256", sha256)
+                _strings(group, "meta_sha256", meta_sha256)
+                group.create_dataset("audio_ranges", data=np.asarray(audio_ranges, dtype=np.int64).reshape(-1, 3),
+                                     **CHECKSUM)
+                record_text_sha256(f, TEXT_TABLES)
         finally:
             raw.close()
     return path

@@ -21,6 +21,9 @@ Schema version 1::
                        "drop" (``FeaturesFile.segments``)
       complete         bool, True once every row is written and the file is finalized
       num_done         int, rows [0, num_done) are final (advanced after each flushed batch)
+      text_sha256      str, optional: JSON, each text table's path (/track_ids, /label_names,
+                       /split) -> sha256 of its values (``msagg.data.integrity.text_sha256``). Files
+                       written before it existed lack it and read unverified
     /track_ids         str (N,), same order as the audio cache
     /labels            uint8 (N, L), multi-hot (one-hot for classes)
     /label_names       str (L,)
@@ -51,7 +54,9 @@ process (it is listed in the run's skipped.csv); readers may drop such rows.
 
 Integrity: the numeric datasets (/labels, /features/*/*, /num_segments/*) carry HDF5's per-chunk
 Fletcher-32 checksum, verified on every read (a damaged chunk raises ``FeaturesError`` naming the
-rows); files written before it read as before, unverified. The writer goes through
+rows); the text tables, which take no filter, are checked against ``text_sha256`` at open (a
+mismatch raises ``FeaturesError`` naming the table). Files written before either read as before,
+unverified. The writer goes through
 ``msagg.data.atomic.CheckedFile``: the first write the disk refuses raises ``WriteError`` (naming the
 partial file), ``num_done`` counts only rows flushed and fsynced before it, and a later run
 resumes from there (after reading those rows back to check them).
@@ -67,7 +72,8 @@ import h5py
 import numpy as np
 
 from msagg.data.errors import MsaggError
-from msagg.data.integrity import damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem
+from msagg.data.integrity import (damaged_ranges, describe_read_error, name_some, ranges_text, schema_version_problem,
+                                  text_sha256_problem)
 from msagg.data.runs import run_file
 
 logger = logging.getLogger(__name__)
@@ -81,6 +87,8 @@ DEFAULT_PRECISION = "float32"
 LEGACY_SEGMENTS = "drop"
 """How files written before the ``segments`` attribute existed cut songs (``msagg.data.segments``)."""
 STRING_DTYPE = h5py.string_dtype("utf-8")
+TEXT_TABLES = ("track_ids", "label_names", "split")
+"""The text tables, each covered by the root attribute ``text_sha256``."""
 
 
 class FeaturesError(MsaggError):
@@ -185,7 +193,8 @@ class FeaturesFile:
 
     Raises:
         FeaturesError: Naming the file, when it is missing, unreadable, of an unknown schema
-            version (or one that is not an integer), or unfinished; and from ``get``,
+            version (or one that is not an integer), or unfinished, or a text table does not
+            match its recorded sha256 (naming the table); and from ``get``,
             ``num_segments`` (and here, for /labels) naming the rows of a chunk that fails its
             checksum.
     """
@@ -200,10 +209,14 @@ class FeaturesFile:
             raise FeaturesError(f"{self.path}: not a readable HDF5 features file ({err})") from None
         try:
             self._check(allow_partial)
-            self.track_ids = np.array(self._h5["track_ids"].asstr()[...], dtype=str)
+            text = {name: self._h5[name].asstr()[...] for name in TEXT_TABLES}
+            problem = text_sha256_problem(self._h5, text)
+            if problem:
+                raise FeaturesError(f"{self.path}: damaged features file: {problem}; extract the features again")
+            self.track_ids = np.array(text["track_ids"], dtype=str)
             self.labels = np.asarray(self._read(self._h5["labels"]), dtype=np.uint8)
-            self.label_names = [str(s) for s in self._h5["label_names"].asstr()[...]]
-            self.split = np.array(self._h5["split"].asstr()[...], dtype=str)
+            self.label_names = [str(s) for s in text["label_names"]]
+            self.split = np.array(text["split"], dtype=str)
             self.scales = sorted(self._h5["features"], key=scale_sort_key)
             self.classic = sorted(self._h5["classic"]) if "classic" in self._h5 else []
         except KeyError as err:

@@ -21,8 +21,9 @@ import numpy as np
 
 from msagg.data.atomic import CheckedFile, WriteError, fsync_dir
 from msagg.data.formats.features import (DEFAULT_BLOCK, DEFAULT_PRECISION, PARTIAL_SUFFIX, SCHEMA_VERSION, SONG_POOLS, FeaturesError,
-                           STRING_DTYPE, attr_value, scale_sort_key, tap_sort_key)
-from msagg.data.integrity import CHECKSUM, describe_read_error, schema_version_problem
+                           STRING_DTYPE, TEXT_TABLES, attr_value, scale_sort_key, tap_sort_key)
+from msagg.data.integrity import (CHECKSUM, describe_read_error, record_text_sha256, schema_version_problem,
+                                  text_sha256_problem)
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,9 @@ class FeaturesWriter:
     def _incompatible(self, h5: h5py.File, config_hash: str) -> str | None:
         if schema_version_problem(attr_value(h5.attrs.get("schema_version")), SCHEMA_VERSION):
             return "another schema version"
+        damaged = text_sha256_problem(h5)
+        if damaged:
+            return f"damaged ({damaged})"
         if h5.attrs.get("config_hash") != config_hash:
             return "another config"
         if list(h5["track_ids"].asstr()[...]) != self.track_ids:
@@ -248,6 +252,7 @@ class FeaturesWriter:
         h5.create_dataset("labels", data=np.asarray(labels, dtype=np.uint8), **CHECKSUM)
         h5.create_dataset("label_names", data=_str_array(label_names), dtype=STRING_DTYPE)
         h5.create_dataset("split", data=_str_array(split), dtype=STRING_DTYPE)
+        record_text_sha256(h5, TEXT_TABLES)
         features = h5.create_group("features")
         counts = h5.create_group("num_segments")
         for scale in sorted(self.scales, key=scale_sort_key):
