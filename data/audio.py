@@ -88,8 +88,7 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
             wave = f.read(dtype="float32", always_2d=True)  # (num_samples, num_channels)
             announced = _announced_frames(path, f.format, f.subtype, f.channels)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
-        reason = f"cannot decode: corrupt or unsupported audio (libsndfile: {_first_line(err)})"
-        raise AudioError(path, reason) from None
+        raise AudioError(path, f"cannot decode: corrupt or unsupported audio ({_decode_detail(err)})") from None
     if announced is not None and wave.shape[0] < announced * (1 - TRUNCATION_TOLERANCE):
         raise AudioError(path, f"truncated: {wave.shape[0]} of {announced} frames (the file ends before "
                                "the audio its header announces; copy it again)")
@@ -178,6 +177,19 @@ def _chunk_size(fh: BinaryIO, chunk_id: bytes, order: str) -> int | None:
         if head[:4] == chunk_id:
             return size
         fh.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even length
+
+
+MISLEADING = ("does not exist", "not a regular file")
+"""libsndfile's words for a file it cannot open, which it also says of an existing file whose
+contents its MP3 decoder rejects (random bytes named ``x.mp3``)."""
+
+
+def _decode_detail(err: BaseException) -> str:
+    """Why libsndfile refused an existing file, in its words unless they would say the file is missing."""
+    text = _first_line(err)
+    if any(words in text.lower() for words in MISLEADING):
+        return "libsndfile found no audio stream it can read in this file"
+    return f"libsndfile: {text}"
 
 
 def _first_line(err: BaseException) -> str:

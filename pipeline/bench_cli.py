@@ -11,7 +11,7 @@ import click
 
 from msagg.models.blocks import describe_blocks
 from msagg.models.specs import PAPER_SCALES, PRECISIONS
-from msagg.pipeline.clitools import friendly_errors
+from msagg.pipeline.clitools import FolderPath, friendly_errors
 
 
 @click.command()
@@ -28,7 +28,7 @@ from msagg.pipeline.clitools import friendly_errors
               help="Comma-separated precisions to measure side by side: float32, bf16 (bfloat16 layers with float32 "
                    "weights, Keras' mixed_bfloat16), e.g. --precision float32,bf16.")
 @click.option("--quick", is_flag=True, help="Very few steps: a smoke test, not a measurement.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/bench.json",
+@click.option("--out", "out_file", type=FolderPath("file"), default="runs/bench/bench.json",
               show_default=True, help="Where to write the JSON results.")
 @friendly_errors
 def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file):
@@ -75,11 +75,11 @@ def bench(scales, blocks, multi, width, batch_size, precisions, quick, out_file)
               help="What extract's models compute in: float32 or bf16 (bfloat16 layers, float32 weights).")
 @click.option("--batch-size", "extract_batch_size", type=click.IntRange(min=1), default=64, show_default=True,
               help="extract's segments per forward pass (at most: long-input models take fewer, to bound memory).")
-@click.option("--work", "work_dir", type=click.Path(file_okay=False),
+@click.option("--work", "work_dir", type=FolderPath(),
               help="Folder for the generated corpora, models and features: new, empty, or one this benchmark filled "
                    "before (emptied first). Default: a temporary folder.")
 @click.option("--keep", is_flag=True, help="Keep the generated data (otherwise removed as soon as measured).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), default="runs/bench/pipeline.json",
+@click.option("--out", "out_file", type=FolderPath("file"), default="runs/bench/pipeline.json",
               show_default=True, help="Where to write the JSON results.")
 @friendly_errors
 def bench_pipeline(num_tracks, track_sec, workers, scales, width, precision, extract_batch_size, work_dir, keep,

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 
-from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, config_options, field_options,
-                               friendly_errors, setup_logging, STATE)
+from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, FolderPath, config_options,
+                                     field_options, friendly_errors, setup_logging, STATE)
 from msagg.pipeline import bench_cli
 from msagg.pipeline.config import resolve
+from msagg.data.names import escape_name
 from msagg.data.segments import SEGMENTINGS
-from msagg.stages import prepare as prepare_stage
+from msagg.stages import classify as classify_stage, extract as extract_stage, prepare as prepare_stage
+from msagg.stages import pretrain as pretrain_stage
 from msagg.models.specs import PRECISIONS
 from msagg.models.blocks import BLOCKS, describe_blocks
 from msagg.stages.songs.classifiers import CLASSIFIERS, describe_classifiers
@@ -63,7 +65,7 @@ def main(log_level: str, debug: bool) -> None:
 @click.option("--preset", type=click.Choice(list(prepare_stage.PRESETS)), help="Size preset for the synthetic datasets.")
 @click.option("--workers", type=int, help="Decoding processes (default: the number of cores; with --engine ray and "
               "no --address, the CPUs of the Ray cluster started for the run). Does not change results.")
-@config_options
+@config_options(prepare_stage.Config)
 @friendly_errors
 def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     """Decode a dataset once into an audio cache (OUT/cache/).
@@ -96,7 +98,7 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
 
 
 @main.command(epilog=EPILOG_CONFIG)
-@click.option("--cache", type=click.Path(file_okay=False), help="A prepare run folder (holding cache/).")
+@click.option("--cache", type=FolderPath(), help="A prepare run folder (holding cache/).")
 @click.option(
     "--preset",
     default="demo",
@@ -140,7 +142,7 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     help="float32 (default, the paper) or bf16: layers compute in bfloat16 with float32 weights and float32 "
     "outputs (Keras' mixed_bfloat16); faster on GPUs/TPUs and CPUs with bfloat16 units.",
 )
-@config_options
+@config_options(pretrain_stage.Config)
 @friendly_errors
 def pretrain(cache, preset, scales, width, block, multi, augment, devices, precision, out_dir, overwrite, config_file,
              sets):
@@ -166,26 +168,24 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
       KERAS_BACKEND=jax msagg pretrain --cache runs/mtat/prepare/mtat --preset paper --devices all \\
           --set batch_size=24 --precision bf16 --out runs/mtat/pretrain-4gpu
     """
-    from msagg.stages import pretrain as stage
-
     config = resolve(
-        stage.Config,
-        presets=stage.PRESETS,
+        pretrain_stage.Config,
+        presets=pretrain_stage.PRESETS,
         preset=preset,
         config_file=config_file,
         options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width,
                      block=block, multi=multi, augment=augment, devices=devices, precision=precision),
         sets=sets,
     )
-    path = stage.run(config, Path(out_dir), overwrite=overwrite)
+    path = pretrain_stage.run(config, Path(out_dir), overwrite=overwrite)
     click.echo(f"pretrained models: {path}")
 
 
 @main.command(epilog=EPILOG_CONFIG)
-@click.option("--pretrain", "pretrain_dir", type=click.Path(file_okay=False), help="A pretrain run folder.")
+@click.option("--pretrain", "pretrain_dir", type=FolderPath(), help="A pretrain run folder.")
 @click.option(
     "--cache",
-    type=click.Path(file_okay=False),
+    type=FolderPath(),
     help="A prepare run folder of the target dataset (may differ from the pretraining dataset).",
 )
 @click.option(
@@ -209,7 +209,7 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
               help="What the models compute in, whatever they were trained in: float32 (default) or bf16 (bfloat16 "
               "layers, Keras' mixed_bfloat16; faster where the hardware has bfloat16 units). The stored features "
               "are float32 either way.")
-@config_options
+@config_options(extract_stage.Config)
 @friendly_errors
 def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_size, engine, address, precision,
             out_dir, overwrite, config_file, sets):
@@ -231,10 +231,8 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
       msagg extract --pretrain runs/mtat/pretrain --cache runs/gtzan/prepare/gtzan --song-pool meanmax \\
           --out runs/gtzan/extract/from-mtat
     """
-    from msagg.stages import extract as stage
-
     config = resolve(
-        stage.Config,
+        extract_stage.Config,
         config_file=config_file,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool, segments=segments,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
@@ -242,12 +240,12 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
                      engine=engine, address=address, precision=precision),
         sets=sets,
     )
-    path = stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
+    path = extract_stage.run(config, Path(out_dir), batch_size=batch_size, overwrite=overwrite)
     click.echo(f"features: {path}")
 
 
 @main.command(epilog=EPILOG_CONFIG)
-@click.option("--features", type=click.Path(file_okay=False), help="An extract run folder (holding features.h5).")
+@click.option("--features", type=FolderPath(), help="An extract run folder (holding features.h5).")
 @click.option(
     "--combo",
     "combos",
@@ -277,7 +275,7 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
 @click.option("--predictor-set", type=click.Choice(["all", "valid"]),
               help="The feature set `msagg predict` uses by default: all (the all-scales set; default) or valid "
               "(the set best on the validation split).")
-@config_options
+@config_options(classify_stage.Config)
 @friendly_errors
 def classify(features, combos, specs, repeats, classifiers, tsne_label, predictor_set, out_dir, overwrite, config_file,
              sets):
@@ -298,20 +296,18 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, predicto
       msagg classify --features runs/demo/extract/synth-genre --feature-set 3^8+3^9@-1 \\
           --feature-set all@-1 --out runs/demo/classify/layers
     """
-    from msagg.stages import classify as stage
-
     with_layers = [c for c in combos if "@" in c]
     if with_layers:
         raise click.BadParameter(f"{with_layers[0]!r}: --combo takes scales only (e.g. 3^8+3^9); "
                                  "use --feature-set for layers", param_hint="--combo")
     config = resolve(
-        stage.Config,
+        classify_stage.Config,
         config_file=config_file,
         options=dict(features=features, feature_sets=tuple(combos) + tuple(specs) or None, repeats=repeats,
                      classifiers=tuple(classifiers) or None, tsne_label=tsne_label, predictor_set=predictor_set),
         sets=sets,
     )
-    path = stage.run(config, Path(out_dir), overwrite=overwrite)
+    path = classify_stage.run(config, Path(out_dir), overwrite=overwrite)
     results = path / "results.md" if path.is_dir() else path
     if results.is_file():
         click.echo(results.read_text())
@@ -320,10 +316,11 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, predicto
 
 @main.command()
 @click.argument("audio", nargs=-1, required=True, type=click.Path())
-@click.option("--pretrain", "pretrain_dir", type=click.Path(file_okay=False),
+@click.option("--pretrain", "pretrain_dir", type=FolderPath(),
               help="A pretrain run folder: predict with its end-to-end models (mean over scales).")
-@click.option("--classify", "classify_dir", type=click.Path(file_okay=False),
-              help="A classify run folder: extract features with its models and apply its best classifier.")
+@click.option("--classify", "classify_dir", type=FolderPath(),
+              help="A classify run folder: extract features with its models and apply its default classifier "
+              "(models/index.json's \"default\", named in its results.md).")
 @click.option("--top", "top_k", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many labels to print per file (at least 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
@@ -333,8 +330,11 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
 
     With --pretrain, each scale's end-to-end SampleCNN scores the file's segments and the song
     score is their mean (averaged over scales). With --classify, features are extracted with the
-    models that classify run was built on and its best song-level classifier is applied.
-    Unreadable files are reported; the others are still predicted (exit status 1 if any failed).
+    models that classify run was built on and its default song-level classifier is applied: the
+    all-scales set, or with classify --predictor-set valid the set best on the validation split
+    (results.md and models/index.json name it). Files that cannot be read, or are shorter than the
+    models' longest input segment, are reported and not scored; the others are still predicted
+    (exit status 1 if any was not).
 
     \b
     Examples:
@@ -352,7 +352,7 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
     else:
         for r in results:
             if "error" in r:
-                click.echo(f"{r['path']}: error: {r['error']}", err=True)
+                click.echo(f"{escape_name(r['path'])}: not scored: {r.get('reason', r['error'])}", err=True)
                 continue
             top = sorted(r["scores"].items(), key=lambda kv: -kv[1])[:top_k]
             click.echo(f"{r['path']}: " + ", ".join(f"{name} {score:.3f}" for name, score in top))
@@ -371,7 +371,7 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
               help="Override a pretrain config key, e.g. --set augment=false. Repeatable.")
 @click.option("--classifier", "classifiers", multiple=True, type=click.Choice(list(CLASSIFIERS)),
               help=f"Song-level classifiers (default all: {', '.join(CLASSIFIERS)}).")
-@click.option("--pretrained", type=click.Path(file_okay=False),
+@click.option("--pretrained", type=FolderPath(),
               help="Transfer: extract every fold with this finished pretrain run (e.g. runs/general/pretrain) "
               "instead of pretraining on the fold's training tracks.")
 @click.option("--song-pool", type=click.Choice(["mean", "max", "meanmax", "meanstd"]),
@@ -381,7 +381,7 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
               "beside the base in crossval.md, e.g. --compare 'augment: augment=true'. Its KEY=VALUE pretrain sets "
               "(space-separated) apply after --set. Repeatable; its runs go to OUT/fold<i>/variants/NAME.")
 @click.option("--workers", type=int, help="Decoding processes for prepare.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=FolderPath(),
               help="Folder for the folds' run folders and the summary (crossval.md, crossval.json).")
 @friendly_errors
 def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compare, workers, out_dir,

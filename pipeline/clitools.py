@@ -13,6 +13,7 @@ import typing
 import click
 
 from msagg.data.errors import MsaggError
+from msagg.data.names import escape_name
 from msagg.stages import quiet
 
 EPILOG_CONFIG = (
@@ -79,33 +80,89 @@ def one_line(err: Exception) -> str:
     return str(err)
 
 
-def config_options(func):
-    func = click.option(
-        "--set",
-        "sets",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override one config key, e.g. --set seed=3 --set scales=3^8,3^9. Repeatable.",
-    )(func)
-    func = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        help="A JSON or TOML file of config keys (applied over the preset).",
-    )(func)
-    func = click.option(
-        "--overwrite",
-        is_flag=True,
-        help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
-    )(func)
-    func = click.option(
-        "--out",
-        "out_dir",
-        required=True,
-        type=click.Path(file_okay=False),
-        help="Run folder to write (created; re-running a finished identical run is a no-op, an interrupted one resumes).",
-    )(func)
-    return func
+class FolderPath(click.Path):
+    """A path option that names a folder (``kind="folder"``) or a file (``kind="file"``), which need not exist.
+
+    A path that exists as the other kind is a user's slip, not a usage error: one ``Error:`` line
+    naming it, exit status 1 (``click.Path`` would print the usage and exit 2, the status of a bug).
+    """
+
+    def __init__(self, kind: str = "folder"):
+        super().__init__(file_okay=kind == "file", dir_okay=kind == "folder")
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        text = os.fsdecode(value)
+        if self.kind == "folder" and os.path.exists(text) and not os.path.isdir(text):
+            raise click.ClickException(f"{escape_name(text)}: is a file, not a folder ({_option(param)} takes a folder)")
+        if self.kind == "file" and os.path.isdir(text):
+            raise click.ClickException(f"{escape_name(text)}: is a folder, not a file ({_option(param)} takes a file)")
+        return super().convert(value, param, ctx)
+
+
+def _option(param) -> str:
+    return param.opts[0] if param is not None and param.opts else "this option"
+
+
+def set_example(config_cls) -> str:
+    """``--set`` examples a stage's Config accepts, derived from its fields: "--set seed=1 --set scales=2^13,2^14".
+
+    At most two keys with a default: a seed (one more than its default), then a tuple (its first
+    two default items), else a flag (its opposite), each rendered as ``--set`` parses it
+    (``pipeline.config.parse_value``). ``tests/test_bad_input.py`` resolves every command's examples.
+    """
+    hints = typing.get_type_hints(config_cls)
+    fields = [f for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING]
+    picks = []
+    for field in fields:
+        if field.name.endswith("seed") and isinstance(field.default, int) and not isinstance(field.default, bool):
+            picks.append(f"{field.name}={field.default + 1}")
+            break
+    for field in fields:
+        if typing.get_origin(hints[field.name]) is tuple and field.default:
+            picks.append(f"{field.name}={','.join(str(v) for v in list(field.default)[:2])}")
+            break
+    else:
+        flag = next((f for f in fields if hints[f.name] is bool and f.init), None)
+        if flag is not None:
+            picks.append(f"{flag.name}={str(not flag.default).lower()}")
+    return " ".join(f"--set {pick}" for pick in picks[:2])
+
+
+def config_options(config_cls):
+    """The options every stage command takes: --out, --overwrite, --config, --set (its example from ``config_cls``)."""
+
+    def decorate(func):
+        example = set_example(config_cls)
+        func = click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override one config key" + (f", e.g. {example}" if example else "") + ". Repeatable.",
+        )(func)
+        func = click.option(
+            "--config",
+            "config_file",
+            type=FolderPath("file"),
+            help="A JSON or TOML file of config keys (applied over the preset).",
+        )(func)
+        func = click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
+        )(func)
+        func = click.option(
+            "--out",
+            "out_dir",
+            required=True,
+            type=FolderPath(),
+            help="Run folder to write (created; re-running a finished identical run is a no-op, an interrupted one "
+                 "resumes).",
+        )(func)
+        return func
+
+    return decorate
 
 
 CROSSVAL_SETS_PER_FOLD = ("folds", "fold", "split", "audio_from")

@@ -29,7 +29,7 @@ from msagg.stages import quiet
 from msagg.stages.checks import check_int
 from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
 from msagg.stages.songs.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
-from msagg.stages.songs.predictor import INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
+from msagg.stages.songs.predictor import DEFAULT_KEY, INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
 from msagg.stages.songs.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
 from msagg.stages.runs.folder import RunFolder, lock_scope
@@ -326,7 +326,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                     save_classifier(trained, std, fs, out_dir / MODELS_DIR, info)
                     saved.append(fs.name)
             write_json(out_dir / MODELS_DIR / INDEX_FILE,
-                       {"best": default, "best_on_valid": keep["best"][1].name, "all_scales": all_name,
+                       {DEFAULT_KEY: default, "best_on_valid": keep["best"][1].name, "all_scales": all_name,
                         "saved": saved, "classifier": chosen, "rule": config.predictor_set,
                         "selected_on": report["best"]["selected_on"]})
         report["saved_classifiers"] = saved

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -18,15 +18,50 @@ BATCH_SIZE = 64
 """Segments per forward pass of the end-to-end models."""
 
 
-def _load_all(paths: Sequence[str], sample_rate: int) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Decodes every file once; unreadable ones become error entries."""
+def _load_all(paths: Sequence[str], sample_rate: int, min_samples: int,
+              needed_by: str) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Decodes every file once; unreadable ones and those too short to score become error entries.
+
+    A file shorter than ``min_samples`` (the longest input segment of the models that score it) is
+    not scored: zero-padded to a segment, a clip of a few samples is mostly silence the models
+    never saw in training, and they would give it confident scores that describe the padding.
+
+    Args:
+        paths: Audio files.
+        sample_rate: The models' rate, Hz.
+        min_samples: The fewest samples (at ``sample_rate``) a file may hold to be scored.
+        needed_by: What needs them, for the message (e.g. "the 3^9 model's input").
+
+    Returns:
+        (waves: path -> float32 (num_samples,), errors: ``{"path", "error", "reason"}`` per file
+        not scored; ``error`` is the reason after the file's name).
+    """
     waves, errors = {}, []
     for path in paths:
         try:
-            waves[path] = load(path, sample_rate)
+            wave = load(path, sample_rate)
+            if wave.shape[0] < min_samples:
+                raise AudioError(path, f"too short to score: {_seconds(wave.shape[0], sample_rate)} long, at least "
+                                       f"{_seconds(min_samples, sample_rate)} needed ({needed_by})")
+            waves[path] = wave
         except AudioError as err:
-            errors.append({"path": path, "error": str(err)})
+            errors.append({"path": path, "error": str(err), "reason": err.reason})
     return waves, errors
+
+
+def _seconds(num_samples: int, sample_rate: int) -> str:
+    """"0.000454 s", "2.68 s": three significant digits, so a few samples never read as 0."""
+    return f"{num_samples / sample_rate:.3g} s"
+
+
+def _model_inputs(input_lengths: Mapping[str, int]) -> dict[str, tuple[int, str]]:
+    """Scale -> (its input length in samples, what to call it in a message)."""
+    return {scale: (int(n), f"the {scale} model's input") for scale, n in input_lengths.items()}
+
+
+def _longest(needs: Mapping[str, tuple[int, str]]) -> tuple[int, str]:
+    """The longest of the inputs ``_model_inputs`` describes (and any others): (samples, what needs them)."""
+    return max(needs.values(), key=lambda need: need[0])
 
 
 def _song_scores(model, waves: Sequence[np.ndarray], input_length: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -53,8 +88,9 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
         pretrain_dir: A finished pretrain run folder.
 
     Returns:
-        One dict per file, in order: ``{"path", "scores": {label: float}, "task", "models"}`` or
-        ``{"path", "error"}`` for a file that could not be read.
+        One dict per file, in order: ``{"path", "scores": {label: float}, "task", "models"}``, or
+        ``{"path", "error", "reason"}`` for a file not scored: unreadable, or shorter than the
+        longest input segment of the models (``error``: "<file>: <reason>").
 
     Raises:
         PretrainRunError: For an unfinished run or a missing or broken model file.
@@ -66,7 +102,8 @@ def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[d
     scales = run.select()
     first = run.metrics(scales[0])
     labels, task = first["label_names"], first["task"]
-    waves, errors = _load_all(paths, run.sample_rate)
+    needs = _model_inputs({s: run.input_length(s) for s in scales})
+    waves, errors = _load_all(paths, run.sample_rate, *_longest(needs))
     totals = np.zeros((len(waves), len(labels)), np.float64)
     if waves:
         for scale in scales:
@@ -107,12 +144,14 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
     pretrain = predictor.pretrain
     pretrain.check_sample_rate(predictor.sample_rate, f"the classifier's features ({classify_dir})",
                                predictor.scales)
-    waves, errors = _load_all(paths, predictor.sample_rate)
+    from msagg.data.classic import classic_features, frame_length
+    from msagg.stages.songs.featuresets import CLASSIC_KEY
+
+    needs = _model_inputs({s: pretrain.input_length(s) for s in predictor.scales})
+    needs.update({name: (frame_length(predictor.sample_rate), f"one {name} frame") for name in predictor.fs.classic})
+    waves, errors = _load_all(paths, predictor.sample_rate, *_longest(needs))
     results = {e["path"]: e for e in errors}
     if waves:
-        from msagg.data.classic import classic_features
-        from msagg.stages.songs.featuresets import CLASSIC_KEY
-
         features = (taps.song_features(list(waves.values()), pretrain, predictor.scales,
                                        song_pool=predictor.song_pool, precision=predictor.precision,
                                        segments=predictor.segments)

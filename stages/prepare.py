@@ -327,6 +327,8 @@ def _finish(folder: RunFolder, tracklist: TrackList, kept: TrackList, skipped: l
     if skipped:
         logger.warning("%s: %d of %d tracks skipped; reasons in %s", tracklist.name, len(skipped),
                        len(tracklist) + len(tracklist.skipped), out_dir / SKIPPED_NAME)
+    if warnings := adapters.label_warnings(kept):  # logged too: a single class, labels without train tracks
+        summary["warnings"] = warnings
     folder.finish(summary)
     logger.info("prepare %s: %d tracks in %s (%.1f s)", tracklist.name, len(kept), cache_path, seconds)
     return cache_path

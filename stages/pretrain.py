@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from msagg.data.atomic import remove_stale_temps, write_json
 from msagg.data.formats.cache import AudioCache
 from msagg.data.errors import ConfigError
@@ -20,7 +22,7 @@ from msagg.models import specs
 from msagg.models.blocks import BLOCKS
 from msagg.stages import quiet
 from msagg.stages.checks import check_int, check_number
-from msagg.stages.training import PretrainError
+from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT, PretrainError
 from msagg.stages.training import augment as augment_lib
 from msagg.stages.training import devices as devices_lib
 from msagg.stages.runs.folder import OMIT_DEFAULT, RunFolder, lock_scope
@@ -244,7 +246,8 @@ def run(
         RunConflictError: If ``out_dir`` holds another config and ``overwrite`` is False.
         RunFolderBusy: If another process is running a stage in ``out_dir``.
         CacheError: If the cache is missing or of an unknown schema.
-        PretrainError: If the cache lacks train or valid tracks, or a scale's training diverged.
+        PretrainError: If the cache's train split holds fewer than two classes (classes task; before
+            anything is written), the cache lacks train or valid tracks, or a scale's training diverged.
     """
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir, "pretrain", config).lock()
@@ -252,6 +255,9 @@ def run(
         logger.info("%s: pretrain already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
     prepared = open_upstream(config.cache, "prepare")
+    with AudioCache(prepared.file) as cache:
+        prepared.check_file(cache.path, cache.config_hash)
+        check_labels(config.cache, cache)
     quiet.import_backend()  # every check above runs without the backend; the devices and models need it
     from msagg.stages.training import fit
 
@@ -267,5 +273,34 @@ def run(
         summary = fit.train_scales(config, cache, out_dir, devices=devices, progress=progress,
                                    eval_batch_size=eval_batch_size, tensorboard=tensorboard, on_epoch_end=on_epoch_end)
     write_json(out_dir / "summary.json", summary)
-    folder.finish({"scales": list(config.scales), "devices": devices.count})
+    not_learned = [scale for scale, row in summary.items() if row.get("learned") is False]
+    if not_learned:
+        logger.warning("%s: %s did not learn (best validation loss less than %.0f%% below the first epoch's); "
+                       "summary.json flags them", out_dir, ", ".join(not_learned), 100 * MIN_VAL_LOSS_IMPROVEMENT)
+    folder.finish({"scales": list(config.scales), "devices": devices.count, "not_learned": not_learned})
     return out_dir
+
+
+def check_labels(cache_name: str, cache: AudioCache) -> None:
+    """Refuses a cache whose train split leaves nothing to learn; warns of labels it never shows.
+
+    A classes task needs tracks of at least two classes in train: with one, every output is that
+    class, the loss is 0 from the first step and the model learns nothing. A label (tag or class)
+    no train track carries cannot be learned either, but the others can: a warning naming them.
+
+    Raises:
+        PretrainError: One line naming the cache and how many classes its train split holds.
+    """
+    labels = np.asarray(cache.labels)[np.asarray(cache.indices("train"), dtype=np.int64)]
+    present = labels.reshape(-1, len(cache.label_names)).any(axis=0)
+    names = [str(n) for n in cache.label_names]
+    if cache.task == "classes" and present.sum() < 2:
+        count, held = int(present.sum()), ", ".join(n for n, p in zip(names, present) if p)
+        raise PretrainError(f"{cache_name}: its train split holds tracks of {count} class{'' if count == 1 else 'es'}"
+                            f"{f' ({held})' if held else ''}, of {len(names)} in the cache; a classifier needs at "
+                            "least 2 classes to learn anything (prepare a dataset with two or more classes)")
+    if not present.all():
+        missing = [n for n, p in zip(names, present) if not p]
+        what = "tags" if cache.task == "tags" else "classes"
+        logger.warning("%s: %d of %d %s never occur in the train split, so no model learns them: %s", cache_name,
+                       len(missing), len(names), what, ", ".join(missing))

@@ -185,7 +185,7 @@ def test_rerun_is_noop(classes_run):
 def test_saved_classifier_predicts_like_training(classes_run):
     _, out, _, feats = classes_run
     index = json.loads((out / "models" / "index.json").read_text())
-    assert index["all_scales"] == "3^2+4^2" and "3^2+4^2" in index["saved"] and index["best"] in index["saved"]
+    assert index["all_scales"] == "3^2+4^2" and "3^2+4^2" in index["saved"] and index["default"] in index["saved"]
     for name in index["saved"]:
         assert {f"{name}.keras", f"{name}.npz", f"{name}.json"} <= {p.name for p in (out / "models").iterdir()}
     predictor = load_predictor(out, "3^2+4^2", check=False)
@@ -382,7 +382,7 @@ def test_classic_baseline_rows_and_classifiers_tuned_on_validation(tmp_path):
     assert "## Learned features vs the MFCC baseline" in markdown
     assert "| all 2 scales + MFCC | 42 |" in markdown and "**Classic baseline: hand-crafted features**" in markdown
     index = json.loads((out / "models" / "index.json").read_text())
-    assert index["best"] == index["all_scales"] == "3^2+4^2" and index["rule"] == "all"
+    assert index["default"] == index["all_scales"] == "3^2+4^2" and index["rule"] == "all"
 
 
 def test_logreg_in_the_training_span_matches_the_full_fit():

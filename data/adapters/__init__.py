@@ -51,7 +51,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from msagg.data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish
+from msagg.data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish, label_warnings
 from msagg.data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN
 from msagg.data.adapters.options import GENERATED_ONLY, AdapterOptions
 from msagg.data.adapters.published import GTZAN, GTZAN_FOLDERS, GTZAN_GENRES, MTAT
@@ -61,8 +61,8 @@ from msagg.data.tracklist import TrackList
 
 __all__ = [
     "ADAPTERS", "AUDIO_EXTENSIONS", "Adapter", "AdapterOptions", "DatasetError", "ESC10_FOLD_PATTERN", "FSDD_PATTERN",
-    "GENRE_SEED_OFFSET", "GTZAN_FOLDERS", "GTZAN_GENRES", "get_adapter", "label_groups", "make_tracklist",
-    "pin_options",
+    "GENRE_SEED_OFFSET", "GTZAN_FOLDERS", "GTZAN_GENRES", "get_adapter", "label_groups", "label_warnings",
+    "make_tracklist", "pin_options",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)

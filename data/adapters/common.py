@@ -30,6 +30,9 @@ MAX_SHOWN_PER_KIND = 10
 class DatasetError(MsaggError):
     """A dataset that cannot be listed; the message names every kind of problem found.
 
+    The message is one line for one problem (``"<dataset>: <kind>: <detail>"``), else a first line
+    counting them and one line per problem.
+
     Attributes:
         dataset: The dataset (adapter name and source).
         problems: Every problem, as "kind: detail" strings (the message shows at most
@@ -39,8 +42,10 @@ class DatasetError(MsaggError):
     def __init__(self, dataset: str, problems: Mapping[str, Sequence[str]]):
         self.dataset = dataset
         self.problems = [f"{kind}: {d}" if d else kind for kind, items in problems.items() for d in items]
-        plural = "s" if len(self.problems) != 1 else ""
-        lines = [f"{dataset}: {len(self.problems)} problem{plural} found, nothing decoded:"]
+        if len(self.problems) == 1:  # one problem, one line: "csv x.csv: not a CSV file: byte 0x88 ..."
+            super().__init__(f"{dataset}: {self.problems[0]}")
+            return
+        lines = [f"{dataset}: {len(self.problems)} problems found, nothing decoded:"]
         for kind, items in problems.items():
             for detail in items[:MAX_SHOWN_PER_KIND]:
                 lines.append(f"  {kind}: {detail}" if detail else f"  {kind}")
@@ -271,6 +276,36 @@ def finish(adapter: Adapter, source, lst: Listing, opts: AdapterOptions, problem
         tl.name, len(tl), info.get("counts"), len(tl.label_names), tl.task, skip_summary(tl.skipped),
     )  # fmt: skip
     return tl
+
+
+def label_warnings(tracklist: TrackList) -> list[str]:
+    """What in a track list's labels no model can learn, one sentence each (prepare logs them as
+    warnings and records them in its DONE summary).
+
+    A classes task with tracks of fewer than two classes in the train split (one class folder, a
+    CSV of one genre): every output is that class, the loss is 0 from the start, and pretrain
+    refuses the cache. Labels no train track carries (any task): named.
+
+    Returns:
+        The warnings, [] when every label has train tracks and a classes task has at least two.
+    """
+    labels = np.asarray(tracklist.labels).reshape(len(tracklist.track_ids), len(tracklist.label_names))
+    present = labels[np.asarray(tracklist.split) == "train"].any(axis=0)
+    names = [escape_name(n) for n in tracklist.label_names]
+    what = "tags" if tracklist.task == "tags" else "classes"
+    notes = []
+    if tracklist.task == "classes" and present.sum() < 2:
+        held = ", ".join(n for n, p in zip(names, present) if p) or "none"
+        notes.append(f"{tracklist.name}: the train split holds tracks of {int(present.sum())} class ({held}); nothing "
+                     "can be learned from fewer than 2 classes, and pretrain refuses this cache")
+    missing = [n for n, p in zip(names, present) if not p]
+    if missing:
+        notes.append(f"{tracklist.name}: {len(missing)} of {len(names)} {what} never occur in the train split, so no "
+                     f"model learns them: {', '.join(missing[:MAX_SHOWN_PER_KIND])}"
+                     + (f" and {len(missing) - MAX_SHOWN_PER_KIND} more" if len(missing) > MAX_SHOWN_PER_KIND else ""))
+    for note in notes:
+        logger.warning("%s", note)
+    return notes
 
 
 def _resolve_split(lst: Listing, opts: AdapterOptions, problems: Problems) -> tuple[list[str], dict]:

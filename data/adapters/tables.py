@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -38,11 +39,12 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
         problems.add("not a file", f"{escape_name(path)} ({why}); give the CSV file")
         problems.raise_if_any()
     base = str(path.parent)
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    text = _read_text(path, problems)
+    with io.StringIO(text, newline="") as f:
         first = f.readline()
         f.seek(0)
         reader = csv.reader(f, delimiter=_csv_delimiter(path, first))
-        header = next(reader, None)
+        header = _next_row(reader, problems)
         if not header or not any(h.strip() for h in header):
             problems.add("no header", f"{escape_name(path)} is empty or has no header line")
             problems.raise_if_any()
@@ -68,7 +70,7 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
         problems.raise_if_any()
 
         ids, sources, written, rows_labels, split_values, lines = [], [], [], [], [], []
-        for row in reader:
+        while (row := _next_row(reader, problems)) is not None:
             line = reader.line_num
             if not row or not any(v.strip() for v in row):
                 continue
@@ -163,6 +165,37 @@ def _list_csv(forced: str | None, source, opts: AdapterOptions, problems: Proble
         user_labels=True,
     )
 
+
+
+def _next_row(reader, problems: Problems) -> list[str] | None:
+    """The reader's next row (None at the end), or an "unreadable CSV" problem raised at once."""
+    try:
+        return next(reader, None)
+    except csv.Error as err:
+        problems.add("unreadable CSV", f"line {reader.line_num}: {err}")
+        problems.raise_if_any()
+
+
+def _read_text(path: Path, problems: Problems) -> str:
+    """The CSV file's text (UTF-8, a byte-order mark dropped), or a "not a CSV file" problem raised at once.
+
+    Random bytes, an audio file or a spreadsheet given as the CSV are refused here with the first
+    byte that is not UTF-8 (or the NUL byte text never holds), not by the CSV reader deep inside.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        problems.add("not a CSV file", f"byte 0x{data[err.start]:02x} at line {line} (offset {err.start}) is not "
+                     "UTF-8 text; give a UTF-8 text file whose header names a path column")
+        problems.raise_if_any()
+    nul = text.find("\0")
+    if nul >= 0:
+        problems.add("not a CSV file", f"line {text.count(chr(10), 0, nul) + 1} holds a NUL byte (binary data, "
+                     "not text); give a UTF-8 text file whose header names a path column")
+        problems.raise_if_any()
+    return text
 
 
 def _unescaped(written: str, base: str) -> str | None:

@@ -3,8 +3,8 @@
 A classify run keeps its chosen classifiers in ``<classify run>/models/``: per feature set
 ``<name>.keras`` (the classifier; a logistic regression as one Dense layer), ``<name>.npz`` (the
 standardization's mean and scale) and ``<name>.json`` (its description: feature set, task,
-labels, song pooling, sample rate, model hashes, the pretrain run), plus ``index.json`` (which
-set is the best, which uses all scales, which were saved). No plotting here, and Keras is
+labels, song pooling, sample rate, model hashes, the pretrain run), plus ``index.json`` (``default``:
+the set predict applies; ``best_on_valid``; ``all_scales``; which were saved). No plotting here, and Keras is
 imported only to load or train a model, so importing this module pulls in neither matplotlib nor
 the backend (Keras 3 itself imports matplotlib when present, once a model is loaded).
 """
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 INDEX_FILE = "index.json"
+DEFAULT_KEY = "default"
+"""index.json's key for the saved feature set ``msagg predict --classify`` applies: the all-scales set,
+or with classify's ``predictor_set="valid"`` the set best on validation (``best_on_valid``)."""
 
 
 class PredictorError(MsaggError):
@@ -240,7 +243,8 @@ def load_predictor(classify_dir: str | os.PathLike, feature_set: str | None = No
 
     Args:
         classify_dir: A finished classify run folder.
-        feature_set: Which saved feature set (default: the best, per ``models/index.json``).
+        feature_set: Which saved feature set (None: the run's default, ``models/index.json``'s
+            ``DEFAULT_KEY``, which its results.md names too).
         check: Verify that the pretrain run's models are those the features came from.
 
     Raises:
@@ -251,7 +255,7 @@ def load_predictor(classify_dir: str | os.PathLike, feature_set: str | None = No
     if not index_path.is_file():
         raise PredictorError(f"{classify_dir}: no saved classifiers ({MODELS_DIR}/{INDEX_FILE})")
     index = json.loads(index_path.read_text())
-    name = feature_set or index["best"]
+    name = feature_set or index.get(DEFAULT_KEY) or index["best"]  # "best": older index files
     if name not in index["saved"]:
         raise PredictorError(f"{classify_dir}: no saved classifier for feature set {name!r}; saved: "
                              f"{', '.join(index['saved'])}")

@@ -11,6 +11,7 @@ from msagg.data.formats.features import FeaturesFile
 from msagg.stages.songs.classifiers import CLASSIFIERS
 from msagg.stages.songs.metrics import METRICS, PRIMARY
 from msagg.stages.runs.pretrain_run import PretrainRun, PretrainRunError, pretrain_dir_of
+from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT
 
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
 GROUP_ORDER = ("multi-level", "multi-scale", "learned + classic", "classic")
@@ -24,7 +25,8 @@ def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[s
     both are scored on its test split).
 
     Returns:
-        ``{"available": bool, "note": str, "scales": {scale: {metric: value}}}``.
+        ``{"available": bool, "note": str, "scales": {scale: {metric: value, "learned": bool | None}}}``
+        (``learned``: pretrain's ``msagg.stages.training.learning_check``, None for runs without it).
     """
     pretrain_dir = pretrain_dir_of(features_dir)
     pretrain_dataset = ff.pretrain_dataset or "an unknown dataset"
@@ -43,7 +45,7 @@ def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[s
         except PretrainRunError:
             continue
         test = info.get("test") if isinstance(info.get("test"), dict) else info
-        rows[scale] = {m: test.get(m) for m in METRICS[ff.task]}
+        rows[scale] = {**{m: test.get(m) for m in METRICS[ff.task]}, "learned": info.get("learned")}
     if not rows:
         return {"available": False, "note": f"n/a (no metrics.json in {pretrain_dir})", "scales": {}}
     return {"available": True, "note": f"from {pretrain_dir} (its own test split)", "scales": rows}
@@ -89,12 +91,25 @@ def _header_lines(report: Mapping[str, Any]) -> list[str]:
                      "deterministic (one run)")
     best = report.get("best")
     if best:
-        default = report.get("predictor_default", {}).get("feature_set", best["feature_set"])
-        lines.append(f"- Best feature set on the validation {METRIC_TITLES[PRIMARY[task]]} ({best['classifier']}): "
-                     f"**{best['feature_set']}**; saved with the all-scales set in `models/`; `msagg predict` uses "
-                     f"**{default}** by default")
+        lines.append(predictor_line(report))
     lines.append("")
     return lines
+
+
+PREDICTOR_RULES = {"all": "the all-scales set", "valid": "the set best on validation"}
+
+
+def predictor_line(report: Mapping[str, Any]) -> str:
+    """results.md's line on the classifier ``msagg predict --classify`` applies (models/index.json's
+    ``default``) and the set best on validation, each called by the name index.json gives it."""
+    best = report["best"]
+    default = report.get("predictor_default", {})
+    name, rule = default.get("feature_set", best["feature_set"]), default.get("rule", "valid")
+    metric = METRIC_TITLES[PRIMARY[report["task"]]]
+    return (f"- `msagg predict --classify` applies the default classifier ({best['classifier']}): **{name}** "
+            f"({PREDICTOR_RULES.get(rule, rule)}, `--predictor-set {rule}`; `models/index.json` \"default\"). "
+            f"Best on the validation {metric}: **{best['feature_set']}** (\"best_on_valid\"); both are saved "
+            "in `models/`")
 
 
 def _set_label(report: Mapping[str, Any], r: Mapping[str, Any]) -> str:
@@ -182,13 +197,19 @@ def results_markdown(report: Mapping[str, Any]) -> str:
         lines.append("| **End-to-end SampleCNN (song = mean of its segments' outputs)** |" + blank)
         if e2e["available"]:
             for scale, vals in e2e["scales"].items():
-                cells = [scale, "output", "—"] + ["n/a" if vals.get(m) is None else f"{vals[m]:.3f}" for m in metrics]
+                name = scale + (" (did not learn)" if vals.get("learned") is False else "")
+                cells = [name, "output", "—"] + ["n/a" if vals.get(m) is None else f"{vals[m]:.3f}" for m in metrics]
                 lines.append("| " + " | ".join(cells) + " |")
         else:
             lines.append(f"| {e2e['note']} | | |" + " n/a |" * len(metrics))
         lines.append("")
     lines.append("Bold: best feature set per column. End-to-end rows "
                  f"{e2e['note'] if e2e['available'] else 'not comparable'}.")
+    unlearned = [s for s, vals in e2e["scales"].items() if vals.get("learned") is False]
+    if unlearned:
+        lines.append(f"Did not learn in pretraining: {', '.join(unlearned)} (best validation loss less than "
+                     f"{100 * MIN_VAL_LOSS_IMPROVEMENT:.0f}% below the first epoch's): their scores, and the "
+                     "features of their layers, are those of a model that learned nothing.")
     if report.get("per_label_layers"):
         lines += ["", *per_label_layers_markdown(report["per_label_layers"])[:-1]]
     return "\n".join(lines) + "\n"

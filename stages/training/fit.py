@@ -31,7 +31,7 @@ from msagg.models import sample_cnn, specs
 from msagg.stages.runs import pretrain_run
 from msagg.stages.runs.pretrain_run import load_model, mark_scale_done, save_model, write_scale_metrics
 from msagg.stages.songs.metrics import PRIMARY
-from msagg.stages.training import PretrainError
+from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT, PretrainError, learning_check
 from msagg.stages.training import checkpoint, crops
 from msagg.stages.training import devices as devices_lib
 from msagg.stages.training import log as training_log
@@ -41,7 +41,7 @@ from msagg.stages.training.evaluation import predict_segments, segment_loss, son
 logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("num_params", "input_length", "epochs", "best_epoch", "best_val_loss", "best_val_song_metric",
-                "test", "seconds", "segments_per_sec")
+                "learned", "val_loss_improvement", "test", "seconds", "segments_per_sec")
 """What summary.json keeps of each scale's metrics."""
 
 
@@ -329,6 +329,7 @@ def _finish_scale(config: Any, scale: str, cache, folder: Path, state: dict, num
         "best_val_loss": state["best_val_loss"],
         "song_metric": PRIMARY[cache.task],
         "best_val_song_metric": best_row.get("val_song_metric"),
+        **learning_check(history),
         "num_test_tracks": int(test.size),
         "test": test_metrics,
         "seconds": round(seconds, 1),
@@ -337,4 +338,11 @@ def _finish_scale(config: Any, scale: str, cache, folder: Path, state: dict, num
         "devices": devices.describe(),
     }
     logger.info("%s: test %s", scale, json.dumps(test_metrics))
+    if metrics["learned"] is False:
+        logger.warning("%s did not learn: its best validation loss %.4f (epoch %s) is %.1f%% below its first "
+                       "epoch's %.4f, less than the %.0f%% that counts as learning; its scores and features are "
+                       "no better than an untrained model's (a higher learning_rate, more epochs or a dataset "
+                       "with learnable labels may help)", scale, state["best_val_loss"], state["best_epoch"],
+                       100 * metrics["val_loss_improvement"], metrics["first_val_loss"],
+                       100 * MIN_VAL_LOSS_IMPROVEMENT)
     return metrics
