@@ -96,7 +96,8 @@ def config_options(func):
     func = click.option(
         "--overwrite",
         is_flag=True,
-        help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
+        help="Replace an output folder that holds a run of this stage with a different config (or re-run a "
+             "finished one); another stage's run, or one this run reads, is never replaced.",
     )(func)
     func = click.option(
         "--out",
