@@ -15,6 +15,7 @@ import click
 from msagg.data.errors import MsaggError
 from msagg.data.names import escape_name
 from msagg.stages import quiet
+from msagg.stages.runs import interrupt
 
 EPILOG_CONFIG = (
     "Config layers, later ones winning: the preset, then --config FILE (JSON or TOML), then the "
@@ -47,27 +48,45 @@ def friendly_errors(func):
     """User errors (``MsaggError``, ``OSError``) become one-line CLI errors; anything else is a bug.
 
     A bug shows its traceback and a hint to report it. ``--debug`` (or ``MSAGG_DEBUG=1``) shows the
-    traceback of every error.
+    traceback of every error. SIGINT and SIGTERM end the command (``msagg.stages.runs.interrupt``)
+    with one line saying how to resume, and exit status 130 or 143, whatever else was under way.
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (MsaggError, OSError) as err:
-            if STATE["debug"]:
-                raise
-            raise click.ClickException(one_line(err)) from None
-        except Exception:
-            if STATE["debug"]:
-                raise
-            traceback.print_exc()
-            click.echo(BUG_HINT, err=True)
-            sys.exit(2)
+        out_dir = kwargs.get("out_dir")
+        with interrupt.handled(f"run the same command again to resume ({out_dir} keeps what was finished)"
+                               if out_dir else ""):
+            try:
+                result = _user_errors(func, *args, **kwargs)
+            except BaseException:
+                if interrupt.received() is None:
+                    raise
+                if STATE["debug"]:
+                    traceback.print_exc()
+            else:
+                if interrupt.received() is None:
+                    return result
+        interrupt.exit_interrupted()
 
     return wrapper
+
+
+def _user_errors(func, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    except click.ClickException:
+        raise
+    except (MsaggError, OSError) as err:
+        if STATE["debug"]:
+            raise
+        raise click.ClickException(one_line(err)) from None
+    except Exception:
+        if STATE["debug"]:
+            raise
+        traceback.print_exc()
+        click.echo(BUG_HINT, err=True)
+        sys.exit(2)
 
 
 def one_line(err: Exception) -> str:
@@ -150,7 +169,8 @@ def config_options(config_cls):
         func = click.option(
             "--overwrite",
             is_flag=True,
-            help="Replace an output folder that holds a run with a different config (or re-run a finished one).",
+            help="Replace an output folder that holds a run of this stage with a different config (or re-run a "
+                 "finished one); another stage's run, or one this run reads, is never replaced.",
         )(func)
         func = click.option(
             "--out",

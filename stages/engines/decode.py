@@ -24,6 +24,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -49,6 +50,12 @@ logger = logging.getLogger(__name__)
 
 PARENT_POLL_SEC = 0.5
 """Where the kernel cannot signal a worker at its parent's death, how often the worker looks."""
+
+PROGRESS_POLL_SEC = 0.1
+"""How often the progress reader of the local pool looks whether decoding ended."""
+
+END_WAIT_SEC = 2.0
+"""How long an interrupted run gives its decoding workers to end on SIGTERM before SIGKILL."""
 
 
 Engine = Callable[[str, "ShardPlan", list, bool, Callable[[dict], None], Callable[[int, "int | None"], None]], None]
@@ -166,8 +173,6 @@ def decode_all(tracklist: TrackList, cache_dir: Path, *, sample_rate: int, shard
                 workers, "" if workers == 1 else "s")
     stats = {"decoded": 0, "audio_samples": 0, "seconds": 0.0, "workers": workers, "num_shards": plan.num_shards,
              "shards_decoded": 0}
-    bar = tqdm(total=len(tracklist), initial=len(tracklist) - num_todo, unit="file", desc=f"prepare {tracklist.name}",
-               disable=not progress, dynamic_ncols=True, smoothing=0.05)
     started = time.perf_counter()
     seen = {"samples": 0}
 
@@ -193,7 +198,13 @@ def decode_all(tracklist: TrackList, cache_dir: Path, *, sample_rate: int, shard
             logger.warning("skipping %s: %s", escape_name(tracklist.sources[row]), reason)
 
     tasks = [(s, [tracklist.sources[i] for i in plan.tracks(s)]) for s in todo]
+    # Shown first inside the try, whose end closes it: had tqdm shown it while making it, an interruption
+    # right then would leave its line unended (it ends only the line of a bar it knows it showed).
+    bar = tqdm(total=len(tracklist), initial=len(tracklist) - num_todo, unit="file", desc=f"prepare {tracklist.name}",
+               disable=not progress, dynamic_ncols=True, smoothing=0.05, delay=float("inf"))
     try:
+        bar.delay = 0.0
+        bar.refresh()
         if engine is not None:
             engine(str(cache_dir), plan, tasks, strict, finished, on_track)
         elif workers == 1:
@@ -215,38 +226,89 @@ def decode_all(tracklist: TrackList, cache_dir: Path, *, sample_rate: int, shard
 
 def _decode_in_pool(cache_dir: str, plan: ShardPlan, tasks: list, strict: bool, workers: int, finished,
                     on_track) -> None:
-    """One shard per task; tracks are reported through a queue as workers finish them."""
+    """One shard per task; tracks are reported through a queue as workers finish them.
+
+    Workers ignore SIGINT (a Ctrl-C reaches the whole process group): this process decides. On an
+    error, running shards stop at their next track; on an interruption (``KeyboardInterrupt``,
+    ``msagg.stages.runs.interrupt.Interrupted``) the workers are ended at once, leaving temporary
+    files a re-run removes. Nothing this process does here waits on a lock a worker may hold when
+    it dies: the stop flag is a plain shared byte, and progress is read with a timeout.
+    """
     # spawn, not fork: the parent may hold threads (TensorFlow, h5py) that a fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
-    events, stop = context.Queue(), context.Event()
+    events, stop, ended = context.Queue(), context.RawValue("b", 0), threading.Event()
 
-    def report():
-        for row, num_samples in iter(events.get, None):
+    def report():  # until decoding ended and nothing more came
+        while True:
+            try:
+                row, num_samples = events.get(timeout=PROGRESS_POLL_SEC)
+            except queue.Empty:
+                if ended.is_set():
+                    return
+                continue
+            except (OSError, EOFError, ValueError):
+                return
             on_track(row, num_samples)
 
     reporter = threading.Thread(target=report, name="decode-progress", daemon=True)
     reporter.start()
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                                  initargs=(os.getpid(), events, stop))
+    pending: set = set()
     try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                                    initargs=(os.getpid(), events, stop)) as pool:
+        with _sigint_blocked():  # inherited by the workers until _worker_init ignores it
             pending = {pool.submit(_decode_shard_in_worker, cache_dir, plan, shard, sources, strict)
                        for shard, sources in tasks}
-            try:
-                for future in concurrent.futures.as_completed(pending):
-                    finished(future.result())
-            except concurrent.futures.BrokenExecutor:
-                raise PrepareError(
-                    f"a decoding process died (out of memory?); finished shards are kept in {cache_dir}: "
-                    "run again to resume, perhaps with fewer workers"
-                ) from None
-            finally:
-                # Queued shards are dropped; running ones stop at their next track, leaving no file.
-                stop.set()
-                for future in pending:
-                    future.cancel()
+        for future in concurrent.futures.as_completed(pending):
+            finished(future.result())
+    except concurrent.futures.BrokenExecutor:
+        raise PrepareError(
+            f"a decoding process died (out of memory?); finished shards are kept in {cache_dir}: "
+            "run again to resume, perhaps with fewer workers"
+        ) from None
+    except BaseException as err:
+        if not isinstance(err, Exception):  # interrupted: no shard is waited for
+            _end_workers(pool)
+        raise
     finally:
-        events.put(None)
-        reporter.join(timeout=5)
+        # Queued shards are dropped; running ones stop at their next track, leaving no file.
+        stop.value = 1
+        for future in pending:
+            future.cancel()
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            ended.set()
+            reporter.join(timeout=5)
+
+
+def _end_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Ends the pool's workers now (SIGTERM, then SIGKILL for any still there after ``END_WAIT_SEC``)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor names no public way
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+    deadline = time.monotonic() + END_WAIT_SEC
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join(1.0)
+
+
+@contextlib.contextmanager
+def _sigint_blocked():
+    """SIGINT blocked in this thread for the block (processes started in it inherit the mask);
+    a SIGINT that comes meanwhile waits, or is taken by another thread, and is not lost."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 _EVENTS = None
@@ -257,11 +319,15 @@ def _decode_shard_in_worker(cache_dir: str, plan: ShardPlan, shard: int, sources
     events, stop = _EVENTS, _STOP
     return decode_shard(cache_dir, plan, shard, sources, strict=strict,
                         on_track=None if events is None else lambda row, n: events.put((row, n)),
-                        stop=None if stop is None else stop.is_set)
+                        stop=None if stop is None else lambda: bool(stop.value))
 
 
 def _worker_init(parent_pid: int, events=None, stop=None) -> None:
-    """Makes a decoding worker end when the process that started it dies, however it dies.
+    """Makes a decoding worker ignore SIGINT and end when the process that started it dies, however it dies.
+
+    A Ctrl-C reaches every process of the terminal's process group: the parent decides what its
+    workers do (``_decode_in_pool``), so a worker ignores SIGINT; it was started with SIGINT
+    blocked, so one sent while it started is dropped here too.
 
     A pool's workers wait on a queue whose writing end they hold themselves, so a parent killed by
     SIGKILL (or the OOM killer) would leave them waiting forever, reparented to PID 1. On Linux the
@@ -269,10 +335,13 @@ def _worker_init(parent_pid: int, events=None, stop=None) -> None:
     thread that started the worker, which is the one waiting on the pool), even to a worker busy in
     C code; elsewhere a daemon thread compares ``os.getppid()`` with ``parent_pid`` every
     ``PARENT_POLL_SEC``. Either way the parent may have died before this ran: checked last.
-    ``events`` (a queue for progress) and ``stop`` (an event) are kept for ``decode_shard``.
+    ``events`` (a queue for progress) and ``stop`` (a shared byte, set to stop) are kept for ``decode_shard``.
     """
     global _EVENTS, _STOP
     _EVENTS, _STOP = events, stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if not _kill_at_parent_death():
         threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
     if os.getppid() != parent_pid:

@@ -19,7 +19,8 @@ Faults: a task whose worker dies (SIGKILL, out of memory, a lost node) is run ag
 (``max_retries``); the attempt that dies mid-shard leaves only a temporary file, which the next
 attempt removes (and reports: DONE's ``ray.retried_shards``). A strict failure, a shard written
 where the driver cannot see it, or any error ends the run after cancelling the tasks still queued
-or running (a cancelled task stops between two tracks and leaves no file); the finished shards
+or running (a cancelled task stops between two tracks and leaves no file; on SIGINT or SIGTERM
+running tasks are killed at once, and the next run removes what they left); the finished shards
 are kept, and the same command resumes.
 """
 
@@ -152,6 +153,7 @@ class ShardDecoder:
         window = 2 * self.workers
         self.stats["num_tasks"] = len(tasks)
         written = []
+        interrupted = False
         try:
             while todo or pending:
                 while todo and len(pending) < window:
@@ -170,9 +172,12 @@ class ShardDecoder:
                     finished(summary)
                     if summary["written"]:
                         written.append(summary)
+        except BaseException as err:
+            interrupted = not isinstance(err, Exception)
+            raise
         finally:
             if pending:
-                self._cancel(list(pending))
+                self._cancel(list(pending), force=interrupted)
         self._check_visible(cache_dir, written)
 
     def _get(self, ref, shard: int, cache_dir: str) -> tuple[dict, dict]:
@@ -202,13 +207,18 @@ class ShardDecoder:
             logger.warning("ray: a worker died decoding a shard; it was decoded again (pid %d)", where["pid"])
         self.stats["nodes"] = len(self._nodes)
 
-    def _cancel(self, refs: list) -> None:
-        """Cancels tasks queued or running; a running one stops between two tracks and removes its temp."""
+    def _cancel(self, refs: list, *, force: bool = False) -> None:
+        """Cancels tasks queued or running; a running one stops between two tracks and removes its temp.
+
+        With ``force`` (the run was interrupted: SIGINT, SIGTERM), running tasks are killed at once
+        and not waited for; their temporary files are removed by the next run.
+        """
         for ref in refs:
             with contextlib.suppress(Exception):
-                self.ray.cancel(ref)
-        with contextlib.suppress(Exception):
-            self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_SEC)
+                self.ray.cancel(ref, force=force)
+        if not force:
+            with contextlib.suppress(Exception):
+                self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_SEC)
 
     def _check_visible(self, cache_dir: str, summaries: list[dict]) -> None:
         """Waits (briefly) until every shard written this run is seen here with its size."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from msagg.data.errors import MsaggError
+from msagg.stages.runs import interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def session(address: str | None = None, *, num_cpus: int | None = None, stage: s
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise RayEngineError(f"cannot start or join {where}: {first_line(err)}") from None
+    finally:
+        interrupt.reinstall()  # ray.init sets its own SIGTERM handler, which would exit with status 1
     try:
         resources = ray.cluster_resources()
         logger.info("ray: %s, %d CPUs, %d GPUs", f"cluster at {address}" if address else "local cluster",

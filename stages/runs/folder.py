@@ -13,6 +13,7 @@ import errno
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -23,7 +24,8 @@ from msagg.data.atomic import write_json
 from msagg.data.errors import MsaggError
 from msagg.stages.runs.lock import LOCK_NAME, FolderLock, RunFolderBusy, lock_scope  # noqa: F401 (importable here)
 from msagg.stages.runs.records import (CONFIG_FILE, DONE_FILE, METADATA_FILE, OMIT_DEFAULT, OMIT_NONE,  # noqa: F401
-                                       OMIT_VALUE, RUNTIME, config_dict, config_hash, json_ready, read_json_config)
+                                       OMIT_VALUE, RUNTIME, config_dict, config_hash, json_ready, read_json_config,
+                                       read_json_record)
 from msagg.stages.runs.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,13 @@ _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class RunConflictError(MsaggError):
-    """The run folder holds a different config and overwriting was not asked for."""
+    """The run folder holds a different config and overwriting was not asked for, or holds a run no flag
+    lets this stage replace: another stage's, or one this run reads."""
+
+
+def _a(stage: str) -> str:
+    """"a pretrain", "an extract": the stage with its article."""
+    return f"{'an' if stage[:1] in 'aeiou' else 'a'} {stage}"
 
 
 def _versions() -> dict[str, str]:
@@ -106,15 +114,61 @@ class RunFolder:
 
         Raises:
             RunFolderBusy: If another process holds it ("<folder> is in use by process N").
+            RunConflictError: If the folder holds another stage's run (its metadata.json says so),
+                whatever ``start`` is later asked; the lock this call took is dropped.
             OSError: If the lock file cannot be created (naming it), unless the run is done.
         """
+        took = not self.locked
         try:
             self._lock.acquire()
         except OSError as err:
             if err.errno not in _READ_ONLY or not self.done:
                 raise
             logger.debug("%s: finished and not writable (%s); no lock needed to find it done", self.path, err)
+        try:
+            self._refuse_another_stage()
+        except BaseException:
+            if took:
+                self.release()
+            raise
         return self
+
+    def held_stage(self) -> str | None:
+        """The stage whose run the folder holds, as its metadata.json says (None: no such record)."""
+        stage = read_json_record(self.path / METADATA_FILE).get("stage")
+        return stage if isinstance(stage, str) and stage else None
+
+    def _refuse_another_stage(self) -> None:
+        """Refuses a folder holding another stage's run: no flag lets this stage write there.
+
+        Raises:
+            RunConflictError: Naming the folder, the stage it holds and what to do.
+        """
+        held = self.held_stage()
+        if held is not None and held != self.stage:
+            raise RunConflictError(
+                f"{self.path}: holds {_a(held)} run, not {_a(self.stage)} run; --overwrite replaces only "
+                f"{_a(self.stage)} run: choose another output folder (--out) for {self.stage}")
+
+    def _refuse_upstream(self) -> None:
+        """Refuses to write into a folder that is, or holds, a run this run reads.
+
+        Raises:
+            RunConflictError: Naming the folder, the run it holds and what to do.
+        """
+        here = os.path.realpath(self.path)
+        for key, run in self.upstream.items():
+            folder = run.folder if isinstance(run, Upstream) else run
+            there = os.path.realpath(folder)
+            if there != here and not there.startswith(here.rstrip(os.sep) + os.sep):
+                continue
+            stage = run.stage if isinstance(run, Upstream) else read_json_record(Path(folder) / METADATA_FILE).get(
+                "stage")
+            what = f"the {stage} run" if stage else "the run"
+            where = "holds" if there == here else f"holds {folder},"
+            raise RunConflictError(
+                f"{self.path}: {where} {what} this {self.stage} run reads ({key}); writing there would destroy "
+                f"it, whatever the flags: choose another output folder (--out) for {self.stage}")
 
     def release(self) -> None:
         """Drops the lock (``finish`` does; ``lock_scope`` and ``with`` do on any exit)."""
@@ -166,7 +220,7 @@ class RunFolder:
         """Takes the lock (if not yet taken) and prepares the folder.
 
         Args:
-            overwrite: Replace a folder holding another config (or a finished run).
+            overwrite: Replace a folder holding a run of this stage with another config (or a finished run).
             upstream: More upstream runs to record, as in the constructor: a stage opens them
                 after it took the lock and found no finished run of its own (which needs none).
 
@@ -177,7 +231,8 @@ class RunFolder:
         Raises:
             RunFolderBusy: If another process is running a stage in this folder.
             RunConflictError: If the folder holds another config, or a config.json that is not
-                valid JSON, and ``overwrite`` is False. A lock this call took is dropped.
+                valid JSON, and ``overwrite`` is False; whatever ``overwrite`` says, if it is (or holds)
+                one of the upstream runs, or holds another stage's run. A lock this call took is dropped.
         """
         self.upstream.update({k: v if isinstance(v, Upstream) else Path(v) for k, v in (upstream or {}).items()})
         took = not self.locked
@@ -190,6 +245,8 @@ class RunFolder:
             raise
 
     def _start(self, overwrite: bool) -> bool:
+        self._refuse_upstream()
+        self._refuse_another_stage()  # again: metadata.json may have come since the lock (an older msagg)
         try:
             stored = self._stored_hash()
         except MsaggError as err:
@@ -201,10 +258,7 @@ class RunFolder:
             stored = None
         if stored is not None and stored != self.hash:
             if not overwrite:
-                raise RunConflictError(
-                    f"{self.path} holds a {self.stage} run with another config (hash {stored}, "
-                    f"this one {self.hash}); choose another output folder or pass --overwrite"
-                )
+                raise RunConflictError(self._another_config(stored))
             logger.warning("overwriting %s (old config hash %s)", self.path, stored)
             self._clear()
         elif stored == self.hash and (self.path / DONE_FILE).is_file():
@@ -231,6 +285,15 @@ class RunFolder:
             },
         )
         return True
+
+    def _another_config(self, stored: str) -> str:
+        """What the refusal of a folder holding this stage's run with another config says."""
+        hashes = f"hash {stored}, this one {self.hash}"
+        if (self.path / DONE_FILE).is_file():
+            return (f"{self.path}: holds a finished {self.stage} run with another config ({hashes}); choose "
+                    "another output folder, or pass --overwrite to replace it")
+        return (f"{self.path}: holds a {self.stage} run with another config that did not finish (no {DONE_FILE}; "
+                f"{hashes}); pass --overwrite to replace it, or choose another output folder")
 
     @staticmethod
     def _upstream_record(run: Path | Upstream) -> dict:
