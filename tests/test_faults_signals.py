@@ -197,7 +197,8 @@ def test_an_interrupted_prepare_ends_with_its_workers_and_resumes(tmp_path, fold
     }[point]
     command.wait_for(ready, point)
     command.interrupt(signum)
-    assert not (out / "DONE").exists()
+    # A loaded machine may deliver the signal only after the stage finished ("audio cache:" printed).
+    assert not (out / "DONE").exists() or "audio cache:" in command.output, command.output
     _rerun(args)
     assert _shards(out) == reference
     assert not list((out / "cache").glob(".shard-*"))  # what the ended workers left is gone
