@@ -97,7 +97,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 faults: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q tests/test_faults_lock.py tests/test_faults_disk.py tests/test_faults_files.py tests/test_faults_shards.py \
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/test_faults_lock.py tests/test_faults_disk.py tests/test_faults_files.py tests/test_faults_shards.py \
 		tests/test_faults_resume.py tests/test_faults_signals.py tests/test_overwrite.py tests/test_integrity_tables.py tests/test_bad_input.py
 
 bench: venv
