@@ -82,7 +82,9 @@ def _user_errors(func, *args, **kwargs):
             raise
         raise click.ClickException(one_line(err)) from None
     except Exception:
-        if STATE["debug"]:
+        if STATE["debug"] or interrupt.received() is not None:
+            # An interruption raised inside a C extension can surface as another error (a
+            # SystemError from TensorFlow, say): the caller reports the interruption, not a bug.
             raise
         traceback.print_exc()
         click.echo(BUG_HINT, err=True)
