@@ -23,6 +23,7 @@ from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.features_writer import ScaleInfo
 from msagg.data.segments import segment, track_groups
 from msagg.models import sample_cnn, specs
+from msagg.stages.runs import interrupt
 from msagg.stages.runs.pretrain_run import PretrainRun
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,9 @@ def fixed_batches(run: Callable[[np.ndarray], Any], rows: np.ndarray, batch_size
         part = rows[lo : lo + batch_size]
         buf[: len(part)] = part
         buf[len(part) :] = 0.0
-        yield len(part), run(buf)
+        with interrupt.deferred():  # Ctrl-C between passes, not inside the backend's C++ code
+            out = run(buf)
+        yield len(part), out
 
 
 # ---------------------------------------------------------------------------------------------

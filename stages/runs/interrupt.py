@@ -16,6 +16,7 @@ same: what a killed run leaves is resumable too. Nothing here loads a backend or
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -45,7 +46,7 @@ class Interrupted(KeyboardInterrupt):
         return type(self), (self.signum,)
 
 
-_STATE: dict = {"signum": None, "message": "", "told": False, "active": False}
+_STATE: dict = {"signum": None, "message": "", "told": False, "active": False, "deferred": 0, "resent": 0}
 _TOLD = threading.Lock()
 
 
@@ -74,7 +75,7 @@ def handled(message: str = "") -> Iterator[None]:
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
-    _STATE.update(signum=None, message=message, told=False, active=True)
+    _STATE.update(signum=None, message=message, told=False, active=True, resent=0)
     _install()
     try:
         yield
@@ -98,12 +99,61 @@ def _install() -> None:
         signal.signal(signum, _on_signal)
 
 
+RETRY_SEC = 0.05
+"""How soon a signal that came at an unsafe moment (``_unsafe``) is delivered again."""
+
+
 def _on_signal(signum: int, frame) -> None:
-    if _STATE["signum"] is not None:  # a second signal: no more waiting
+    if _STATE["resent"]:  # our own re-delivery of the first signal
+        _STATE["resent"] -= 1
+    elif _STATE["signum"] is not None:  # a second signal from outside: no more waiting
         _end_now(_STATE["signum"])
-    _STATE["signum"] = signum
-    threading.Thread(target=_end_later, args=(signum,), name="msagg-interrupted", daemon=True).start()
+    else:
+        _STATE["signum"] = signum
+        threading.Thread(target=_end_later, args=(signum,), name="msagg-interrupted", daemon=True).start()
+    if _STATE["deferred"]:
+        return  # raised when the deferred block ends
+    if _unsafe(frame):
+        threading.Timer(RETRY_SEC, _resend, args=(signum,)).start()
+        return
     raise Interrupted(signum)
+
+
+def _resend(signum: int) -> None:
+    _STATE["resent"] += 1
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def _unsafe(frame) -> bool:
+    """Whether an exception raised in ``frame`` would be lost or garbled: a garbage-collector callback
+    (its exceptions are ignored), an import, or backend code that C++ called back into (raised
+    there, it comes out as a ``SystemError`` with a printed traceback)."""
+    if frame is None:
+        return False
+    if any(getattr(callback, "__code__", None) is frame.f_code for callback in gc.callbacks):
+        return True
+    name = frame.f_code.co_filename
+    return name.startswith("<frozen importlib") or any(part in name for part in _BACKEND_PATHS)
+
+
+_BACKEND_PATHS = (f"{os.sep}tensorflow{os.sep}", f"{os.sep}jax{os.sep}", f"{os.sep}jaxlib{os.sep}")
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block a signal does not break into: raised as ``Interrupted`` when the block ends.
+
+    For short calls into a backend (one forward pass): an exception raised while TensorFlow's C++
+    code calls back into Python comes out as a ``SystemError`` with its traceback printed. The
+    ``GRACE_SEC`` deadline still holds for a block that does not end.
+    """
+    _STATE["deferred"] += 1
+    try:
+        yield
+    finally:
+        _STATE["deferred"] -= 1
+    if _STATE["active"] and _STATE["signum"] is not None and not _STATE["deferred"]:
+        raise Interrupted(_STATE["signum"])
 
 
 def tell() -> None:
