@@ -23,8 +23,8 @@ from msagg.data.errors import ConfigError, MsaggError
 from msagg.data.segments import SEGMENTINGS
 from msagg.models import specs
 from msagg.stages.runs.pretrain_run import PretrainRun
-from msagg.stages import engines, quiet
-from msagg.stages.engines import check_engine
+from msagg.stages import quiet
+from msagg.stages.engines import ENGINES, check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
 from msagg.stages.runs.upstream import open_upstream
 
@@ -190,7 +190,7 @@ def run(
         if cache.num_tracks == 0:
             raise ExtractError(f"{cache.path}: the cache holds no tracks")
         quiet.import_backend()  # every check above runs without the backend; the models need it
-        engine = engines.get(config.engine).module("extract")
+        engine = ENGINES[config.engine].module("extract")
         connection = stack.enter_context(engine.connect(config))  # an engine that cannot start writes nothing
         if not folder.start(overwrite, upstream={"pretrain": pretrain.upstream, "cache": prepared}):
             return final

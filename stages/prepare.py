@@ -47,7 +47,6 @@ from msagg.data.formats.cache_writer import write_index, write_linked_cache
 from msagg.data.names import escape_name
 from msagg.data.tracklist import TrackList
 from msagg.stages.engines.decode import PrepareError, decode_all, num_workers, unescape_text
-from msagg.stages import engines
 from msagg.stages.engines import ADDRESS_HELP, ENGINES, check_engine, describe_engines
 from msagg.stages.engines.shard_plan import DEFAULT_SHARD_MB
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RUNTIME, RunFolder, lock_scope
@@ -222,7 +221,7 @@ def run(
     to_do = not (folder.done and not overwrite)
     store = _open_store(config.audio_from, out_dir) if config.audio_from is not None and to_do else None
     decodes = config.audio_from is None and to_do
-    decoder = engines.get(config.engine).module("decode").decoder if decodes else None
+    decoder = ENGINES[config.engine].module("decode").decoder if decodes else None
     with decoder(config, workers, engine_options) if decoder else contextlib.nullcontext() as engine:
         # The engine (Ray's absence, an unreachable cluster) and the audio store were met before this writes.
         if not folder.start(overwrite, upstream=None if store is None else {"audio_from": store}):

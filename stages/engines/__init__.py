@@ -66,11 +66,6 @@ def describe_engines() -> str:
     return " or ".join(f"{e.name} ({e.description})" for e in ENGINES.values())
 
 
-def get(name: str) -> Engine:
-    """The engine called ``name`` (checked by the configs, so a KeyError here is a bug)."""
-    return ENGINES[name]
-
-
 def check_engine(engine: str, address: str | None, prefix: str = "") -> None:
     """Checks a Config's ``engine`` and ``address`` (both ``RUNTIME`` fields).
 
