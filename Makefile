@@ -18,7 +18,7 @@ CLASSIFY_ARGS ?=
 # The prepare preset only sizes the synthetic datasets; real data ignores it.
 PREP_PRESET := $(if $(filter synth-%,$(DATASET)),--preset $(if $(filter paper,$(PRESET)),demo,$(PRESET)),)
 
-.PHONY: help venv teacher demo demo-synth-tags demo-synth-genre prepare pretrain extract classify test faults bench bench-pipeline pretrain-general eval-esc10 clean
+.PHONY: help venv teacher demo demo-synth-tags demo-synth-genre prepare pretrain extract classify test faults bench bench-pipeline pretrain-general pretrain-general-gm eval-esc10 clean
 
 help:
 	@echo "make teacher    venv + the musicnn wheel, whose checkpoints the teacher (MTT/MSD taggers) reads"
@@ -28,7 +28,8 @@ help:
 	@echo "make prepare | pretrain | extract | classify   one stage (PRESET=$(PRESET) DATASET=$(DATASET) RUN=$(RUN))"
 	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
 	@echo "make bench-pipeline  prepare, training input and extract at 16 and 64 tracks (runs/bench/pipeline.json)"
-	@echo "make pretrain-general  SampleCNNs on a 2000-track rendered GM corpus to transfer (about 1 h on 2 cores)"
+	@echo "make pretrain-general  the shipped general family, made again: 20 h of Debian soundtracks, musicnn's tags (about 2 h)"
+	@echo "make pretrain-general-gm  SampleCNNs on a 2000-track rendered GM corpus (about 1 h on 2 cores)"
 	@echo "make eval-esc10 5-fold ESC-10 protocol, demo preset, augmentation off and on (needs ../shared/datasets/esc10)"
 	@echo "make clean      remove runs/ and caches (keeps .venv)"
 
@@ -106,13 +107,27 @@ bench: venv
 bench-pipeline: venv
 	$(MSAGG) bench-pipeline --out runs/bench/pipeline.json
 
-# General pretraining: SampleCNNs on a rendered General MIDI corpus (about an hour on 2 CPU cores),
-# to transfer to your own data:  msagg extract --pretrain runs/general/pretrain --cache <prepare run>
-# Another SoundFont: make pretrain-general PREPARE_ARGS="--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2"
-pretrain-general: venv
-	$(MSAGG) prepare --dataset synth-gm-tags --preset general --out runs/general/prepare/synth-gm-tags \
+# The shipped `general` family, made again (about 2 h on 2 CPU cores): the music of nine Debian game
+# soundtrack packages (2.2 GB downloaded with apt-get download, 20 h of music; their licences in
+# runs/general/music/CORPUS.md), labelled by musicnn's MTT and MSD taggers, then the general preset.
+# On a GPU, or with your own music:  msagg prepare --dataset unlabelled --source ~/Music ..., then teach and
+# pretrain as below (docs/transfer.md).
+GENERAL := runs/general
+pretrain-general: teacher $(GENERAL)/music/CORPUS.md
+	$(MSAGG) prepare --dataset unlabelled --source $(GENERAL)/music --out $(GENERAL)/prepare $(PREPARE_ARGS)
+	$(MSAGG) teach --cache $(GENERAL)/prepare --out $(GENERAL)/teach
+	$(MSAGG) pretrain --cache $(GENERAL)/prepare --teacher-labels $(GENERAL)/teach --preset general \
+		--out $(GENERAL)/pretrain $(PRETRAIN_ARGS)
+
+$(GENERAL)/music/CORPUS.md: | venv
+	$(BIN)/python -m msagg.data.corpus --out $(GENERAL)/music
+
+# SampleCNNs on a rendered General MIDI corpus with its own tags (about an hour on 2 CPU cores).
+# Another SoundFont: make pretrain-general-gm PREPARE_ARGS="--soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2"
+pretrain-general-gm: venv
+	$(MSAGG) prepare --dataset synth-gm-tags --preset general-gm --out runs/general-gm/prepare/synth-gm-tags \
 		$(PREPARE_ARGS)
-	$(MSAGG) pretrain --cache runs/general/prepare/synth-gm-tags --preset general --out runs/general/pretrain \
+	$(MSAGG) pretrain --cache runs/general-gm/prepare/synth-gm-tags --preset general-gm --out runs/general-gm/pretrain \
 		$(PRETRAIN_ARGS)
 
 # Augmentation off (the preset) and on side by side: two pretrainings per fold, about 50 min on 2 cores.

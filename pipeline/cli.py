@@ -11,7 +11,7 @@ import click
 
 from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, FolderPath, config_options,
                                      field_options, friendly_errors, setup_logging, STATE)
-from msagg.pipeline import bench_cli
+from msagg.pipeline import bench_cli, teach_cli
 from msagg.pipeline.config import resolve
 from msagg.data.names import escape_name
 from msagg.data.segments import SEGMENTINGS
@@ -44,6 +44,7 @@ def main(log_level: str, debug: bool) -> None:
       msagg pretrain  train SampleCNNs at several scales (m^n) on a cache
       msagg extract   pool the last three layers of every model over whole songs
       msagg classify  song-level classifiers on those features; results tables and plots
+      msagg teach     label a cache with a real-music tagger (musicnn), to pretrain on
       msagg predict   tag or classify audio files with trained runs
       msagg bench     training/inference throughput of the SampleCNN family
       msagg bench-pipeline  prepare, training input and extract at N and 4N tracks: speed, memory, disk
@@ -142,10 +143,12 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     help="float32 (default, the paper) or bf16: layers compute in bfloat16 with float32 weights and float32 "
     "outputs (Keras' mixed_bfloat16); faster on GPUs/TPUs and CPUs with bfloat16 units.",
 )
+@click.option("--teacher-labels", type=FolderPath(), help="A `msagg teach` run of this cache: fit the teacher's tag "
+              "probabilities (--set targets=aligned|song, --set vocabulary=MTT|MSD|both) instead of the cache's labels.")
 @config_options(pretrain_stage.Config)
 @friendly_errors
-def pretrain(cache, preset, scales, width, block, multi, augment, devices, precision, out_dir, overwrite, config_file,
-             sets):
+def pretrain(cache, preset, scales, width, block, multi, augment, devices, precision, teacher_labels, out_dir, overwrite,
+             config_file, sets):
     """Train one SampleCNN per scale on an audio cache's train split.
 
     Random segment crops of the train split, SGD with Nesterov momentum 0.9, batch 23, lr 0.01;
@@ -174,7 +177,8 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
         preset=preset,
         config_file=config_file,
         options=dict(cache=cache, scales=scales and tuple(s.strip() for s in scales.split(",")), width=width,
-                     block=block, multi=multi, augment=augment, devices=devices, precision=precision),
+                     block=block, multi=multi, augment=augment, devices=devices, precision=precision,
+                     teacher_labels=teacher_labels),
         sets=sets,
     )
     path = pretrain_stage.run(config, Path(out_dir), overwrite=overwrite)
@@ -416,6 +420,7 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
     click.echo(f"summary: {path}")
 
 
+main.add_command(teach_cli.teach)
 main.add_command(bench_cli.bench)
 main.add_command(bench_cli.bench_pipeline)
 

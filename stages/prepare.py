@@ -62,9 +62,9 @@ SKIPPED_NAME = "skipped.csv"
 PRESETS: dict[str, dict] = {
     # A few hundred tracks of 10-30 s: about 1.7 h of audio, ~270 MB of cache.
     "demo": {"num_tracks": 300, "min_sec": 10.0, "max_sec": 30.0},
-    # The general pretraining corpus (`make pretrain-general`, synth-gm-tags): 2000 tracks of
+    # The rendered general corpus (`make pretrain-general-gm`, synth-gm-tags): 2000 tracks of
     # 10-20 s, about 8.3 h of audio, ~2.6 GB of cache at 22050 Hz.
-    "general": {"num_tracks": 2000, "min_sec": 10.0, "max_sec": 20.0},
+    "general-gm": {"num_tracks": 2000, "min_sec": 10.0, "max_sec": 20.0},
     # Tests and smoke runs: seconds to make.
     "tiny": {"num_tracks": 24, "min_sec": 2.0, "max_sec": 4.0},
 }

@@ -25,13 +25,17 @@ from msagg.stages.checks import check_int, check_number
 from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT, PretrainError
 from msagg.stages.training import augment as augment_lib
 from msagg.stages.training import devices as devices_lib
-from msagg.stages.runs.folder import OMIT_DEFAULT, RunFolder, lock_scope
+from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_NONE, RunFolder, lock_scope
+from msagg.stages.training.targets import TARGETS, DatasetTargets, TeacherTargets
+from msagg.data.formats.teacher_labels import BOTH, FILE_NAME as TEACHER_LABELS_FILE, TeacherLabels
 from msagg.stages.runs.upstream import open_upstream
 
 __all__ = ["Config", "PRESETS", "BLOCKS", "PretrainError", "run"]
 
 logger = logging.getLogger(__name__)
 
+VOCABULARIES = ("MTT", "MSD", BOTH)
+"""Values of ``Config.vocabulary`` (the teacher's tags to fit)."""
 PRECISIONS = tuple(specs.PRECISIONS)
 """Values of ``Config.precision``: "float32", or "bf16" (Keras' mixed_bfloat16: float32 weights,
 bfloat16 computation, float32 outputs)."""
@@ -83,6 +87,13 @@ class Config:
         precision: "float32" (the paper) or "bf16": layers compute in bfloat16 with float32
             weights and float32 outputs (Keras' "mixed_bfloat16" policy); faster where the
             hardware has bfloat16 units. Left out of config.json and the hash at "float32".
+        teacher_labels: A finished ``msagg teach`` run of this cache: the models fit the teacher's tag
+            probabilities (soft targets, binary cross-entropy) instead of the cache's labels, which
+            may then be absent (an ``unlabelled`` collection). None (default): the cache's labels.
+        targets: With teacher labels, a crop's target: "aligned" (the teacher's answer for the time
+            the crop covers: its 3-s patches weighted by their overlap) or "song" (the track's mean answer).
+        vocabulary: With teacher labels, which tags: "MTT", "MSD" (one tagger's 50) or "both" (the
+            union; a tag both predict is their mean).
 
     The ``augment_*`` values matter only when ``augment`` is true; ``augmentation()`` gives the
     ``msagg.stages.training.augment.Augment`` in force.
@@ -113,6 +124,9 @@ class Config:
     augment_mixup_prob: float = 1.0
     devices: int | str = dataclasses.field(default=1, metadata={OMIT_DEFAULT: True})
     precision: str = dataclasses.field(default="float32", metadata={OMIT_DEFAULT: True})
+    teacher_labels: str | None = dataclasses.field(default=None, metadata={OMIT_NONE: True})
+    targets: str = dataclasses.field(default="aligned", metadata={OMIT_DEFAULT: True})
+    vocabulary: str = dataclasses.field(default="both", metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self):
         if isinstance(self.cache, os.PathLike):
@@ -152,6 +166,14 @@ class Config:
             devices_lib.check_batch(self.batch_size, self.devices)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if isinstance(self.teacher_labels, os.PathLike):
+            object.__setattr__(self, "teacher_labels", os.fspath(self.teacher_labels))
+        if self.teacher_labels is not None and (not isinstance(self.teacher_labels, str) or not self.teacher_labels):
+            raise ConfigError(f"teacher_labels must be a teach run folder, got {self.teacher_labels!r}")
+        if self.targets not in TARGETS:
+            raise ConfigError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
+        if self.vocabulary not in VOCABULARIES:
+            raise ConfigError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {self.vocabulary!r}")
 
     def augmentation(self) -> augment_lib.Augment:
         """The augmentation of the training crops: the ``augment_*`` values, or none when ``augment`` is off."""
@@ -188,14 +210,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     # demo with ReSE-2-multi models (Kim et al. 2018) instead of the basic blocks.
     "demo-rese": {**_DEMO, "block": "rese", "multi": True},
-    # `make pretrain-general`: the demo's three quarter-width scales on the 2000-track synth-gm-tags
-    # corpus, with a schedule about six times the demo's (3 stages of at most 8 epochs of 150
-    # steps): about an hour on 2 CPU cores. The models are small (0.1 M parameters each) and are
-    # meant to be transferred: `msagg extract --pretrain runs/general/pretrain --cache <your data>`.
-    # No augmentation: the corpus is large and varied for models this small, and the first
-    # measured run (README) had none.
-    "general": {**_DEMO, "max_epochs_per_stage": 8, "steps_per_epoch": 150, "val_max_tracks": 100,
+    # `make pretrain-general` (the family msagg ships, ``msagg.models.pretrained``): the demo's three
+    # quarter-width scales on about 20 hours of real music (Debian's game soundtracks, an
+    # `unlabelled` collection) labelled by musicnn's MTT and MSD taggers (`msagg teach`): soft,
+    # time-aligned targets over both vocabularies, three lr stages of at most 4 epochs of 400
+    # steps, validation on 16 tracks: about 1 h 40 min on 2 CPU cores.
+    "general": {**_DEMO, "max_epochs_per_stage": 4, "steps_per_epoch": 400, "val_max_tracks": 16,
                 "augment": False},
+    # `make pretrain-general-gm`: the same scales on the 2000-track rendered synth-gm-tags corpus with its own
+    # tags, three lr stages of at most 8 epochs of 150 steps: about an hour on 2 CPU cores.
+    "general-gm": {**_DEMO, "max_epochs_per_stage": 8, "steps_per_epoch": 150, "val_max_tracks": 100,
+                   "augment": False},
     # Seconds: the tiny test scales, one short epoch per stage.
     "tiny": {
         "scales": ("3^2", "4^2"),
@@ -255,23 +280,34 @@ def run(
         logger.info("%s: pretrain already done with config %s; nothing to do", out_dir, folder.hash)
         return out_dir
     prepared = open_upstream(config.cache, "prepare")
+    upstream = {"cache": prepared}
     with AudioCache(prepared.file) as cache:
         prepared.check_file(cache.path, cache.config_hash)
-        check_labels(config.cache, cache)
+        if config.teacher_labels is None:
+            check_labels(config.cache, cache)
+        else:
+            upstream["teacher_labels"] = open_upstream(config.teacher_labels, "teach")
+            _teacher_targets(config, upstream["teacher_labels"], cache)  # refuses another cache's labels now
     quiet.import_backend()  # every check above runs without the backend; the devices and models need it
     from msagg.stages.training import fit
 
     devices = fit.resolve_devices(config)
     folder.runtime = {"devices": devices.describe()}
-    if not folder.start(overwrite, upstream={"cache": prepared}):
+    if not folder.start(overwrite, upstream=upstream):
         return out_dir
     remove_stale_temps(out_dir)  # temps of atomic writes (model.keras, history.csv, ...) a killed run left
     with AudioCache(prepared.file) as cache:
         prepared.check_file(cache.path, cache.config_hash)
         logger.info("pretrain on %s: %d tracks, task %s, %d labels, %d Hz", config.cache, cache.num_tracks,
                     cache.task, len(cache.label_names), cache.sample_rate)
+        targets = (DatasetTargets(cache) if config.teacher_labels is None
+                   else _teacher_targets(config, upstream["teacher_labels"], cache))
+        if config.teacher_labels is not None:
+            logger.info("pretrain on teacher labels %s: %d %s tags, %s targets", config.teacher_labels,
+                        len(targets.label_names), config.vocabulary, config.targets)
         summary = fit.train_scales(config, cache, out_dir, devices=devices, progress=progress,
-                                   eval_batch_size=eval_batch_size, tensorboard=tensorboard, on_epoch_end=on_epoch_end)
+                                   eval_batch_size=eval_batch_size, tensorboard=tensorboard, on_epoch_end=on_epoch_end,
+                                   targets=targets)
     write_json(out_dir / "summary.json", summary)
     not_learned = [scale for scale, row in summary.items() if row.get("learned") is False]
     if not_learned:
@@ -279,6 +315,12 @@ def run(
                        "summary.json flags them", out_dir, ", ".join(not_learned), 100 * MIN_VAL_LOSS_IMPROVEMENT)
     folder.finish({"scales": list(config.scales), "devices": devices.count, "not_learned": not_learned})
     return out_dir
+
+
+def _teacher_targets(config: Config, teach_run, cache: AudioCache) -> TeacherTargets:
+    """The teacher labels of ``teach_run`` as targets (checked to label ``cache``)."""
+    return TeacherTargets(TeacherLabels(teach_run.folder / TEACHER_LABELS_FILE), cache, config.vocabulary,
+                          config.targets)
 
 
 def check_labels(cache_name: str, cache: AudioCache) -> None:
@@ -291,6 +333,9 @@ def check_labels(cache_name: str, cache: AudioCache) -> None:
     Raises:
         PretrainError: One line naming the cache and how many classes its train split holds.
     """
+    if not cache.label_names:
+        raise PretrainError(f"{cache_name}: the cache holds no labels (an unlabelled collection); label it with a "
+                            "teacher (msagg teach --cache ... --out TEACH) and pretrain with --teacher-labels TEACH")
     labels = np.asarray(cache.labels)[np.asarray(cache.indices("train"), dtype=np.int64)]
     present = labels.reshape(-1, len(cache.label_names)).any(axis=0)
     names = [str(n) for n in cache.label_names]

@@ -165,10 +165,13 @@ class Teacher:
 
     def taggram(self, wave: np.ndarray, sample_rate: int, hop_sec: float | None = None) -> np.ndarray:
         """Tag probabilities per patch: float32 (num_patches, num_tags); arguments as ``patches``."""
-        patches = self.patches(wave, sample_rate, hop_sec)
+        return self.tag_patches(self.patches(wave, sample_rate, hop_sec))
+
+    def tag_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Tag probabilities of log-mel patches (``patches``' output): float32 (num_patches, num_tags)."""
         out = [np.asarray(self.model.predict_on_batch(patches[i:i + self.batch_size]))
                for i in range(0, len(patches), self.batch_size)]
-        return np.concatenate(out).astype(np.float32)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.tags)), np.float32)
 
     def features(self, wave: np.ndarray, sample_rate: int, hop_sec: float | None = None) -> dict[str, np.ndarray]:
         """musicnn's features and the taggram per patch (``msagg.models.musicnn.FEATURES``).

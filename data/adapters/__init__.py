@@ -36,6 +36,10 @@ split):
 - ``fsdd``: folder (or its ``recordings/``) of ``{digit}_{speaker}_{index}.wav``; id = file stem;
   digits "0".."9" (classes); index 0-4 test (official), 5-9 valid (ours), the rest train. (files.py)
 
+- ``unlabelled``: every audio file under a folder at any depth; id = its path in the folder without
+  extension; no labels (tags task, 0 labels); valid = the ids whose ``hashed_split`` hash falls below
+  ``UNLABELLED_VALID_FRACTION``, the rest train, no test. Pretrain on it with teacher labels. (files.py)
+
 Options shared by all: ``split="random"`` (stratified with ``split_seed``), ``folds``/``fold``
 (stratified k-fold, fold 1..k), ``fold_from_name``/``fold`` (folds written in file names; valid =
 the next fold, or a slice of the others with ``fold_valid="slice"``), ``top_k`` (the k labels most
@@ -52,7 +56,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from msagg.data.adapters.common import AUDIO_EXTENSIONS, Adapter, DatasetError, Problems, finish, label_warnings
-from msagg.data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN
+from msagg.data.adapters.files import ESC10, ESC10_FOLD_PATTERN, FOLDER, FSDD, FSDD_PATTERN, UNLABELLED
 from msagg.data.adapters.options import GENERATED_ONLY, AdapterOptions
 from msagg.data.adapters.published import GTZAN, GTZAN_FOLDERS, GTZAN_GENRES, MTAT
 from msagg.data.adapters.synthetic import GENRE_SEED_OFFSET, SYNTH_GENRE, SYNTH_GM_GENRE, SYNTH_GM_TAGS, SYNTH_TAGS
@@ -69,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 ADAPTERS: dict[str, Adapter] = {
     a.name: a for a in (SYNTH_TAGS, SYNTH_GENRE, SYNTH_GM_TAGS, SYNTH_GM_GENRE, FOLDER, ESC10, CSV, CSV_TAGS,
-                        CSV_CLASSES, MTAT, GTZAN, FSDD)
+                        CSV_CLASSES, MTAT, GTZAN, FSDD, UNLABELLED)
 }
 """Every dataset adapter by the name users give (``--dataset``), in the order the help lists them."""
 

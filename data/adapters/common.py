@@ -21,7 +21,7 @@ from msagg.data.tracklist import TrackList
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".au", ".aiff", ".aif")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".au", ".aiff", ".aif")
 """File name endings the folder adapters list (case-insensitive)."""
 
 MAX_SHOWN_PER_KIND = 10

@@ -1,11 +1,14 @@
-"""The adapters of audio files in folders: folder (one sub-folder per class), esc10, fsdd."""
+"""The adapters of audio files in folders: folder (one sub-folder per class), esc10, fsdd, unlabelled."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 from pathlib import Path
+
+import numpy as np
 
 from msagg.data.adapters.common import (
     AUDIO_EXTENSIONS, Adapter, Listing, Problems, duplicates, is_audio, one_hot, source_dir,
@@ -20,6 +23,8 @@ ESC10_FOLD_PATTERN = r"^(\d+)-"
 FSDD_PATTERN = re.compile(r"^(\d)_([^_]+)_(\d+)$")
 FSDD_TEST = range(0, 5)  # official: recordings 0-4 of every digit and speaker are the test set
 FSDD_VALID = range(5, 10)  # ours: the official split has no validation set
+UNLABELLED_VALID_FRACTION = 0.1
+"""Share of an unlabelled collection's tracks that go to valid (by a hash of their id: see ``hashed_split``)."""
 
 
 def _folder(name: str, source, problems: Problems) -> Listing:
@@ -122,7 +127,59 @@ def _list_fsdd(source, opts: AdapterOptions, problems: Problems) -> Listing:
 
 
 
+def hashed_split(track_ids, fraction: float = UNLABELLED_VALID_FRACTION, seed: int = 0) -> list[str]:
+    """A train/valid split fixed by each id alone: valid where sha256(seed, id) falls below ``fraction``.
+
+    Adding or removing files never moves another file between train and valid. With two or more
+    tracks, at least one is valid (the one with the lowest hash) and at least one train.
+    """
+    keys = [int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in track_ids]
+    split = ["valid" if k < fraction else "train" for k in keys]
+    if len(keys) >= 2:
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        if "valid" not in split:
+            split[order[0]] = "valid"
+        if "train" not in split:
+            split[order[-1]] = "train"
+    return split
+
+
+def _list_unlabelled(source, opts: AdapterOptions, problems: Problems) -> Listing:
+    """Every audio file under a folder, at any depth, with no labels: a music collection to pretrain on."""
+    root = source_dir(source, problems, "folder of audio files (any layout)")
+    problems.raise_if_any()
+    ids, sources = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if is_audio(f) and not f.startswith("."):
+                path = Path(dirpath) / f
+                ids.append(path.relative_to(root).with_suffix("").as_posix())
+                sources.append(str(path))
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    ids, sources = [ids[k] for k in order], [sources[k] for k in order]
+    if not ids:
+        problems.add("no audio files", f"none under {escape_name(root)} ({', '.join(AUDIO_EXTENSIONS)})")
+    duplicates(ids, sources, problems)
+    problems.raise_if_any()
+    split = hashed_split(ids, seed=opts.split_seed)
+    return Listing(
+        name=escape_name(root.resolve().name) or "unlabelled",
+        task="tags",
+        label_names=[],
+        track_ids=ids,
+        sources=sources,
+        labels=np.zeros((len(ids), 0), dtype=np.uint8),
+        fold_names=[Path(s).name for s in sources],
+        official=split,
+        official_info={"kind": "hashed", "rule": f"valid where sha256(split_seed:id) < {UNLABELLED_VALID_FRACTION}, "
+                                                  "else train (no test)", "seed": int(opts.split_seed)},
+    )
+
+
 FOLDER = Adapter("folder", _list_folder, "one sub-folder per class")
 ESC10 = Adapter("esc10", _list_esc10, "ESC-10, its official folds in the file names",
                 fold_pattern=ESC10_FOLD_PATTERN, default_fold=1)
 FSDD = Adapter("fsdd", _list_fsdd, "Free Spoken Digit Dataset", official=True)
+UNLABELLED = Adapter("unlabelled", _list_unlabelled, "every audio file under a folder, no labels (a music collection "
+                     "to pretrain on with teacher labels: msagg teach)", official=True)

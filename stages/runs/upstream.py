@@ -21,6 +21,7 @@ from msagg.data.errors import MsaggError
 from msagg.data.formats.cache_layout import cache_file, cache_run_folder
 from msagg.data.formats.features import FILE_NAME as FEATURES_FILE
 from msagg.data.runs import run_file
+from msagg.models import pretrained
 from msagg.stages.runs.records import (CONFIG_FILE, DONE_FILE, METADATA_FILE, config_hash, read_json_config,
                                        read_json_record)
 
@@ -42,7 +43,9 @@ def _folder_and_file(path: Path, stage: str) -> tuple[Path, Path | None]:
     if stage == "extract":  # the features file: the run folder or its features.h5
         file = run_file(path, FEATURES_FILE)
         return file.parent, file
-    return path, None  # a run read as a whole folder (pretrain, classify)
+    if stage == "pretrain":  # a run folder, or the name of a family msagg ships ("general")
+        return pretrained.resolve(path), None
+    return path, None  # a run read as a whole folder (classify, teach)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

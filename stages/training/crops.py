@@ -13,6 +13,7 @@ import numpy as np
 
 from msagg.data import segments as segments_lib
 from msagg.stages.training import augment as augment_lib
+from msagg.stages.training import targets as targets_lib
 
 AUGMENT_STREAM = 0x617567
 """Appended to (seed, epoch, index) to seed a batch's augmentation draws: a stream apart from the
@@ -40,14 +41,15 @@ class CropSequence(keras.utils.PyDataset):
         epoch: The epoch the next pass belongs to; ``on_epoch_end`` advances it.
         augment: Augmentation of the crops (None or ``Augment()``: none). Only training crops come
             from here; validation and test read plain segments (``msagg.stages.training.evaluation``).
+        targets: What a crop is fitted to (``msagg.stages.training.targets``); None: the cache's labels.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``PyDataset``.
 
     Each item is ``(x, y)``: x float32 (batch_size, input_length) waveforms, y float32
-    (batch_size, num_labels) labels (soft labels when mixup is on).
+    (batch_size, num_labels) targets (soft with teacher targets or mixup).
     """
 
     def __init__(self, cache, indices, input_length: int, batch_size: int, steps: int, seed: int = 0,
-                 epoch: int = 0, augment: augment_lib.Augment | None = None, **kwargs):
+                 epoch: int = 0, augment: augment_lib.Augment | None = None, targets=None, **kwargs):
         super().__init__(**kwargs)
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -63,7 +65,7 @@ class CropSequence(keras.utils.PyDataset):
         self.epoch = int(epoch)
         self.augment = augment if augment is not None else augment_lib.Augment()
         self.lengths = np.asarray(cache.lengths, dtype=np.int64)[self.indices]
-        self.labels = np.asarray(cache.labels)[self.indices].astype(np.float32)  # (tracks, labels)
+        self.targets = targets if targets is not None else targets_lib.DatasetTargets(cache)
 
     def __len__(self) -> int:
         return self.steps
@@ -78,15 +80,22 @@ class CropSequence(keras.utils.PyDataset):
             aug_rng = np.random.default_rng([self.seed, self.epoch, int(index), AUGMENT_STREAM])
         semitones = augment_lib.pitch_semitones(self.augment, self.batch_size, aug_rng) if aug_rng is not None else None
         x = np.empty((self.batch_size, self.input_length), dtype=np.float32)
+        starts = np.empty(self.batch_size, dtype=np.int64)
+        lengths = np.empty(self.batch_size, dtype=np.int64)
         for row, pick in enumerate(picks):
             length = self.input_length
             if semitones is not None and semitones[row] != 0:
                 length = augment_lib.read_length(self.input_length, semitones[row])
             room = max(int(self.lengths[pick]) - length, 0)
             start = int(rng.integers(0, room + 1))
+            starts[row], lengths[row] = start, length
             crop = self.cache.crop(int(self.indices[pick]), start, length)
             x[row] = crop if length == self.input_length else augment_lib.resample_to(crop, self.input_length)
-        y = self.labels[picks]
+        if self.targets.soft and np.any(lengths != self.input_length):  # a pitch-shifted crop spans more or less time
+            y = np.concatenate([self.targets.crops(self.indices[picks[r:r + 1]], starts[r:r + 1], int(lengths[r]))
+                                for r in range(self.batch_size)])
+        else:
+            y = self.targets.crops(self.indices[picks], starts, self.input_length)
         if aug_rng is not None:
             x, y = augment_lib.augment_batch(x, y, self.augment, aug_rng, copy=False)
         return x, y

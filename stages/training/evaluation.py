@@ -52,9 +52,17 @@ def predict_segments(model: keras.Model, cache, indices, input_length: int, batc
     return [np.stack(rows) for rows in out]
 
 
-def segment_loss(task: str, labels: np.ndarray, seg_preds: list[np.ndarray]) -> float:
-    """Mean training loss over all segments (each segment carries its track's labels)."""
-    y = np.concatenate([np.repeat(labels[i : i + 1], len(p), axis=0) for i, p in enumerate(seg_preds)])
+def segment_loss(task: str, labels, seg_preds: list[np.ndarray]) -> float:
+    """Mean training loss over all segments.
+
+    Args:
+        labels: (num_tracks, num_labels), each segment carrying its track's labels; or one
+            (num_segments, num_labels) array of targets per track (teacher targets aligned in time).
+    """
+    if isinstance(labels, list):
+        y = np.concatenate(labels)
+    else:
+        y = np.concatenate([np.repeat(labels[i : i + 1], len(p), axis=0) for i, p in enumerate(seg_preds)])
     p = np.clip(np.concatenate(seg_preds).astype(np.float64), _EPS, 1.0 - _EPS)
     y = y.astype(np.float64)
     if task == "tags":

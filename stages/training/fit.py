@@ -33,6 +33,7 @@ from msagg.stages.runs.pretrain_run import load_model, mark_scale_done, save_mod
 from msagg.stages.songs.metrics import PRIMARY
 from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT, PretrainError, learning_check
 from msagg.stages.training import checkpoint, crops
+from msagg.stages.training import targets as targets_lib
 from msagg.stages.training import devices as devices_lib
 from msagg.stages.training import log as training_log
 from msagg.stages.training.crops import CropSequence
@@ -60,17 +61,20 @@ def resolve_devices(config: Any) -> devices_lib.Devices:
 
 def train_scales(config: Any, cache, out_dir: Path, *, devices: devices_lib.Devices, progress: bool,
                  eval_batch_size: int, tensorboard: bool,
-                 on_epoch_end: Callable[[str, dict], None] | None) -> dict[str, dict]:
+                 on_epoch_end: Callable[[str, dict], None] | None, targets=None) -> dict[str, dict]:
     """Trains (or resumes, or skips) every scale of ``config`` into ``out_dir/<scale>/``.
+
+    ``targets`` (``msagg.stages.training.targets``) is what the models fit; None: the cache's labels.
 
     Returns:
         Scale -> the ``SUMMARY_KEYS`` of its metrics.json.
     """
     summary: dict[str, dict] = {}
+    targets = targets if targets is not None else targets_lib.DatasetTargets(cache)
     keras.utils.set_random_seed(config.seed)
     for scale in config.scales:
         with devices_lib.data_parallel(devices):
-            metrics = _train_scale(config, scale, cache, pretrain_run.scale_dir(out_dir, scale), devices=devices,
+            metrics = _train_scale(config, scale, cache, targets, pretrain_run.scale_dir(out_dir, scale), devices=devices,
                                    progress=progress, eval_batch_size=eval_batch_size, tensorboard=tensorboard,
                                    on_epoch_end=on_epoch_end)
         summary[scale] = {k: metrics.get(k) for k in SUMMARY_KEYS}
@@ -140,6 +144,7 @@ def _train_scale(
     config: Any,
     scale: str,
     cache,
+    targets,
     folder: Path,
     *,
     devices: devices_lib.Devices,
@@ -162,13 +167,13 @@ def _train_scale(
         shutil.rmtree(ckpt, ignore_errors=True)
         return json.loads(metrics_path.read_text())
 
-    task, num_labels = cache.task, len(cache.label_names)
+    task, num_labels = targets.task, len(targets.label_names)
     train = np.asarray(cache.indices("train"), dtype=np.int64)
     valid = _validation_tracks(config, cache)
     if train.size == 0 or valid.size == 0:
         raise PretrainError(f"{config.cache}: pretraining needs train and valid tracks; the cache has "
                             f"{train.size} train and {valid.size} valid tracks")
-    valid_labels = np.asarray(cache.labels)[valid]
+    valid_songs = targets_lib.song_metric_labels(targets, targets.songs(valid))
     steps = config.steps_per_epoch or crops.steps_per_pass(np.asarray(cache.lengths)[train], input_length,
                                                            config.batch_size)
     seed = _scale_seed(config.seed, scale)
@@ -218,7 +223,8 @@ def _train_scale(
     # On several hosts (JAX), each process draws its own share of every global batch.
     local_batch = config.batch_size // devices.num_processes
     crop_seed = seed if devices.num_processes == 1 else _scale_seed(seed, f"process{devices.process_index}")
-    sequence = CropSequence(cache, train, input_length, local_batch, steps, seed=crop_seed, augment=augment)
+    sequence = CropSequence(cache, train, input_length, local_batch, steps, seed=crop_seed, augment=augment,
+                            targets=targets)
     scalars = training_log.ScalarLog(folder / "tensorboard", enabled=tensorboard)
     try:
         while state["lr_stage"] < config.num_lr_stages:
@@ -239,8 +245,9 @@ def _train_scale(
             train_seconds = time.perf_counter() - started
             loss = float(fitted.history["loss"][-1])
             seg_preds = predict_segments(model, cache, valid, input_length, eval_batch_size)
-            val_loss = segment_loss(task, valid_labels, seg_preds)
-            val_metric = song_metrics(task, valid_labels, song_predictions(seg_preds))[PRIMARY[task]]
+            val_loss = segment_loss(task, [targets.segments(t, len(p), input_length) for t, p in zip(valid, seg_preds)],
+                                    seg_preds)
+            val_metric = song_metrics(task, valid_songs, song_predictions(seg_preds))[PRIMARY[task]]
             row = {
                 "epoch": epoch + 1,
                 "lr_stage": state["lr_stage"],
@@ -289,14 +296,14 @@ def _train_scale(
     finally:
         scalars.close()
 
-    metrics = _finish_scale(config, scale, cache, folder, state, num_params, eval_batch_size, devices)
+    metrics = _finish_scale(config, scale, cache, targets, folder, state, num_params, eval_batch_size, devices)
     write_scale_metrics(folder, metrics)
     mark_scale_done(folder, {"scale": scale, "best_epoch": state["best_epoch"]})
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
 
 
-def _finish_scale(config: Any, scale: str, cache, folder: Path, state: dict, num_params: int,
+def _finish_scale(config: Any, scale: str, cache, targets, folder: Path, state: dict, num_params: int,
                   eval_batch_size: int, devices: devices_lib.Devices) -> dict[str, Any]:
     spec = specs.get_spec(scale)
     history = state["history"]
@@ -307,7 +314,8 @@ def _finish_scale(config: Any, scale: str, cache, folder: Path, state: dict, num
     test = np.asarray(cache.indices("test"), dtype=np.int64)
     if test.size:
         seg_preds = predict_segments(best, cache, test, spec.input_length, eval_batch_size)
-        test_metrics = song_metrics(cache.task, np.asarray(cache.labels)[test], song_predictions(seg_preds))
+        test_metrics = song_metrics(targets.task, targets_lib.song_metric_labels(targets, targets.songs(test)),
+                                    song_predictions(seg_preds))
     else:
         logger.warning("%s: the cache has no test tracks; no test metrics", scale)
         test_metrics = {}
@@ -318,8 +326,8 @@ def _finish_scale(config: Any, scale: str, cache, folder: Path, state: dict, num
         "scale": scale,
         "input_length": spec.input_length,
         "sample_rate": int(cache.sample_rate),
-        "task": cache.task,
-        "label_names": list(cache.label_names),
+        "task": targets.task,
+        "label_names": list(targets.label_names),
         "width": config.width,
         "block": config.block,
         "multi": config.multi,
@@ -327,7 +335,7 @@ def _finish_scale(config: Any, scale: str, cache, folder: Path, state: dict, num
         "epochs": state["epoch"],
         "best_epoch": state["best_epoch"],
         "best_val_loss": state["best_val_loss"],
-        "song_metric": PRIMARY[cache.task],
+        "song_metric": PRIMARY[targets.task],
         "best_val_song_metric": best_row.get("val_song_metric"),
         **learning_check(history),
         "num_test_tracks": int(test.size),
