@@ -211,12 +211,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # demo with ReSE-2-multi models (Kim et al. 2018) instead of the basic blocks.
     "demo-rese": {**_DEMO, "block": "rese", "multi": True},
     # `make pretrain-general` (the family msagg ships, ``msagg.models.pretrained``): the demo's three
-    # quarter-width scales on about 20 hours of real music (Debian's game soundtracks, an
+    # scales at half width on about 20 hours of real music (Debian's game soundtracks, an
     # `unlabelled` collection) labelled by musicnn's MTT and MSD taggers (`msagg teach`): soft,
-    # time-aligned targets over both vocabularies, three lr stages of at most 4 epochs of 400
-    # steps, validation on 16 tracks: about 1 h 40 min on 2 CPU cores.
-    "general": {**_DEMO, "max_epochs_per_stage": 4, "steps_per_epoch": 400, "val_max_tracks": 16,
-                "augment": False},
+    # time-aligned targets over both vocabularies, lr 0.03, three lr stages of at most 4 epochs of
+    # 270 steps, validation on 16 tracks: about 1.5 h on 2 CPU cores.
+    "general": {**_DEMO, "width": 0.5, "learning_rate": 0.03, "max_epochs_per_stage": 4, "steps_per_epoch": 270,
+                "val_max_tracks": 16, "augment": False},
     # `make pretrain-general-gm`: the same scales on the 2000-track rendered synth-gm-tags corpus with its own
     # tags, three lr stages of at most 8 epochs of 150 steps: about an hour on 2 CPU cores.
     "general-gm": {**_DEMO, "max_epochs_per_stage": 8, "steps_per_epoch": 150, "val_max_tracks": 100,
