@@ -6,7 +6,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -23,6 +23,10 @@ SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PC
 TRUNCATION_TOLERANCE = 0.001
 """Fraction of the announced frames a file may lack before it counts as truncated. Some writers
 put a data size a header's length too large (36 bytes); no cut-off copy is that close to whole."""
+BLOCK_FRAMES = 1 << 16
+"""Frames ``stream`` decodes at a time (1.5 s at 44.1 kHz)."""
+DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError)
+"""What soundfile raises for a file it cannot open or decode."""
 
 
 class AudioError(MsaggError):
@@ -72,6 +76,76 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
             truncated, holds no samples, or holds samples that are not finite.
         ValueError: If ``sample_rate`` is not a positive integer.
     """
+    path = _readable(path, sample_rate)
+    try:
+        # soundfile encodes a str path strictly, which fails on a name that is not UTF-8.
+        with sf.SoundFile(_native(path)) as f:
+            file_rate = f.samplerate
+            wave = f.read(dtype="float32", always_2d=True)  # (num_samples, num_channels)
+            announced = _announced_frames(path, f.format, f.subtype, f.channels)
+    except DECODE_ERRORS as err:
+        raise _undecodable(path, err) from None
+    _check_length(path, wave.shape[0], announced)
+    if not np.isfinite(wave).all():
+        raise AudioError(path, NON_FINITE)
+    wave = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
+    if file_rate != sample_rate:
+        wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def stream(path: str | os.PathLike, sample_rate: int, *, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Decodes an audio file block by block: ``load``'s waveform, never held whole.
+
+    The blocks joined are ``load(path, sample_rate)`` (soxr resamples a stream as it resamples
+    the whole), so a song of any length is read in memory that does not grow with it.
+
+    Args:
+        path: A file libsndfile can read (as ``load``).
+        sample_rate: The rate of the blocks, Hz.
+        block_frames: Frames of the file decoded at a time.
+
+    Yields:
+        float32 (n,) mono blocks at ``sample_rate``, in order, none empty.
+
+    Raises:
+        AudioError: For the files ``load`` refuses, each when it is found: a file that cannot be
+            opened before the first block, non-finite samples at their block, a truncated file
+            or one of 0 frames after the last.
+        ValueError: If ``sample_rate`` is not a positive integer.
+    """
+    path = _readable(path, sample_rate)
+    try:
+        f = sf.SoundFile(_native(path))
+    except DECODE_ERRORS as err:
+        raise _undecodable(path, err) from None
+    with f:
+        announced = _announced_frames(path, f.format, f.subtype, f.channels)
+        resampler = (soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+                     if f.samplerate != sample_rate else None)
+        frames, last = 0, False
+        while not last:
+            try:
+                block = f.read(block_frames, dtype="float32", always_2d=True)  # (n, num_channels)
+            except DECODE_ERRORS as err:
+                raise _undecodable(path, err) from None
+            frames += block.shape[0]
+            last = block.shape[0] < block_frames
+            if not np.isfinite(block).all():
+                raise AudioError(path, NON_FINITE)
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            if resampler is not None and frames:
+                mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+            if mono.shape[0]:
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+    _check_length(path, frames, announced)
+
+
+NON_FINITE = "holds non-finite samples (NaN or infinity)"
+
+
+def _readable(path: str | os.PathLike, sample_rate: int) -> Path:
+    """The path as a Path, once the rate is valid and the path names a file that is not empty."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
     path = Path(os.fsdecode(path))
@@ -81,25 +155,20 @@ def load(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise AudioError(path, "not a file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
-    try:
-        # soundfile encodes a str path strictly, which fails on a name that is not UTF-8.
-        with sf.SoundFile(_native(path)) as f:
-            file_rate = f.samplerate
-            wave = f.read(dtype="float32", always_2d=True)  # (num_samples, num_channels)
-            announced = _announced_frames(path, f.format, f.subtype, f.channels)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
-        raise AudioError(path, f"cannot decode: corrupt or unsupported audio ({_decode_detail(err)})") from None
-    if announced is not None and wave.shape[0] < announced * (1 - TRUNCATION_TOLERANCE):
-        raise AudioError(path, f"truncated: {wave.shape[0]} of {announced} frames (the file ends before "
+    return path
+
+
+def _undecodable(path: Path, err: BaseException) -> AudioError:
+    return AudioError(path, f"cannot decode: corrupt or unsupported audio ({_decode_detail(err)})")
+
+
+def _check_length(path: Path, frames: int, announced: int | None) -> None:
+    """Refuses a truncated file (fewer frames than its header announces) and one of 0 frames."""
+    if announced is not None and frames < announced * (1 - TRUNCATION_TOLERANCE):
+        raise AudioError(path, f"truncated: {frames} of {announced} frames (the file ends before "
                                "the audio its header announces; copy it again)")
-    if wave.shape[0] == 0:
+    if frames == 0:
         raise AudioError(path, "no audio samples (0 frames)")
-    if not np.isfinite(wave).all():
-        raise AudioError(path, "holds non-finite samples (NaN or infinity)")
-    wave = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
-    if file_rate != sample_rate:
-        wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(wave, dtype=np.float32)
 
 
 def write(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> Path:

@@ -120,3 +120,67 @@ def track_groups(indices: Iterable[int], length_of: Callable[[int], int], input_
             group, totals = [], [0] * len(input_lengths)
     if group:
         yield group
+
+
+class Segmenter:
+    """Cuts a waveform that arrives in blocks into the segments ``segment`` gives, as they complete.
+
+    Memory is one segment and one block, whatever the length of the track: a song decoded block
+    by block (``msagg.data.audio.stream``) goes through a model without ever being held whole.
+    Feeding blocks ``b1, b2, ...`` then calling ``finish`` yields the rows of
+    ``segment(concatenate([b1, b2, ...]), length, segments)`` at ``segment_starts(...)``.
+
+    Args:
+        length: Segment length, samples.
+        segments: "drop" or "cover" (module docstring).
+
+    Example:
+        >>> cut = Segmenter(4, "cover")
+        >>> [(start, seg.tolist()) for start, seg in cut.push(np.arange(6.0))]
+        [(0, [0.0, 1.0, 2.0, 3.0])]
+        >>> [(start, seg.tolist()) for start, seg in cut.finish()]
+        [(2, [2.0, 3.0, 4.0, 5.0])]
+    """
+
+    def __init__(self, length: int, segments: str = "drop"):
+        _check(0, length, segments)
+        self.length = int(length)
+        self.segments = segments
+        self.num_samples = 0
+        self._pending = np.zeros(0, dtype=np.float32)  # samples after the last whole segment (< length)
+        self._last: np.ndarray | None = None  # the last whole segment (the "cover" segment reaches into it)
+
+    def push(self, block: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Takes the next samples; returns the segments they complete.
+
+        Args:
+            block: float (n,) samples following those pushed before.
+
+        Returns:
+            ``(start sample, float32 (length,))`` per completed segment, in order; the arrays may
+            be views of ``block``, valid until the next call.
+        """
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 1:
+            raise ValueError(f"expected a 1-D block of samples, got shape {block.shape}")
+        data = np.concatenate([self._pending, block]) if self._pending.size else block
+        first = self.num_samples - self._pending.size
+        self.num_samples += block.shape[0]
+        whole = data.shape[0] // self.length
+        out = [(first + i * self.length, data[i * self.length:(i + 1) * self.length]) for i in range(whole)]
+        if whole:
+            self._last = out[-1][1].copy()
+        self._pending = data[whole * self.length:].copy()
+        return out
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        """The segments the end of the track adds: the zero-padded one of a track shorter than a
+        segment, or with "cover" the one that ends at the track's end; else none."""
+        if self.num_samples < self.length:
+            padded = np.zeros(self.length, dtype=np.float32)
+            padded[: self._pending.shape[0]] = self._pending
+            return [(0, padded)]
+        if self.segments == "cover" and self._pending.size:
+            tail = np.concatenate([self._last, self._pending])[-self.length:]
+            return [(self.num_samples - self.length, tail)]
+        return []

@@ -1,19 +1,16 @@
-"""The `msagg` command line: one subcommand per stage, plus predict and bench."""
+"""The `msagg` command line: one subcommand per stage, plus predict, embed and bench."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, FolderPath, config_options,
                                      field_options, friendly_errors, setup_logging, STATE)
-from msagg.pipeline import bench_cli, teach_cli
+from msagg.pipeline import bench_cli, embed_cli, predict_cli, teach_cli
 from msagg.pipeline.config import resolve
-from msagg.data.names import escape_name
 from msagg.data.segments import SEGMENTINGS
 from msagg.stages import classify as classify_stage, extract as extract_stage, prepare as prepare_stage
 from msagg.stages import pretrain as pretrain_stage
@@ -46,6 +43,7 @@ def main(log_level: str, debug: bool) -> None:
       msagg classify  song-level classifiers on those features; results tables and plots
       msagg teach     label a cache with a real-music tagger (musicnn), to pretrain on
       msagg predict   tag or classify audio files with trained runs
+      msagg embed     the song vectors of audio files, into one HDF5 or .npz file
       msagg bench     training/inference throughput of the SampleCNN family
       msagg bench-pipeline  prepare, training input and extract at N and 4N tracks: speed, memory, disk
 
@@ -319,52 +317,6 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, predicto
 
 
 @main.command()
-@click.argument("audio", nargs=-1, required=True, type=click.Path())
-@click.option("--pretrain", "pretrain_dir", type=FolderPath(),
-              help="A pretrain run folder: predict with its end-to-end models (mean over scales).")
-@click.option("--classify", "classify_dir", type=FolderPath(),
-              help="A classify run folder: extract features with its models and apply its default classifier "
-              "(models/index.json's \"default\", named in its results.md).")
-@click.option("--top", "top_k", type=click.IntRange(min=1), default=5, show_default=True,
-              help="How many labels to print per file (at least 1).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
-@friendly_errors
-def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
-    """Tag or classify audio files with a trained run.
-
-    With --pretrain, each scale's end-to-end SampleCNN scores the file's segments and the song
-    score is their mean (averaged over scales). With --classify, features are extracted with the
-    models that classify run was built on and its default song-level classifier is applied: the
-    all-scales set, or with classify --predictor-set valid the set best on the validation split
-    (results.md and models/index.json name it). Files that cannot be read, or are shorter than the
-    models' longest input segment, are reported and not scored; the others are still predicted
-    (exit status 1 if any was not).
-
-    \b
-    Examples:
-      msagg predict song.wav --pretrain runs/demo/pretrain
-      msagg predict a.mp3 b.flac --classify runs/demo/classify/synth-genre --json
-    """
-    from msagg.stages import predict as stage
-
-    if bool(pretrain_dir) == bool(classify_dir):
-        raise click.UsageError("give exactly one of --pretrain DIR or --classify DIR")
-    results = stage.predict_files(list(audio), pretrain=pretrain_dir, classify=classify_dir)
-    failed = [r for r in results if "error" in r]
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            if "error" in r:
-                click.echo(f"{escape_name(r['path'])}: not scored: {r.get('reason', r['error'])}", err=True)
-                continue
-            top = sorted(r["scores"].items(), key=lambda kv: -kv[1])[:top_k]
-            click.echo(f"{r['path']}: " + ", ".join(f"{name} {score:.3f}" for name, score in top))
-    if failed:
-        sys.exit(1)
-
-
-@main.command()
 @field_options(prepare_stage.Config, skip=CROSSVAL_SKIPS, required=("dataset",))
 @click.option("--num-folds", type=int, default=5, show_default=True,
               help="How many folds, each the test split once: the dataset's official folds in its file names "
@@ -421,6 +373,8 @@ def crossval(num_folds, preset, sets, classifiers, pretrained, song_pool, compar
 
 
 main.add_command(teach_cli.teach)
+main.add_command(predict_cli.predict)
+main.add_command(embed_cli.embed)
 main.add_command(bench_cli.bench)
 main.add_command(bench_cli.bench_pipeline)
 

@@ -9,13 +9,21 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from msagg.data.audio import AudioError, load
-from msagg.data.segments import segment
+from msagg.data.errors import MsaggError
 from msagg.stages import quiet
+from msagg.stages.family import Family, Tags, seconds_text
 
 logger = logging.getLogger(__name__)
 
+
+class PredictError(MsaggError):
+    """Options predict cannot honour together."""
+
+
 BATCH_SIZE = 64
 """Segments per forward pass of the end-to-end models."""
+FILES_PER_PASS = 32
+"""Files decoded and scored together by a classify run's models (memory: these files' audio)."""
 
 
 def _load_all(paths: Sequence[str], sample_rate: int, min_samples: int,
@@ -41,17 +49,12 @@ def _load_all(paths: Sequence[str], sample_rate: int, min_samples: int,
         try:
             wave = load(path, sample_rate)
             if wave.shape[0] < min_samples:
-                raise AudioError(path, f"too short to score: {_seconds(wave.shape[0], sample_rate)} long, at least "
-                                       f"{_seconds(min_samples, sample_rate)} needed ({needed_by})")
+                raise AudioError(path, f"too short to score: {seconds_text(wave.shape[0], sample_rate)} long, at least "
+                                       f"{seconds_text(min_samples, sample_rate)} needed ({needed_by})")
             waves[path] = wave
         except AudioError as err:
             errors.append({"path": path, "error": str(err), "reason": err.reason})
     return waves, errors
-
-
-def _seconds(num_samples: int, sample_rate: int) -> str:
-    """"0.000454 s", "2.68 s": three significant digits, so a few samples never read as 0."""
-    return f"{num_samples / sample_rate:.3g} s"
 
 
 def _model_inputs(input_lengths: Mapping[str, int]) -> dict[str, tuple[int, str]]:
@@ -64,69 +67,69 @@ def _longest(needs: Mapping[str, tuple[int, str]]) -> tuple[int, str]:
     return max(needs.values(), key=lambda need: need[0])
 
 
-def _song_scores(model, waves: Sequence[np.ndarray], input_length: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Per song, the mean over its segments of the model's outputs: float32 (len(waves), num_labels).
-
-    The segments of all songs go through the model together, in batches of one fixed shape.
-    """
-    from msagg.stages.engines.taps import fixed_batches
-
-    per_song = [segment(w, input_length) for w in waves]
-    segments = np.concatenate(per_song)
-    batch_size = min(batch_size, len(segments))
-    outputs = np.concatenate([np.asarray(out)[:k] for k, out in
-                              fixed_batches(model.predict_on_batch, segments, batch_size)])
-    bounds = np.cumsum([len(s) for s in per_song])[:-1]
-    return np.stack([part.mean(axis=0) for part in np.split(outputs, bounds)])
-
-
-def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path) -> list[dict]:
+def predict_end_to_end(paths: Sequence[str], pretrain_dir: str | Path, *, over_time: bool = False,
+                       progress: bool = False) -> list[dict]:
     """Scores files with every end-to-end SampleCNN of a pretrain run, averaged over scales.
+
+    The models are loaded once; each file is decoded and scored block by block
+    (``msagg.stages.family.Family.tag_file``), so memory grows neither with the number of files
+    nor with their length.
 
     Args:
         paths: Audio files.
-        pretrain_dir: A finished pretrain run folder.
+        pretrain_dir: A finished pretrain run folder (or "general").
+        over_time: Also give the scores of consecutive windows (``Family.tag``'s ``over_time``).
+        progress: Show a progress bar over the files (on a terminal).
 
     Returns:
-        One dict per file, in order: ``{"path", "scores": {label: float}, "task", "models"}``, or
+        One dict per file, in order: ``{"path", "scores": {label: float}, "task", "models"}`` (and
+        with ``over_time``, ``"over_time": {"window_sec", "times", "scores"}``: window starts in
+        seconds and one list of scores per window, in ``scores``' label order), or
         ``{"path", "error", "reason"}`` for a file not scored: unreadable, or shorter than the
         longest input segment of the models (``error``: "<file>: <reason>").
 
     Raises:
         PretrainRunError: For an unfinished run or a missing or broken model file.
     """
-    from msagg.stages.runs.pretrain_run import PretrainRun
-
-    run = PretrainRun(pretrain_dir)
-    quiet.import_backend()  # the run is checked; its models need the backend
-    scales = run.select()
-    first = run.metrics(scales[0])
-    labels, task = first["label_names"], first["task"]
-    needs = _model_inputs({s: run.input_length(s) for s in scales})
-    waves, errors = _load_all(paths, run.sample_rate, *_longest(needs))
-    totals = np.zeros((len(waves), len(labels)), np.float64)
-    if waves:
-        for scale in scales:
-            totals += _song_scores(run.load(scale), list(waves.values()), run.input_length(scale))
-    results = {
-        path: {
-            "path": path,
-            "task": task,
-            "models": scales,
-            "scores": {name: round(float(s / len(scales)), 6) for name, s in zip(labels, total)},
-        }
-        for path, total in zip(waves, totals)
-    }
-    results.update({e["path"]: e for e in errors})
-    return [results[p] for p in paths]
+    family = Family(pretrain_dir, batch_size=BATCH_SIZE)
+    family.end_to_end_models()  # the run is checked; load its models before the first file
+    results = []
+    for path in _bar(paths, progress):
+        try:
+            tags = family.tag_file(path, over_time=over_time)
+        except AudioError as err:
+            results.append({"path": path, "error": str(err), "reason": err.reason})
+            continue
+        results.append({"path": path, "task": tags.task, "models": family.scales, **tag_fields(tags)})
+    return results
 
 
-def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> list[dict]:
+def tag_fields(tags: Tags) -> dict:
+    """``scores`` (and ``over_time``) of a result, rounded to 6 decimals."""
+    out: dict = {"scores": {name: round(float(s), 6) for name, s in tags.scores.items()}}
+    if tags.over_time is not None:
+        out["over_time"] = {"window_sec": round(float(tags.window_sec), 6),
+                            "times": [round(float(t), 6) for t in tags.times],
+                            "scores": [[round(float(s), 6) for s in row] for row in tags.over_time]}
+    return out
+
+
+def _bar(paths: Sequence[str], progress: bool):
+    """A progress bar over the files, shown on a terminal only when ``progress``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(paths, desc="predict", unit="file", disable=None if progress else True, dynamic_ncols=True)
+
+
+def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path, *, progress: bool = False) -> list[dict]:
     """Scores files with a classify run: features from its models, then its saved classifier.
+
+    The models are loaded once; files are decoded and scored ``FILES_PER_PASS`` at a time.
 
     Args:
         paths: Audio files.
         classify_dir: A finished classify run folder.
+        progress: Show a progress bar over the files (on a terminal).
 
     Returns:
         As ``predict_end_to_end``, with ``"feature_set"`` naming the classifier's input.
@@ -149,29 +152,42 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path) -> l
 
     needs = _model_inputs({s: pretrain.input_length(s) for s in predictor.scales})
     needs.update({name: (frame_length(predictor.sample_rate), f"one {name} frame") for name in predictor.fs.classic})
-    waves, errors = _load_all(paths, predictor.sample_rate, *_longest(needs))
-    results = {e["path"]: e for e in errors}
-    if waves:
-        features = (taps.song_features(list(waves.values()), pretrain, predictor.scales,
-                                       song_pool=predictor.song_pool, precision=predictor.precision,
-                                       segments=predictor.segments)
-                    if predictor.scales else {})
-        if predictor.fs.classic:
-            features[CLASSIC_KEY] = {name: classic_features(name, list(waves.values()), predictor.sample_rate)
-                                     for name in predictor.fs.classic}
-        scores = predictor.predict(features)
-        for row, path in enumerate(waves):
-            results[path] = {
-                "path": path,
-                "task": predictor.task,
-                "feature_set": predictor.feature_set,
-                "scores": {name: round(float(s), 6) for name, s in zip(predictor.label_names, scores[row])},
-            }
+    models = (taps.load_tap_models(pretrain, predictor.scales, precision=predictor.precision)
+              if predictor.scales else {})
+    results: dict[str, dict] = {}
+    bar = _bar(paths, progress)
+    for lo in range(0, len(paths), FILES_PER_PASS):
+        waves, errors = _load_all(paths[lo:lo + FILES_PER_PASS], predictor.sample_rate, *_longest(needs))
+        results.update({e["path"]: e for e in errors})
+        if waves:
+            features = (taps.pooled_features(list(waves.values()), models, song_pool=predictor.song_pool,
+                                             segments=predictor.segments) if models else {})
+            if predictor.fs.classic:
+                features[CLASSIC_KEY] = {name: classic_features(name, list(waves.values()), predictor.sample_rate)
+                                         for name in predictor.fs.classic}
+            scores = predictor.predict(features)
+            for row, path in enumerate(waves):
+                results[path] = {
+                    "path": path,
+                    "task": predictor.task,
+                    "feature_set": predictor.feature_set,
+                    "scores": {name: round(float(s), 6) for name, s in zip(predictor.label_names, scores[row])},
+                }
+        bar.update(len(paths[lo:lo + FILES_PER_PASS]))
+    bar.close()
     return [results[p] for p in paths]
 
 
-def predict_files(paths: Sequence[str], *, pretrain: str | None = None, classify: str | None = None) -> list[dict]:
-    """Dispatches to the end-to-end models (``pretrain``) or the extract + classifier chain."""
+def predict_files(paths: Sequence[str], *, pretrain: str | None = None, classify: str | None = None,
+                  over_time: bool = False, progress: bool = False) -> list[dict]:
+    """Dispatches to the end-to-end models (``pretrain``) or the extract + classifier chain.
+
+    Raises:
+        PredictError: For ``over_time`` with a classify run (its classifier scores whole songs).
+    """
     if pretrain:
-        return predict_end_to_end(paths, pretrain)
-    return predict_with_classifier(paths, classify)
+        return predict_end_to_end(paths, pretrain, over_time=over_time, progress=progress)
+    if over_time:
+        raise PredictError("scores over time come from the end-to-end models: use --pretrain RUN, not --classify "
+                           "(a classify run's classifier scores whole songs)")
+    return predict_with_classifier(paths, classify, progress=progress)

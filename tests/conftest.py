@@ -29,3 +29,16 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """A pretrain run trained for real on the tiny preset (``tests/tiny_family.py``), shared by the
+    tests of the Python API, ``msagg embed`` and ``msagg predict``.
+
+    Returns:
+        The run folder (scales 3^2 and 4^2 at ``tiny_family.SAMPLE_RATE`` Hz).
+    """
+    import tiny_family as tiny
+
+    return tiny.train(tmp_path_factory.mktemp("tiny-family"))

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from msagg.pipeline.cli import main
 from msagg.pipeline.clitools import CROSSVAL_SKIPS
 
-COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "bench", "crossval", "bench-pipeline"]
+COMMANDS = ["prepare", "pretrain", "extract", "classify", "predict", "embed", "bench", "crossval", "bench-pipeline"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

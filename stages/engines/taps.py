@@ -236,6 +236,12 @@ def song_features(
         Scale -> tap -> float32 (len(waves), dim).
     """
     models = load_tap_models(pretrain, scales, precision=precision)
+    return pooled_features(waves, models, song_pool=song_pool, batch_size=batch_size, segments=segments)
+
+
+def pooled_features(waves: Sequence[np.ndarray], models: Mapping[str, TapModel], *, song_pool: str = "mean",
+                    batch_size: int = 64, segments: str = "cover") -> dict[str, dict[str, np.ndarray]]:
+    """``song_features`` with models already loaded (``load_tap_models``): scale -> tap -> float32 (len(waves), dim)."""
     features: dict[str, dict[str, list[np.ndarray]]] = {s: {t: [] for t in specs.TAPS} for s in models}
     for chunk in _chunks(range(len(waves)), lambda i: len(waves[i]), models, batch_size, segments):
         block, _ = features_of_waves([waves[i] for i in chunk], models, song_pool, batch_size, segments)
