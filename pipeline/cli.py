@@ -272,9 +272,9 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     help=f"Which song-level classifiers (default all): {describe_classifiers()}. Repeatable.",
 )
 @click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
-@click.option("--predictor-set", type=click.Choice(["all", "valid"]),
-              help="The feature set `msagg predict` uses by default: all (the all-scales set; default) or valid "
-              "(the set best on the validation split).")
+@click.option("--predictor-set", type=click.Choice(list(classify_stage.PREDICTOR_SETS)),
+              help="The classifier `msagg predict` applies by default: chosen (the set, classifier and C chosen by "
+              "cross-validation of the train and valid songs; default) or all (the all-scales set).")
 @config_options(classify_stage.Config)
 @friendly_errors
 def classify(features, combos, specs, repeats, classifiers, tsne_label, predictor_set, out_dir, overwrite, config_file,
@@ -284,8 +284,10 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, predicto
     Feature sets: every scale's -3, -2, -1 layer and the three concatenated, then multi-scale
     combinations of the last-three features (or the sets given with --combo / --feature-set),
     then the MFCC baseline alone and joined to all scales (when extract stored it; --feature-set
-    mfcc, all+mfcc). Features are standardized with train statistics; metrics are computed on the test split
-    (ROC-AUC and PR-AUC for tags, accuracy and macro F1 for classes). Writes metrics.json,
+    mfcc, all+mfcc). Features are standardized with train statistics (a joined set's blocks weighted
+    alike); metrics are computed on the test split (ROC-AUC and PR-AUC for tags, accuracy and macro
+    F1 for classes). The chosen row: the set, classifier and C chosen by a 5-fold cross-validation
+    of the train and valid songs (--set cv_folds=K), which predict applies. Writes metrics.json,
     results.csv, results.md (the paper's Tables 1 and 2) and plots/ (per-tag ROC-AUC bars, t-SNE
     of -3 vs -1 layer features).
 
@@ -331,8 +333,8 @@ def predict(audio, pretrain_dir, classify_dir, top_k, as_json):
     With --pretrain, each scale's end-to-end SampleCNN scores the file's segments and the song
     score is their mean (averaged over scales). With --classify, features are extracted with the
     models that classify run was built on and its default song-level classifier is applied: the
-    all-scales set, or with classify --predictor-set valid the set best on the validation split
-    (results.md and models/index.json name it). Files that cannot be read, or are shorter than the
+    set and classifier chosen by cross-validation, or with classify --predictor-set all the
+    all-scales set (results.md and models/index.json name it). Files that cannot be read, or are shorter than the
     models' longest input segment, are reported and not scored; the others are still predicted
     (exit status 1 if any was not).
 

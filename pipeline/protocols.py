@@ -168,13 +168,18 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict:
             values = [m["feature_sets"][fs_name]["classifiers"][clf]["test"][metric]["mean"] for m in fold_metrics.values()]
             rows[f"{fs_name} ({clf})"] = {"feature_set": fs_name, "classifier": clf, "group": entry["group"],
                                           **mean_std([v for v in values if v is not None])}
-        if entry.get("selected"):  # per fold, the classifier best on that fold's validation split
+        if entry.get("selected"):  # per fold, the classifier cross-validation selected for the set
             picked = [m["feature_sets"][fs_name].get("selected") for m in fold_metrics.values()]
             values = [p["test"][metric]["mean"] for p in picked if p]
             chosen = sorted({p["classifier"] for p in picked if p})
-            rows[f"{fs_name} (chosen on valid)"] = {
-                "feature_set": fs_name, "classifier": f"chosen on valid ({', '.join(chosen)})", "group": entry["group"],
+            rows[f"{fs_name} (selected by CV)"] = {
+                "feature_set": fs_name, "classifier": f"selected by CV ({', '.join(chosen)})", "group": entry["group"],
                 **mean_std([v for v in values if v is not None])}
+    picks = [m.get("chosen") for m in fold_metrics.values()]
+    if any(picks):  # per fold, the set and classifier cross-validation chose among all
+        names = sorted({f"{p['feature_set']} {p['classifier']}" for p in picks if p})
+        rows["chosen"] = {"feature_set": "chosen by CV", "classifier": ", ".join(names), "group": "chosen",
+                          **mean_std([p["test"][metric]["mean"] for p in picks if p])}
     for scale in first["end_to_end"].get("scales", {}):
         values = [m["end_to_end"]["scales"].get(scale, {}).get(metric) for m in fold_metrics.values()]
         rows[f"{scale} end-to-end"] = {"feature_set": scale, "classifier": "end-to-end SampleCNN",
@@ -200,8 +205,9 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
         f"# {dataset}: {len(summary['folds'])}-fold cross-validation (folds {folds}), {head}",
         "",
         f"{how}{f' Extract: {extra}.' if extra else ''} {title}: mean ± std over folds (one classifier seed per "
-        "fold). Classifiers marked \"chosen on valid\": per fold, the one with the best validation score for "
-        "that feature set.",
+        "fold). Classifiers marked \"selected by CV\": per fold, the one (and its C) with the best score in a "
+        "cross-validation of that fold's train and valid songs, refitted on them. \"chosen by CV\": per fold, the "
+        "feature set and classifier that cross-validation chose among all (the row `msagg predict` applies).",
         "",
         f"| Feature set | Classifier | {title} | per fold |",
         "|---|---|---:|---|",
