@@ -230,8 +230,8 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
 def comparison_markdown(summary: Mapping[str, Any]) -> list[str]:
     """The lines of crossval.md's side-by-side table of the base and its ``--compare`` variants.
 
-    Rows are the base table's rows whose features the pretrained models make (the classic MFCC
-    set is the same in every variant and left out), in the base table's order.
+    Rows are the base table's rows whose features the pretrained models make (the reference sets
+    alone, MFCC and musicnn, are the same in every variant and left out), in the base table's order.
     """
     metric = summary["metric"]
     title = "accuracy" if metric == "accuracy" else "ROC-AUC"
@@ -239,8 +239,8 @@ def comparison_markdown(summary: Mapping[str, Any]) -> list[str]:
     base_sets = " ".join(summary.get("pretrain_sets") or []) or "the preset as it is"
     lines = [f"## Variants compared ({title}, mean ± std over the same folds)", "",
              f"Every variant pretrains, extracts and classifies again from the same prepared folds. base: {base_sets}; "
-             + "; ".join(f"{name}: {' '.join(v['sets'])}" for name, v in variants.items()) + ". The MFCC rows "
-             "do not depend on pretraining and are the same in every variant (above).", "",
+             + "; ".join(f"{name}: {' '.join(v['sets'])}" for name, v in variants.items()) + ". The reference "
+             "rows alone (MFCC, musicnn) do not depend on pretraining and are the same in every variant (above).", "",
              "| Feature set | Classifier | base | " + " | ".join(variants) + " |",
              "|---|---|---:|" + "---:|" * len(variants)]
 

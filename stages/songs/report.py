@@ -15,7 +15,13 @@ from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT
 
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
 GROUP_ORDER = ("multi-level", "multi-scale", "learned + classic", "classic")
-CLASSIC_TITLES = {"mfcc": "MFCC"}
+CLASSIC_TITLES = {"mfcc": "MFCC", "musicnn": "musicnn"}
+CLASSIC_TEXT = {
+    "mfcc": "MFCC: 20 coefficients with their deltas and second deltas, mean and standard deviation over the song "
+            "(librosa).",
+    "musicnn": "musicnn: the teacher's layers, musicnn's MTT tagger's two back-end pools of each 3-s patch "
+               "(mean and max over time of its 753 mid-end channels) averaged over the song.",
+}
 
 
 def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[str, Any]:
@@ -86,6 +92,9 @@ def _header_lines(report: Mapping[str, Any]) -> list[str]:
             lines.append(f"- Classes absent from test (left out of macro F1): {', '.join(report['left_out'])}")
     if report["num_excluded"]:
         lines.append(f"- Tracks left out for non-finite features: {report['num_excluded']}")
+    if "musicnn" not in report.get("classic", []):
+        lines.append("- No musicnn reference row: the features were extracted without the teacher's layers (extract "
+                     "computes them where the musicnn package is installed: `make teacher`, then extract again)")
     if report["repeats"] > 1:
         lines.append(f"- MLP: mean ± std (sample std) over {report['repeats']} seeds; logistic regression is "
                      "deterministic (one run)")
@@ -190,9 +199,11 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
     metric = PRIMARY[report["task"]]
     title = METRIC_TITLES[metric]
     clfs = list(report["classifiers"])
-    lines = ["## Learned features vs the MFCC baseline", "",
-             f"Test {title}. MFCC: 20 coefficients with their deltas and second deltas, mean and standard "
-             "deviation over the song (librosa). A joined set weighs each of its blocks (the learned layers, "
+    names = [CLASSIC_TITLES.get(c, c) for c in report["classic"]]
+    heading = ("the MFCC baseline" if names == ["MFCC"]
+               else f"the reference sets ({', '.join(names)})")
+    lines = [f"## Learned features vs {heading}", "",
+             f"Test {title}. " + " ".join(CLASSIC_TEXT.get(c, c) for c in report["classic"]) + " A joined set weighs each of its blocks (the learned layers, "
              "each classic set) by one over the square root of its dimension after standardizing, so that "
              "every block holds the same variance and none swamps another. Last column: the classifier "
              "cross-validation selected for that set, refitted on the train and valid songs (test scores take "
@@ -213,10 +224,13 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
 def _group_title(group: str, members: list[Mapping[str, Any]]) -> str:
     if group == "multi-level":
         return "Multi-level: one model's layers (cf. the paper's Table 1)"
+    teacher = any("musicnn" in r.get("classic", []) for r in members)
     if group == "learned + classic":
-        return "Learned + classic: SampleCNN layers joined to hand-crafted features"
+        return ("Learned + reference: SampleCNN layers joined to hand-crafted features or the teacher's layers"
+                if teacher else "Learned + classic: SampleCNN layers joined to hand-crafted features")
     if group == "classic":
-        return "Classic baseline: hand-crafted features"
+        return ("Reference sets: hand-crafted features and the teacher's layers" if teacher
+                else "Classic baseline: hand-crafted features")
     if all(r["layers_label"] == "last 3 each" for r in members):
         return "Multi-scale: last 3 layers of several models (cf. Table 2)"
     return "Multi-scale: layers of several models (cf. Table 2)"
