@@ -203,8 +203,9 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
     heading = ("the MFCC baseline" if names == ["MFCC"]
                else f"the reference sets ({', '.join(names)})")
     lines = [f"## Learned features vs {heading}", "",
-             f"Test {title}. " + " ".join(CLASSIC_TEXT.get(c, c) for c in report["classic"]) + " A joined set weighs each of its blocks (the learned layers, "
-             "each classic set) by one over the square root of its dimension after standardizing, so that "
+             f"Test {title}. " + " ".join(CLASSIC_TEXT.get(c, c) for c in report["classic"])
+             + " A joined set weighs each of its blocks (the learned layers, each reference set) by one over the "
+             "square root of its dimension after standardizing, so that "
              "every block holds the same variance and none swamps another. Last column: the classifier "
              "cross-validation selected for that set, refitted on the train and valid songs (test scores take "
              "no part in the choice).", "",
