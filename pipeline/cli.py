@@ -11,6 +11,7 @@ from msagg.pipeline.clitools import (CROSSVAL_SKIPS, DEBUG_ENV, EPILOG_CONFIG, F
                                      field_options, friendly_errors, setup_logging, STATE)
 from msagg.pipeline import bench_cli, embed_cli, predict_cli, teach_cli
 from msagg.pipeline.config import resolve
+from msagg.data.classic import CLASSIC
 from msagg.data.segments import SEGMENTINGS
 from msagg.stages import classify as classify_stage, extract as extract_stage, prepare as prepare_stage
 from msagg.stages import pretrain as pretrain_stage
@@ -201,9 +202,11 @@ def pretrain(cache, preset, scales, width, block, multi, augment, devices, preci
               "ends at the song's end, so no sample is left out) or drop (the remainder after the last whole "
               "segment is left out, as extract did before this option).")
 @click.option("--scales", help="Comma-separated scales to use (default: every model of the pretrain run).")
-@click.option("--classic", "classic", type=click.Choice(["mfcc", "none"]),
-              help="Classic features stored beside the learned ones for the baseline rows of every report "
-              "(default mfcc: 20 MFCCs + deltas, mean and std over the song, by librosa; none: skip).")
+@click.option("--classic", "classic", multiple=True, type=click.Choice(["auto", *CLASSIC, "none"]),
+              help="Reference features stored beside the learned ones for the baseline rows of every report: "
+              "mfcc (20 MFCCs + deltas, mean and std over the song, by librosa), musicnn (the teacher's layers: "
+              "musicnn's MTT tagger, averaged over 3-s patches; needs `make teacher`), none. Repeatable. Default "
+              "auto: mfcc, and musicnn when the musicnn package is installed.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Segments per forward pass.")
 @click.option("--engine", type=click.Choice(list(ENGINES)), help=f"Where to compute: {describe_engines()}.")
 @click.option("--address", help=ADDRESS_HELP)
@@ -220,7 +223,7 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     Each track is read once; for every model its segments (non-overlapping, plus one ending at the
     track's end) go through one forward pass that yields the three taps (-3, -2, -1), each
     max-pooled over time within a segment and then averaged (or max-pooled) over the song. Beside them, MFCC statistics of the same audio
-    (the classic baseline of every report). Writes features.h5 (layout: docs/outputs.md);
+    and, when musicnn is installed, the teacher's layers (the reference rows of every report). Writes features.h5 (layout: docs/outputs.md);
     a killed extraction resumes from the last track written. With --engine ray, ranges of tracks
     are computed on Ray actors (one per node or GPU) and written in order: the same file.
 
@@ -238,7 +241,7 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
         config_file=config_file,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool, segments=segments,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
-                     classic=None if classic is None else (() if classic == "none" else (classic,)),
+                     classic=(() if "none" in classic else tuple(classic)) or None,
                      engine=engine, address=address, precision=precision),
         sets=sets,
     )
@@ -274,9 +277,9 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
     help=f"Which song-level classifiers (default all): {describe_classifiers()}. Repeatable.",
 )
 @click.option("--tsne-label", help="Label that colours the t-SNE plot (default: the class, or the commonest tag).")
-@click.option("--predictor-set", type=click.Choice(["all", "valid"]),
-              help="The feature set `msagg predict` uses by default: all (the all-scales set; default) or valid "
-              "(the set best on the validation split).")
+@click.option("--predictor-set", type=click.Choice(list(classify_stage.PREDICTOR_SETS)),
+              help="The classifier `msagg predict` applies by default: chosen (the set, classifier and C chosen by "
+              "cross-validation of the train and valid songs; default) or all (the all-scales set).")
 @config_options(classify_stage.Config)
 @friendly_errors
 def classify(features, combos, specs, repeats, classifiers, tsne_label, predictor_set, out_dir, overwrite, config_file,
@@ -286,8 +289,10 @@ def classify(features, combos, specs, repeats, classifiers, tsne_label, predicto
     Feature sets: every scale's -3, -2, -1 layer and the three concatenated, then multi-scale
     combinations of the last-three features (or the sets given with --combo / --feature-set),
     then the MFCC baseline alone and joined to all scales (when extract stored it; --feature-set
-    mfcc, all+mfcc). Features are standardized with train statistics; metrics are computed on the test split
-    (ROC-AUC and PR-AUC for tags, accuracy and macro F1 for classes). Writes metrics.json,
+    mfcc, all+mfcc). Features are standardized with train statistics (a joined set's blocks weighted
+    alike); metrics are computed on the test split (ROC-AUC and PR-AUC for tags, accuracy and macro
+    F1 for classes). The chosen row: the set, classifier and C chosen by a 5-fold cross-validation
+    of the train and valid songs (--set cv_folds=K), which predict applies. Writes metrics.json,
     results.csv, results.md (the paper's Tables 1 and 2) and plots/ (per-tag ROC-AUC bars, t-SNE
     of -3 vs -1 layer features).
 

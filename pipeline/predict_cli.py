@@ -37,13 +37,13 @@ FORMATS = ("text", "csv", "json")
               help="How many labels to print per file (at least 1; text format).")
 @friendly_errors
 def predict(audio, pretrain_dir, classify_dir, fmt, as_json, out_file, over_time, top_k):
-    """Tag or classify audio files (and folders, recursively) with a trained run.
+    """Tag or classify audio files (and folders, recursively) with a trained run or a shipped family.
 
     With --pretrain, each scale's end-to-end SampleCNN scores the file's segments and the song
     score is their mean (averaged over scales); the models are loaded once for all files, and
     each file is read block by block. With --classify, features are extracted with the models
-    that classify run was built on and its default song-level classifier is applied: the
-    all-scales set, or with classify --predictor-set valid the set best on the validation split
+    that classify run was built on and its default song-level classifier is applied: the set and
+    classifier chosen by cross-validation, or with classify --predictor-set all the all-scales set
     (results.md and models/index.json name it). Files that cannot be read, or are shorter than the
     models' longest input segment, are reported and not scored; the others are still predicted
     (exit status 1 if any was not).

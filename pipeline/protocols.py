@@ -168,13 +168,18 @@ def summarize(fold_metrics: Mapping[int, Mapping[str, Any]]) -> dict:
             values = [m["feature_sets"][fs_name]["classifiers"][clf]["test"][metric]["mean"] for m in fold_metrics.values()]
             rows[f"{fs_name} ({clf})"] = {"feature_set": fs_name, "classifier": clf, "group": entry["group"],
                                           **mean_std([v for v in values if v is not None])}
-        if entry.get("selected"):  # per fold, the classifier best on that fold's validation split
+        if entry.get("selected"):  # per fold, the classifier cross-validation selected for the set
             picked = [m["feature_sets"][fs_name].get("selected") for m in fold_metrics.values()]
             values = [p["test"][metric]["mean"] for p in picked if p]
             chosen = sorted({p["classifier"] for p in picked if p})
-            rows[f"{fs_name} (chosen on valid)"] = {
-                "feature_set": fs_name, "classifier": f"chosen on valid ({', '.join(chosen)})", "group": entry["group"],
+            rows[f"{fs_name} (selected by CV)"] = {
+                "feature_set": fs_name, "classifier": f"selected by CV ({', '.join(chosen)})", "group": entry["group"],
                 **mean_std([v for v in values if v is not None])}
+    picks = [m.get("chosen") for m in fold_metrics.values()]
+    if any(picks):  # per fold, the set and classifier cross-validation chose among all
+        names = sorted({f"{p['feature_set']} {p['classifier']}" for p in picks if p})
+        rows["chosen"] = {"feature_set": "chosen by CV", "classifier": ", ".join(names), "group": "chosen",
+                          **mean_std([p["test"][metric]["mean"] for p in picks if p])}
     for scale in first["end_to_end"].get("scales", {}):
         values = [m["end_to_end"]["scales"].get(scale, {}).get(metric) for m in fold_metrics.values()]
         rows[f"{scale} end-to-end"] = {"feature_set": scale, "classifier": "end-to-end SampleCNN",
@@ -200,8 +205,9 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
         f"# {dataset}: {len(summary['folds'])}-fold cross-validation (folds {folds}), {head}",
         "",
         f"{how}{f' Extract: {extra}.' if extra else ''} {title}: mean ± std over folds (one classifier seed per "
-        "fold). Classifiers marked \"chosen on valid\": per fold, the one with the best validation score for "
-        "that feature set.",
+        "fold). Classifiers marked \"selected by CV\": per fold, the one (and its C) with the best score in a "
+        "cross-validation of that fold's train and valid songs, refitted on them. \"chosen by CV\": per fold, the "
+        "feature set and classifier that cross-validation chose among all (the row `msagg predict` applies).",
         "",
         f"| Feature set | Classifier | {title} | per fold |",
         "|---|---|---:|---|",
@@ -224,8 +230,8 @@ def summary_markdown(summary: Mapping[str, Any], dataset: str, preset: str, refe
 def comparison_markdown(summary: Mapping[str, Any]) -> list[str]:
     """The lines of crossval.md's side-by-side table of the base and its ``--compare`` variants.
 
-    Rows are the base table's rows whose features the pretrained models make (the classic MFCC
-    set is the same in every variant and left out), in the base table's order.
+    Rows are the base table's rows whose features the pretrained models make (the reference sets
+    alone, MFCC and musicnn, are the same in every variant and left out), in the base table's order.
     """
     metric = summary["metric"]
     title = "accuracy" if metric == "accuracy" else "ROC-AUC"
@@ -233,8 +239,8 @@ def comparison_markdown(summary: Mapping[str, Any]) -> list[str]:
     base_sets = " ".join(summary.get("pretrain_sets") or []) or "the preset as it is"
     lines = [f"## Variants compared ({title}, mean ± std over the same folds)", "",
              f"Every variant pretrains, extracts and classifies again from the same prepared folds. base: {base_sets}; "
-             + "; ".join(f"{name}: {' '.join(v['sets'])}" for name, v in variants.items()) + ". The MFCC rows "
-             "do not depend on pretraining and are the same in every variant (above).", "",
+             + "; ".join(f"{name}: {' '.join(v['sets'])}" for name, v in variants.items()) + ". The reference "
+             "rows alone (MFCC, musicnn) do not depend on pretraining and are the same in every variant (above).", "",
              "| Feature set | Classifier | base | " + " | ".join(variants) + " |",
              "|---|---|---:|" + "---:|" * len(variants)]
 

@@ -1,7 +1,9 @@
 """Classify stage: song-level classifiers on multi-level, multi-scale features; results tables.
 
 The parts live in their own modules: ``msagg.stages.songs.featuresets`` (which taps of which scales, and the
-feature-set grammar), ``msagg.stages.songs.classifiers`` (the MLP and the logistic regression),
+feature-set grammar), ``msagg.stages.songs.scaling`` (standardization, block weights of joined sets),
+``msagg.stages.songs.classifiers`` (the MLP, the logistic regression, the SVM),
+``msagg.stages.songs.choice`` (the set and classifier chosen by cross-validation),
 ``msagg.stages.songs.predictor`` (classifiers saved for ``msagg predict``) and ``msagg.stages.songs.report`` (the tables).
 This module holds the stage's config and its run: train every set, write the report and plots.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -24,25 +25,26 @@ from msagg.data.atomic import remove_stale_temps, write_json, write_text
 from msagg.data.errors import ConfigError
 from msagg.data.formats.features import FeaturesFile
 from msagg.models.specs import SCALES
-from msagg.stages.songs import featuresets
+from msagg.stages.songs import choice, featuresets
 from msagg.stages import quiet
 from msagg.stages.checks import check_int
-from msagg.stages.songs.featuresets import FeatureSet, FeatureSetError, assemble, feature_sets, read_features
+from msagg.stages.songs.featuresets import (FeatureSet, FeatureSetError, assemble, block_dims, feature_sets,
+                                            read_features)
 from msagg.stages.songs.metrics import METRICS, PRIMARY, chance_levels, mean_std, score
 from msagg.stages.songs.predictor import DEFAULT_KEY, INDEX_FILE, MODELS_DIR, predictor_info, save_classifier
 from msagg.stages.songs.report import (METRIC_TITLES, NO_GROUP, end_to_end_rows, fmt, per_label_layers, per_label_layers_csv,
                            results_csv, results_markdown)
 from msagg.stages.runs.folder import RunFolder, lock_scope
 from msagg.stages.runs.upstream import open_upstream
-from msagg.stages.songs.classifiers import (CLASSIFIERS, SAVABLE, ClassifyError, Standardizer, split_rows,
-                                    train_classifier)
+from msagg.stages.songs.classifiers import CLASSIFIERS, SAVABLE, ClassifyError, split_rows, train_classifier
+from msagg.stages.songs.scaling import Standardizer
 from msagg.stages.songs.mlp import MLP
 
 logger = logging.getLogger(__name__)
 
 PER_LABEL = {"tags": "roc_auc", "classes": "f1"}
 MAX_TSNE_SONGS = 2000
-PREDICTOR_SETS = ("all", "valid")
+PREDICTOR_SETS = ("chosen", "all")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,7 +54,8 @@ class Config(MLP):
     Attributes:
         features: An extract run folder (holding ``features.h5``).
         classifiers: Any of "mlp" (the paper's song-level MLP), "logreg" (logistic regression)
-            and "svm" (RBF support-vector machine); the last two choose C on the validation split.
+            and "svm" (RBF support-vector machine); the last two choose C on the validation split
+            for their rows, and take part in the choice (``cv_folds``).
         hidden_layers, hidden_units, dropout, learning_rate, batch_size, epochs, patience: The
             MLP's hyper-parameters, inherited from ``msagg.stages.songs.classifiers.MLP``.
         repeats: MLP trainings with seeds ``seed .. seed + repeats - 1`` (mean and std reported).
@@ -65,11 +68,13 @@ class Config(MLP):
         include_single: Also evaluate every scale's -3, -2, -1 and last-three features (Table 1).
         tsne_label: Label colouring the t-SNE map (None: the class, or the commonest tag).
         tsne: Draw the t-SNE map.
-        predictor_set: The feature set ``msagg predict`` uses by default: "all" (the all-scales
-            last-three set, the paper's aggregation) or "valid" (the set best on the validation
-            split). Both are saved either way. "all" is the default because a validation split
-            of a few dozen songs cannot reliably choose among some thirty sets: on real sets the
-            one it chose was often a single layer while the all-scales set was best on test.
+        cv_folds: Folds of the train and valid songs that choose the feature set, classifier and
+            C (``msagg.stages.songs.choice``): the report's chosen row.
+        predictor_set: The classifier ``msagg predict`` applies by default: "chosen" (the chosen
+            row's) or "all" (the all-scales last-three set, the paper's aggregation, with the
+            classifier cross-validation selected for it). Both are saved either way. Before the
+            choice was cross-validated, "valid" named the set best on the validation split; it
+            is refused, naming "chosen".
     """
 
     features: str
@@ -80,7 +85,8 @@ class Config(MLP):
     include_single: bool = True
     tsne_label: str | None = None
     tsne: bool = True
-    predictor_set: str = "all"
+    cv_folds: int = choice.CV_FOLDS
+    predictor_set: str = "chosen"
 
     def __post_init__(self):
         super().__post_init__()  # the MLP's hyper-parameters
@@ -95,6 +101,7 @@ class Config(MLP):
         object.__setattr__(self, "classifiers", classifiers)
         check_int("repeats", self.repeats, 1)
         check_int("seed", self.seed, 0)
+        check_int("cv_folds", self.cv_folds, 2)
         specs = (self.feature_sets,) if isinstance(self.feature_sets, str) else tuple(self.feature_sets)
         try:
             specs = tuple(dict.fromkeys(featuresets.normalize_spec(s, known=SCALES)
@@ -102,23 +109,26 @@ class Config(MLP):
         except FeatureSetError as err:
             raise ConfigError(f"feature_sets: {err}") from None
         object.__setattr__(self, "feature_sets", specs)
+        if self.predictor_set == "valid":
+            raise ConfigError('predictor_set "valid" (the set best on the validation split) is gone: the set is '
+                              'now chosen by cross-validation of the train and valid songs; use "chosen"')
         if self.predictor_set not in PREDICTOR_SETS:
             raise ConfigError(f"predictor_set must be one of {', '.join(PREDICTOR_SETS)}, got {self.predictor_set!r}")
         if self.tsne_label is not None and (not isinstance(self.tsne_label, str) or not self.tsne_label):
             raise ConfigError(f"tsne_label must be a label name, got {self.tsne_label!r}")
 
 
-def _select_classifier(results: Mapping[str, Any], primary: str) -> dict[str, Any] | None:
-    """The classifier of one feature set with the best mean validation score (test scores never
-    take part); ties go to the earlier classifier in the config's order."""
-    best = None
-    for clf, res in results.items():
-        value = res["valid"][primary]["mean"]
-        if value is not None and (best is None or value > best[1]):
-            best = (clf, value)
-    if best is None:
-        return None
-    return {"classifier": best[0], f"valid_{primary}": best[1], "test": results[best[0]]["test"]}
+def _saved_classifier(keep: Mapping[str, tuple], name: str) -> str:
+    """The classifier saved for the feature set ``name`` (one of ``keep``'s)."""
+    return next(trained.kind for _, fs, trained, _ in keep.values() if fs.name == name)
+
+
+def _selected_on(choice_info: Mapping[str, Any]) -> str:
+    """How the saved classifiers were chosen, in words (index.json's ``selected_on``)."""
+    if not choice_info["folds"]:
+        return "nothing cross-validated: the all-scales set with the row's own classifier"
+    return (f"{choice_info['folds']}-fold cross-validation of the {choice_info['songs']} train and valid songs "
+            f"({choice_info['metric']}, seed {choice_info['seed']}), refitted on them all")
 
 
 def _tsne_colours(task: str, label_names: Sequence[str], labels: np.ndarray, tsne_label: str | None):
@@ -141,10 +151,10 @@ def _plots(out_dir: Path, report: dict, ff: FeaturesFile, feats: Mapping[str, Ma
     written = []
     reference = max(ff.scales, key=lambda s: int(ff.scale_attrs(s)["input_length"]))
     per_label_metric = PER_LABEL[task]
-    best = report.get("best")
+    chosen = report.get("chosen") or report.get("predictor_default")  # without a choice: the set predict applies
     single = f"{reference}@-1"
     series = {}
-    for name in dict.fromkeys([best["feature_set"] if best else None, single]):
+    for name in dict.fromkeys([chosen["feature_set"] if chosen else None, single]):
         rep = report["feature_sets"].get(name) if name else None
         if rep and chosen_clf in rep["classifiers"]:
             per = rep["classifiers"][chosen_clf]["per_label"][per_label_metric]
@@ -263,21 +273,27 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             "feature_sets": {},
             "end_to_end": end_to_end_rows(ff, config.features),
         }
-        # The classifier kept for prediction (and the per-label map): the paper's MLP if trained, else
-        # the logistic regression; an SVM alone leaves nothing for `msagg predict`.
-        chosen = next((c for c in SAVABLE if c in config.classifiers), config.classifiers[0])
+        # The classifier of the per-label map and of the fallback predictor: the paper's MLP if
+        # trained, else the first other one msagg predict can apply.
+        kept = next((c for c in SAVABLE if c in config.classifiers), config.classifiers[0])
         all_name = FeatureSet.of(ff.scales).name
         primary = PRIMARY[task]
-        keep: dict[str, tuple] = {}  # "best" / "all" -> (valid score, fs, trained, standardizer)
+        kinds = choice.candidates(config.classifiers)
+        fit_rows = np.sort(np.concatenate([rows["train"], rows["valid"]]))
+        folds = choice.cv_folds(ff.labels[fit_rows], task, config.cv_folds, config.seed) if kinds else []
+        report["choice"] = {"classifiers": kinds, "folds": len(folds), "songs": int(fit_rows.size), "seed": config.seed,
+                            "metric": primary}
+        keep: dict[str, tuple] = {}  # "chosen" / "all" -> (cv score, fs, trained, standardizer)
         began = time.monotonic()
         bar = tqdm(sets, desc="classify", unit="set", disable=not progress, dynamic_ncols=True)
         for fs in bar:
             bar.set_postfix_str(fs.name)
             x = assemble(feats, fs)
-            std = Standardizer.fit(x[rows["train"]])
+            blocks = block_dims(feats, fs)
+            std = Standardizer.fit(x[rows["train"]], blocks)
             xs = {split: std(x[idx]) for split, idx in rows.items()}
             entry = {"group": fs.group, "scales": list(fs.scales), "layers": list(fs.layers), "classic": list(fs.classic),
-                     "layers_label": fs.layers_label, "dim": int(x.shape[1]), "classifiers": {}}
+                     "layers_label": fs.layers_label, "dim": int(x.shape[1]), "blocks": list(blocks), "classifiers": {}}
             for clf in config.classifiers:
                 seeds = [config.seed + r for r in range(config.repeats)] if clf == "mlp" else [config.seed]
                 test_scores, valid_scores, epochs = [], [], []
@@ -287,13 +303,8 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                     test_scores.append(score(task, y["test"], trained.predict(xs["test"]), names))
                     valid_scores.append(score(task, y["valid"], trained.predict(xs["valid"]), names))
                     epochs.append(trained.epochs)
-                    if clf == chosen and clf in SAVABLE and seed == config.seed:
-                        v = valid_scores[-1][primary]
-                        v = -math.inf if v is None else v
-                        if "best" not in keep or v > keep["best"][0]:
-                            keep["best"] = (v, fs, trained, std)
-                        if fs.name == all_name:
-                            keep["all"] = (v, fs, trained, std)
+                    if not folds and clf == kept and clf in SAVABLE and seed == config.seed and fs.name == all_name:
+                        keep["all"] = (None, fs, trained, std)  # nothing cross-validated: the row's own classifier
                 per_label = {
                     key: {label: mean_std([s["per_label"][key][label] for s in test_scores])["mean"] for label in names}
                     for key in test_scores[0]["per_label"]
@@ -309,31 +320,44 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                 }
                 logger.info("%-28s %-6s %s", fs.name, clf, ", ".join(
                     f"{METRIC_TITLES[m]} {fmt(entry['classifiers'][clf]['test'][m])}" for m in METRICS[task]))
-            entry["selected"] = _select_classifier(entry["classifiers"], primary)
+            selected = choice.select(x, ff.labels, task, names, blocks, rows, kinds, folds, config, config.seed) \
+                if folds else None
+            entry["selected"] = selected[0] if selected else None
+            if selected:
+                value = selected[0][f"cv_{primary}"]
+                if "chosen" not in keep or value > keep["chosen"][0]:
+                    keep["chosen"] = (value, fs, *selected[1:])
+                if fs.name == all_name:
+                    keep["all"] = (value, fs, *selected[1:])
             report["feature_sets"][fs.name] = entry
         bar.close()
         saved = []
-        if "best" in keep:
-            report["best"] = {"feature_set": keep["best"][1].name, "classifier": chosen,
-                              "selected_on": f"valid {primary} (seed {config.seed})",
-                              f"valid_{primary}": None if keep["best"][0] == -math.inf else keep["best"][0]}
-            default = keep["all"][1].name if config.predictor_set == "all" and "all" in keep else keep["best"][1].name
-            report["predictor_default"] = {"feature_set": default, "rule": config.predictor_set}
+        if "chosen" in keep:
+            name = keep["chosen"][1].name
+            report["chosen"] = {"feature_set": name, **{k: v for k, v in report["feature_sets"][name]["selected"].items()
+                                                      if k != "cv"}}
+        if keep:
+            default = keep["all" if config.predictor_set == "all" and "all" in keep else "chosen"][1].name \
+                if "chosen" in keep else keep["all"][1].name
+            report["predictor_default"] = {"feature_set": default, "classifier": _saved_classifier(keep, default),
+                                           "rule": config.predictor_set if "chosen" in keep else "all"}
             info = predictor_info(ff, config.features, config.seed, out_dir / MODELS_DIR)
-            for key in ("best", "all"):
+            for key in ("chosen", "all"):
                 if key in keep and keep[key][1].name not in saved:
                     _, fs, trained, std = keep[key]
-                    save_classifier(trained, std, fs, out_dir / MODELS_DIR, info)
+                    save_classifier(trained, std, fs, out_dir / MODELS_DIR,
+                                    {**info, "trained_on": "train" if key == "all" and "chosen" not in keep
+                                     else "train+valid"})
                     saved.append(fs.name)
             write_json(out_dir / MODELS_DIR / INDEX_FILE,
-                       {DEFAULT_KEY: default, "best_on_valid": keep["best"][1].name, "all_scales": all_name,
-                        "saved": saved, "classifier": chosen, "rule": config.predictor_set,
-                        "selected_on": report["best"]["selected_on"]})
+                       {DEFAULT_KEY: default, "chosen": keep["chosen"][1].name if "chosen" in keep else None,
+                        "all_scales": all_name, "saved": saved, "classifier": report["predictor_default"]["classifier"], "rule": report["predictor_default"]["rule"],
+                        "selected_on": _selected_on(report["choice"])})
         report["saved_classifiers"] = saved
-        layers = per_label_layers(report, chosen, PER_LABEL[task], label_groups(ff.dataset, names))
+        layers = per_label_layers(report, kept, PER_LABEL[task], label_groups(ff.dataset, names))
         if layers is not None:
             report["per_label_layers"] = layers
-        report["plots"] = _plots(out_dir, report, ff, feats, rows, config, chosen)
+        report["plots"] = _plots(out_dir, report, ff, feats, rows, config, kept)
         report["seconds"] = round(time.monotonic() - began, 1)
     write_json(out_dir / "metrics.json", report)
     write_text(out_dir / "results.csv", results_csv(report))
@@ -342,5 +366,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
     if "per_label_layers" in report:
         write_text(out_dir / "per_label_layers.csv", per_label_layers_csv(report["per_label_layers"]))
     logger.info("wrote %s", out_dir / "results.md")
-    folder.finish({"num_feature_sets": len(sets), "best": report.get("best"), "seconds": report["seconds"]})
+    chosen = report.get("chosen")
+    folder.finish({"num_feature_sets": len(sets), "seconds": report["seconds"],
+                   "chosen": {k: chosen[k] for k in ("feature_set", "classifier", "params")} if chosen else None})
     return out_dir

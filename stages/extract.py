@@ -18,17 +18,26 @@ from msagg.data.formats import features as features_lib
 from msagg.data.formats.features_writer import FeaturesWriter
 from msagg.data.atomic import remove_stale_temps, write_text
 from msagg.data.formats.cache import AudioCache
-from msagg.data.classic import CLASSIC, classic_dim
+from msagg.data.classic import CLASSIC, TEACHER_SETS, classic_dim
 from msagg.data.errors import ConfigError, MsaggError
 from msagg.data.segments import SEGMENTINGS
 from msagg.models import specs
 from msagg.stages.runs.pretrain_run import PretrainRun
-from msagg.stages import quiet
+from msagg.stages import quiet, teacher
 from msagg.stages.engines import ENGINES, check_engine
 from msagg.stages.runs.folder import OMIT_DEFAULT, OMIT_VALUE, RUNTIME, RunFolder, lock_scope
 from msagg.stages.runs.upstream import open_upstream
 
 logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+"""``classic``'s default: "mfcc", and "musicnn" too when the musicnn package is installed."""
+
+
+def default_classic() -> tuple[str, ...]:
+    """What ``classic=("auto",)`` stands for here: every reference set, the teacher's only when musicnn
+    is installed (``msagg.stages.teacher.installed``)."""
+    return tuple(c for c in CLASSIC if c not in TEACHER_SETS or teacher.installed())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,9 +56,11 @@ class Config:
             run before this setting did: their config.json, without the key, reads as "drop" and
             keeps its hash).
         scales: Scales to use (empty: every scale of the pretrain run).
-        classic: Classic hand-crafted feature sets computed from the same audio and stored beside
-            the learned ones (``msagg.data.classic``: "mfcc"), the baseline every report compares
-            with; empty: none.
+        classic: Reference feature sets computed from the same audio and stored beside the learned
+            ones, the baselines every report compares with (``msagg.data.classic``): "mfcc" (MFCC
+            statistics) and "musicnn" (the teacher's layers; needs the musicnn package, ``make
+            teacher``); empty: none. The default, ("auto",), is resolved when the config is made:
+            both where musicnn is installed, else "mfcc" (config.json records which).
         engine: Where the features are computed, an entry of ``msagg.stages.engines.ENGINES``:
             "local" (this process) or "ray" (Ray actors). The file is the same either way, so the
             engine is a ``RUNTIME`` field: not in config.json nor the hash.
@@ -66,7 +77,7 @@ class Config:
     song_pool: str = "mean"
     segments: str = dataclasses.field(default="cover", metadata={OMIT_VALUE: "drop"})
     scales: tuple[str, ...] = ()
-    classic: tuple[str, ...] = CLASSIC
+    classic: tuple[str, ...] = (AUTO,)
     engine: str = dataclasses.field(default="local", metadata={RUNTIME: True})
     address: str | None = dataclasses.field(default=None, metadata={RUNTIME: True})
     precision: str = dataclasses.field(default="float32", metadata={OMIT_DEFAULT: True})
@@ -92,10 +103,17 @@ class Config:
             raise ConfigError(f"scales lists {', '.join(duplicates)} more than once")
         object.__setattr__(self, "scales", normalized)
         classic = (self.classic,) if isinstance(self.classic, str) else tuple(self.classic)
+        if classic == (AUTO,):
+            classic = default_classic()
         bad = [c for c in classic if c not in CLASSIC]
         if bad or len(set(classic)) != len(classic):
-            raise ConfigError(f"classic must list distinct names among {', '.join(CLASSIC)}, got {classic!r}")
-        object.__setattr__(self, "classic", classic)
+            raise ConfigError(f"classic must list distinct names among {', '.join(CLASSIC)} (or be {AUTO} alone), "
+                              f"got {classic!r}")
+        missing = [c for c in classic if c in TEACHER_SETS and not teacher.installed()]
+        if missing:
+            raise ConfigError(f"classic {missing[0]} needs the teacher's weights, from the musicnn package, which is "
+                              f"not installed: {teacher.INSTALL_COMMAND} (make teacher)")
+        object.__setattr__(self, "classic", tuple(c for c in CLASSIC if c in classic))
         check_engine(self.engine, self.address)
         if self.precision not in specs.PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(specs.PRECISIONS)}, got {self.precision!r}")
@@ -216,6 +234,9 @@ def run(
         )
         num_tracks = cache.num_tracks
         start = writer.num_done
+        if not any(c in TEACHER_SETS for c in config.classic):
+            logger.info("musicnn reference features: not computed (%s)", "not asked for" if teacher.installed() else
+                        f"the musicnn package is not installed: {teacher.INSTALL_COMMAND}")
         logger.info("extract %d tracks of %s (%d Hz) with scales %s in %s, segments %s, song pooling %s, "
                     "classic features %s, engine %s%s", num_tracks, cache.dataset, cache.sample_rate, ", ".join(scales),
                     config.precision, config.segments, config.song_pool, ", ".join(config.classic) or "none",

@@ -147,11 +147,13 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path, *, p
     pretrain = predictor.pretrain
     pretrain.check_sample_rate(predictor.sample_rate, f"the classifier's features ({classify_dir})",
                                predictor.scales)
-    from msagg.data.classic import classic_features, frame_length
+    from msagg.data.classic import TEACHER_SETS, frame_length
     from msagg.stages.songs.featuresets import CLASSIC_KEY
 
     needs = _model_inputs({s: pretrain.input_length(s) for s in predictor.scales})
-    needs.update({name: (frame_length(predictor.sample_rate), f"one {name} frame") for name in predictor.fs.classic})
+    needs.update({name: (frame_length(predictor.sample_rate), f"one {name} frame") for name in predictor.fs.classic
+                  if name not in TEACHER_SETS})  # the teacher repeats a short song to fill its 3-s patch
+    needs = needs or {"teacher": (1, "one sample")}
     models = (taps.load_tap_models(pretrain, predictor.scales, precision=predictor.precision)
               if predictor.scales else {})
     results: dict[str, dict] = {}
@@ -163,7 +165,7 @@ def predict_with_classifier(paths: Sequence[str], classify_dir: str | Path, *, p
             features = (taps.pooled_features(list(waves.values()), models, song_pool=predictor.song_pool,
                                              segments=predictor.segments) if models else {})
             if predictor.fs.classic:
-                features[CLASSIC_KEY] = {name: classic_features(name, list(waves.values()), predictor.sample_rate)
+                features[CLASSIC_KEY] = {name: taps.reference_features(name, list(waves.values()), predictor.sample_rate)
                                          for name in predictor.fs.classic}
             scores = predictor.predict(features)
             for row, path in enumerate(waves):

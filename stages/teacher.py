@@ -8,7 +8,8 @@ parsed, not run). The wheel pins numpy<1.17, so it is installed without its depe
 ``INSTALL_COMMAND`` (``make teacher``).
 
 A ``Teacher`` turns a waveform into musicnn's taggram (tag probabilities per 3-s patch) and
-features. By default its front end takes the logarithm in float32 (``float16_log=False``): musicnn's
+features. ``song_features`` makes the ``musicnn`` reference set (``msagg.data.classic.TEACHER_SETS``)
+that extract stores beside the MFCC baseline when musicnn is installed. By default its front end takes the logarithm in float32 (``float16_log=False``): musicnn's
 extractor takes it in float16, which overflows on loud bands and then gives every such patch the
 same taggram (``msagg.data.melspec``); ``float16_log=True`` reproduces the extractor exactly.
 
@@ -21,13 +22,17 @@ Keras and TensorFlow are imported on first use, inside the functions.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import logging
+import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from msagg.data import melspec
+from msagg.data.classic import MUSICNN_DIM, TEACHER_SETS
 from msagg.data.errors import MsaggError
 from msagg.models.musicnn import get_musicnn_spec
 
@@ -42,10 +47,20 @@ BATCH_SIZE = 8
 """Patches per forward pass: about 25 MB of activations each."""
 _LABELS = {"MTT": "MTT_LABELS", "MSD": "MSD_LABELS"}
 """Vocabulary -> its tag list's name in musicnn's configuration.py."""
+SONG_TEACHER = "MTT_musicnn"
+"""The tagger whose layers make the ``musicnn`` reference set."""
+SONG_KEYS = ("mean_pool", "max_pool")
+"""The outputs (``msagg.models.musicnn.FEATURES``) averaged over a song's patches into the ``musicnn`` set."""
 
 
 class TeacherError(MsaggError):
     """The teacher cannot be loaded: musicnn is not installed, or its files are not what msagg reads."""
+
+
+def installed() -> bool:
+    """Whether the musicnn package is installed (found without importing it)."""
+    spec = importlib.util.find_spec("musicnn")
+    return spec is not None and bool(spec.submodule_search_locations)
 
 
 def musicnn_package() -> Path:
@@ -138,6 +153,7 @@ class Teacher:
         self.float16_log = float16_log
         self.batch_size = batch_size
         self._extractor = build_musicnn_extractor(model)
+        self._subsets = {}
 
     def patches(self, wave: np.ndarray, sample_rate: int, hop_sec: float | None = None) -> np.ndarray:
         """The log-mel patches the tagger reads: float32 (num_patches, 187, 96).
@@ -173,15 +189,29 @@ class Teacher:
                for i in range(0, len(patches), self.batch_size)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.tags)), np.float32)
 
-    def features(self, wave: np.ndarray, sample_rate: int, hop_sec: float | None = None) -> dict[str, np.ndarray]:
+    def features(self, wave: np.ndarray, sample_rate: int, hop_sec: float | None = None,
+                 keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """musicnn's features and the taggram per patch (``msagg.models.musicnn.FEATURES``).
+
+        Args:
+            wave, sample_rate, hop_sec: As ``patches``.
+            keys: Only these outputs (a model that returns no others: less to compute and copy);
+                None: all.
 
         Returns:
             Key -> float32 array with the patches first: "timbral" (num_patches, 187, 408), ...,
             "penultimate" (num_patches, 200), "taggram" (num_patches, num_tags).
         """
+        extractor = self._extractor
+        if keys is not None:
+            keys = tuple(keys)
+            if keys not in self._subsets:
+                import keras
+
+                self._subsets[keys] = keras.Model(extractor.inputs, {k: extractor.output[k] for k in keys})
+            extractor = self._subsets[keys]
         patches = self.patches(wave, sample_rate, hop_sec)
-        parts = [self._extractor.predict_on_batch(patches[i:i + self.batch_size])
+        parts = [extractor.predict_on_batch(patches[i:i + self.batch_size])
                  for i in range(0, len(patches), self.batch_size)]
         return {key: np.concatenate([np.asarray(p[key]) for p in parts]).astype(np.float32) for key in parts[0]}
 
@@ -219,3 +249,42 @@ def load_teacher(name: str = "MTT_musicnn", *, float16_log: bool = False, batch_
         raise TeacherError(f"{folder}: {err}") from err
     logger.info("teacher %s: %d parameters from %s", name, model.count_params(), folder)
     return Teacher(name, tags, model, float16_log=float16_log, batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_teacher(name: str = SONG_TEACHER) -> Teacher:
+    """``load_teacher(name)``, loaded once per process (extract and predict call it per batch of songs)."""
+    return load_teacher(name)
+
+
+def song_features(name: str, waves: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+    """The teacher's reference set ``name`` ("musicnn") of each song.
+
+    Args:
+        name: One of ``msagg.data.classic.TEACHER_SETS``.
+        waves: float32 (num_samples,) mono songs; a song shorter than one 3-s patch is repeated to
+            fill one, an empty one is one sample of silence.
+        sample_rate: Hz of ``waves``.
+
+    Returns:
+        float32 (len(waves), ``MUSICNN_DIM``): per song, the means over its patches of the MTT
+        tagger's ``SONG_KEYS`` outputs, concatenated.
+
+    Raises:
+        TeacherError: If musicnn is not installed (naming ``INSTALL_COMMAND``) or its files are not
+            what msagg reads.
+        ValueError: For an unknown set.
+    """
+    if name not in TEACHER_SETS:
+        raise ValueError(f"unknown teacher feature set {name!r}; known: {', '.join(TEACHER_SETS)}")
+    out = np.zeros((len(waves), MUSICNN_DIM), np.float32)
+    if not len(waves):
+        return out
+    teacher = shared_teacher(SONG_TEACHER)
+    for row, wave in enumerate(waves):
+        wave = np.asarray(wave, dtype=np.float32)
+        with warnings.catch_warnings():  # a song shorter than one STFT frame: librosa pads it, as intended
+            warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+            outputs = teacher.features(wave if wave.size else np.zeros(1, np.float32), sample_rate, keys=SONG_KEYS)
+        out[row] = np.concatenate([outputs[key].mean(axis=0) for key in SONG_KEYS])
+    return out

@@ -149,10 +149,10 @@ def chain(tmp_path_factory):
     cache = _cache(root / "prepare")
     runs = pretrain_runs.make_pretrain(root / "pretrain", cache, sample_rate=SAMPLE_RATE, task="classes",
                                        label_names=("low", "mid", "high"))
-    extract.run(extract.Config(pretrain=str(runs), cache=str(cache), classic=()), root / "extract", batch_size=8,
-                progress=False)
+    extract.run(extract.Config(pretrain=str(runs), cache=str(cache), scales=("3^2",), classic=()), root / "extract",
+                batch_size=8, progress=False)  # the classifier reads 3^2 only
     classify.run(classify.Config(features=str(root / "extract"), classifiers=("logreg",), include_single=False,
-                                 tsne=False, feature_sets=("3^2@-1",), predictor_set="valid"),
+                                 tsne=False, feature_sets=("3^2@-1",), predictor_set="all"),
                  root / "classify", progress=False)
     return root
 
@@ -176,7 +176,7 @@ def test_predict_reports_short_empty_and_garbage_files_one_line_each(chain, audi
     assert code == 1 and "Traceback" not in err, err
     lines = {line.split(": not scored: ")[0]: line for line in err.splitlines() if ": not scored: " in line}
     assert out.startswith(f"{audio['good']}: ") and len(out.splitlines()) == 1  # the good one is still scored
-    # 4^2 reads 64 samples: its input is the longest (the classifier reads 3^2, 27 samples)
+    # 4^2 reads 64 samples: its input is the longest (the classifier's features are 3^2's, 27 samples)
     need = "0.064 s needed (the 4^2 model's input)" if run == "pretrain" else "0.027 s needed (the 3^2 model's input)"
     assert lines[str(audio["short"])] == f"{audio['short']}: not scored: too short to score: 0.01 s long, at least {need}"
     assert lines[str(audio["frameless"])] == f"{audio['frameless']}: not scored: no audio samples (0 frames)"
@@ -230,11 +230,11 @@ def test_every_set_example_in_the_help_is_accepted(command, config_cls, required
 def test_predict_applies_the_classifier_index_json_and_results_md_call_default(chain, audio):
     index = json.loads((chain / "classify" / "models" / "index.json").read_text())
     metrics = json.loads((chain / "classify" / "metrics.json").read_text())
-    assert index["default"] == metrics["predictor_default"]["feature_set"] and "best" not in index
-    assert index["best_on_valid"] == metrics["best"]["feature_set"]
+    assert index["default"] == metrics["predictor_default"]["feature_set"] == index["all_scales"] and "best" not in index
+    assert index["chosen"] == metrics["chosen"]["feature_set"]
     results = (chain / "classify" / "results.md").read_text()
-    assert (f"`msagg predict --classify` applies the default classifier (logreg): **{index['default']}** "
-            "(the set best on validation, `--predictor-set valid`; `models/index.json` \"default\")") in results
+    assert (f"`msagg predict --classify` applies the default classifier (Logistic regression): **{index['default']}** "
+            "(the all-scales set, `--predictor-set all`; `models/index.json` \"default\")") in results
     code, out, _, _ = cli("predict", audio["good"], "--classify", chain / "classify", "--json")
     assert code == 0 and json.loads(out)[0]["feature_set"] == index["default"]
     _, help_text, _, _ = cli("predict", "--help")

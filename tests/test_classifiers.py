@@ -20,7 +20,8 @@ def test_registry_holds_the_three_classifiers():
     assert list(CLASSIFIERS) == ["mlp", "logreg", "svm"]
     assert {k: e.title for k, e in CLASSIFIERS.items()} == {"mlp": "MLP", "logreg": "Logistic regression",
                                                            "svm": "RBF SVM"}
-    assert classifiers.SAVABLE == ("mlp", "logreg")
+    assert classifiers.SAVABLE == ("mlp", "logreg", "svm")
+    assert [k for k, e in CLASSIFIERS.items() if e.cross_validated] == ["logreg", "svm"]
     assert classifiers.C_GRIDS == {"logreg": (0.001, 0.01, 0.1, 1.0, 10.0), "svm": (0.1, 1.0, 10.0, 100.0)}
     assert [k for k, e in CLASSIFIERS.items() if e.seeded] == ["mlp"]
     with pytest.raises(ValueError, match="unknown classifier 'knn'; use one of mlp, logreg, svm"):
@@ -94,7 +95,7 @@ def test_a_registered_toy_classifier_runs_through_classify(monkeypatch, tmp_path
     markdown = (out / "results.md").read_text()
     assert "## Nearest centroid\n\nEach song goes to the class of the nearest mean.\n" in markdown
     assert "## Logistic regression\n" in markdown
-    assert metrics["best"]["classifier"] == "logreg"  # the centroid has no Keras form: logreg is saved
-    with pytest.raises(ValueError, match="a centroid classifier has no Keras form; save one of mlp, logreg"):
+    assert metrics["chosen"]["classifier"] == "logreg"  # the centroid has no Keras form: logreg is chosen, saved
+    with pytest.raises(ValueError, match="a centroid classifier has no Keras form; save one of mlp, logreg, svm"):
         train_classifier("centroid", "classes", np.eye(2, dtype=np.float32), np.eye(2, dtype=np.uint8),
                          np.eye(2, dtype=np.float32), np.eye(2, dtype=np.uint8), config, 0).to_keras(2)

@@ -23,18 +23,19 @@ FAST = dict(hidden_units=32, epochs=60, patience=5, batch_size=16)
 
 
 def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="toy", pretrain_dataset="toy", seed=0,
-                   e2e=None, classic=None):
+                   e2e=None, classic=None, dims=DIMS):
     """A finished extract run folder whose features.h5 is written directly (its pretrain run holds
     metrics.json files but no models).
 
     Planted structure: for classes, the -1 tap of every scale is a Gaussian shifted by the class;
     for tags, each tag is a linear threshold of the -1 tap of 3^2. The -3 and -2 taps are noise.
+    ``dims``: tap -> dimension of every scale's features.
     """
     rng = np.random.default_rng(seed)
     n = sum(counts)
     split = np.repeat(["train", "valid", "test"], counts).tolist()
     names = ["a", "b", "c"] if task == "classes" else ["t0", "t1", "t2", "t3"]
-    feats = {s: {t: rng.standard_normal((n, d)).astype(np.float32) for t, d in DIMS.items()} for s in SCALES}
+    feats = {s: {t: rng.standard_normal((n, d)).astype(np.float32) for t, d in dims.items()} for s in SCALES}
     if task == "classes":
         y = rng.integers(0, 3, n)
         labels = np.eye(3, dtype=np.uint8)[y]
@@ -42,10 +43,10 @@ def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="to
             for s in SCALES:
                 feats[s]["-1"][:, :3] += 5.0 * np.eye(3, dtype=np.float32)[y]
     else:
-        w = rng.standard_normal((DIMS["-1"], 4))
+        w = rng.standard_normal((dims["-1"], 4))
         labels = (feats["3^2"]["-1"] @ w > 0).astype(np.uint8)
         if not planted:
-            feats["3^2"]["-1"] = rng.standard_normal((n, DIMS["-1"])).astype(np.float32)
+            feats["3^2"]["-1"] = rng.standard_normal((n, dims["-1"])).astype(np.float32)
     pretrain = pretrain_runs.make_pretrain(root / "pretrain", root / "prepare", scales=SCALES, task=task,
                                            label_names=names, models=False, test_metrics=e2e)
     out = root / "extract"
@@ -53,7 +54,7 @@ def write_features(root, task, *, counts=(90, 30, 30), planted=True, dataset="to
     run = RunFolder(out, "extract", config)
     run.start()
     info = {s: ScaleInfo(input_length=27 if s == "3^2" else 64, sample_rate=800, model_hash=s * 8, num_params=1,
-                         dims=DIMS) for s in SCALES}
+                         dims=dims) for s in SCALES}
     with FeaturesWriter(out / "features.h5", track_ids=[f"t{i}" for i in range(n)], labels=labels, label_names=names,
                         split=split, task=task, dataset=dataset, pretrain_dataset=pretrain_dataset, song_pool="mean",
                         config_hash=run.hash, scales=info,
@@ -89,14 +90,15 @@ def test_planted_classes_found_and_noise_at_chance(classes_run):
     assert metrics["num_tracks"] == {"train": 90, "valid": 30, "test": 30}
     assert metrics["chance"]["accuracy_uniform"] == pytest.approx(1 / 3)
     assert set(sets["3^2@-1"]["classifiers"]["mlp"]["per_label"]["f1"]) == {"a", "b", "c"}
-    assert metrics["best"]["feature_set"] in ("3^2@-1", "4^2@-1", "3^2@last3", "4^2@last3", "3^2+4^2")
+    assert metrics["chosen"]["feature_set"] in ("3^2@-1", "4^2@-1", "3^2@last3", "4^2@last3", "3^2+4^2")
 
 
 def test_reports_have_expected_rows(classes_run):
     _, out, _, _ = classes_run
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 9 * 3 + 2  # feature sets x classifiers + one end-to-end row per scale
+    assert len(rows) == 9 * 3 + 1 + 2  # feature sets x classifiers, the chosen row, one end-to-end row per scale
+    assert [r["group"] for r in rows].count("chosen") == 1
     assert {"feature_set", "scales", "layers", "classifier", "dim", "accuracy_mean", "accuracy_std",
             "macro_f1_mean", "macro_f1_std"} <= set(rows[0])
     assert [r["classifier"] for r in rows[-2:]] == ["sample_cnn", "sample_cnn"]
@@ -186,6 +188,7 @@ def test_saved_classifier_predicts_like_training(classes_run):
     _, out, _, feats = classes_run
     index = json.loads((out / "models" / "index.json").read_text())
     assert index["all_scales"] == "3^2+4^2" and "3^2+4^2" in index["saved"] and index["default"] in index["saved"]
+    assert index["default"] == index["chosen"]
     for name in index["saved"]:
         assert {f"{name}.keras", f"{name}.npz", f"{name}.json"} <= {p.name for p in (out / "models").iterdir()}
     predictor = load_predictor(out, "3^2+4^2", check=False)
@@ -194,7 +197,7 @@ def test_saved_classifier_predicts_like_training(classes_run):
     probs = predictor.predict({s: {t: a[test] for t, a in taps.items()} for s, taps in feats.items()})
     assert probs.shape == (30, 3)
     metrics = json.loads((out / "metrics.json").read_text())
-    expected = metrics["feature_sets"]["3^2+4^2"]["classifiers"]["mlp"]["test"]["accuracy"]["values"][0]
+    expected = metrics["feature_sets"]["3^2+4^2"]["selected"]["test"]["accuracy"]["mean"]  # refitted on train + valid
     assert json.loads((out / "models" / "3^2+4^2.json").read_text())["label_names"] == ["a", "b", "c"]
     from msagg.data.formats.features import FeaturesFile
 
@@ -375,14 +378,14 @@ def test_classic_baseline_rows_and_classifiers_tuned_on_validation(tmp_path):
         assert params["C"] in grid and set(params["valid_by_C"]) == {str(c) for c in grid}
         assert params["valid_by_C"][str(params["C"])] == max(params["valid_by_C"].values())
     for entry in sets.values():
-        chosen = entry["selected"]
-        valid = {c: r["valid"]["accuracy"]["mean"] for c, r in entry["classifiers"].items()}
-        assert valid[chosen["classifier"]] == max(valid.values())
+        selected = entry["selected"]
+        cv = {(c, k): s["mean"] for c, by_c in selected["cv"].items() for k, s in by_c.items()}
+        assert selected["cv_accuracy"] == max(cv.values()) == cv[selected["classifier"], str(selected["params"]["C"])]
     markdown = (out / "results.md").read_text()
     assert "## Learned features vs the MFCC baseline" in markdown
     assert "| all 2 scales + MFCC | 42 |" in markdown and "**Classic baseline: hand-crafted features**" in markdown
     index = json.loads((out / "models" / "index.json").read_text())
-    assert index["default"] == index["all_scales"] == "3^2+4^2" and index["rule"] == "all"
+    assert index["default"] == index["chosen"] == metrics["chosen"]["feature_set"] and index["rule"] == "chosen"
 
 
 def test_logreg_in_the_training_span_matches_the_full_fit():

@@ -43,6 +43,20 @@ def test_summarize_golden_values():
     assert "| Some method | 0.750 |" in text
 
 
+def test_summarize_the_row_each_fold_chose_by_cross_validation():
+    folds = {1: _fold(0.5, 0.7, 0.4), 2: _fold(0.7, 0.9, 0.6)}
+    for fold, (name, clf, acc) in zip(folds.values(), (("3^8+3^9", "svm", 0.75), ("3^9@-1", "logreg", 0.65))):
+        selected = {"classifier": clf, "test": {"accuracy": {"mean": acc}}}
+        fold["feature_sets"][name]["selected"] = selected
+        fold["chosen"] = {"feature_set": name, **selected}
+    rows = summarize(folds)["rows"]
+    assert rows["chosen"]["values"] == [0.75, 0.65] and rows["chosen"]["group"] == "chosen"
+    assert rows["chosen"]["classifier"] == "3^8+3^9 svm, 3^9@-1 logreg"
+    assert rows["3^8+3^9 (selected by CV)"]["values"] == [0.75]
+    assert "| chosen by CV | 3^8+3^9 svm, 3^9@-1 logreg | 0.700 ± 0.071 |" in summary_markdown(summarize(folds), "toy",
+                                                                                              "tiny", [])
+
+
 def test_crossval_cli_two_folds(tmp_path):
     rng = np.random.default_rng(0)
     src = tmp_path / "src"
@@ -106,7 +120,7 @@ def test_crossval_cli_two_folds(tmp_path):
         assert extract_cfg["pretrain"] == str(out / "fold1" / "pretrain") and extract_cfg["song_pool"] == "meanstd"
     text = (moved / "crossval.md").read_text()
     assert f"models transferred from `{out / 'fold1' / 'pretrain'}`" in text and "Extract: song_pool meanstd." in text
-    assert "| mfcc | svm |" in text and "chosen on valid (svm)" in text
+    assert "| mfcc | svm |" in text and "selected by CV (svm)" in text and "| chosen by CV |" in text
 
 
 def test_fold_options_follow_the_dataset():

@@ -11,8 +11,9 @@ resident memory is its own):
                   scale of ``scales`` at ``width``), written as the pretrain stage writes them
     crops <scale> ``msagg.stages.training.crops.CropSequence`` batches (no model): the pretrain input pipeline,
                   segments/s at each of ``crop_scales``' input lengths
-    extract       ``msagg.stages.extract.run`` with those models on the cache (and its default classic
-                  features, MFCC statistics): real-time factor
+    extract       ``msagg.stages.extract.run`` with those models on the cache (and the MFCC statistics;
+                  not the teacher's set, which extract adds where musicnn is installed, so that the
+                  figures do not depend on it): real-time factor
 
 Then, per step, the ratio of peak resident memory at 4N to that at N: a streaming pipeline keeps
 it near 1, and a step above ``RSS_GROWTH_LIMIT`` is flagged, as is a prepare whose disk peak

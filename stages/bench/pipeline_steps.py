@@ -146,7 +146,8 @@ def extract_step(settings: Settings, pretrain_dir: str, cache_dir: str, out_dir:
 
     with AudioCache(cache_dir) as cache:
         audio_sec = cache.total_samples / cache.sample_rate
-    config = extract.Config(pretrain=str(pretrain_dir), cache=str(cache_dir), precision=settings.precision)
+    config = extract.Config(pretrain=str(pretrain_dir), cache=str(cache_dir), precision=settings.precision,
+                            classic=("mfcc",))
     extract.run(config, out_dir, batch_size=settings.extract_batch_size, overwrite=True, progress=False)
     done = open_upstream(out_dir, "extract").done
     seconds = float(done["seconds"])

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import keras
 import numpy as np
 
-from msagg.data.classic import classic_features
+from msagg.data.classic import TEACHER_SETS, classic_features
 from msagg.data.formats import features as features_lib
 from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.features_writer import ScaleInfo
@@ -289,5 +289,15 @@ def extract_rows(cache: AudioCache, models: Mapping[str, TapModel], config: Any,
     for chunk in _chunks(rows, lambda i: cache.lengths[i], models, batch_size, config.segments):
         waves = [cache.track(i) for i in chunk]
         block, counts = features_of_waves(waves, models, config.song_pool, batch_size, config.segments)
-        classic = {name: classic_features(name, waves, cache.sample_rate) for name in config.classic}
+        classic = {name: reference_features(name, waves, cache.sample_rate) for name in config.classic}
         yield len(chunk), block, counts, classic
+
+
+def reference_features(name: str, waves: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+    """float32 (len(waves), dim) of the reference set ``name`` (``msagg.data.classic.CLASSIC``): the
+    MFCC statistics (librosa), or the teacher's layers (``msagg.stages.teacher.song_features``)."""
+    if name in TEACHER_SETS:
+        from msagg.stages.teacher import song_features
+
+        return song_features(name, waves, sample_rate)
+    return classic_features(name, waves, sample_rate)

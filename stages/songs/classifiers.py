@@ -1,5 +1,6 @@
 """Song-level classifiers on standardized feature vectors, and their registry, ``CLASSIFIERS``: the
-paper's MLP, a logistic regression and an RBF support-vector machine (C chosen on validation).
+paper's MLP, a logistic regression and an RBF support-vector machine (C chosen on validation, or
+given: ``c_values``). Each has a Keras form, so ``msagg predict`` can apply any of them.
 
 A new classifier is one more ``ClassifierType`` entry here; the classify stage, its report and
 the CLI look it up.
@@ -15,7 +16,7 @@ import functools
 import logging
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,29 +31,6 @@ logger = logging.getLogger(__name__)
 
 class ClassifyError(MsaggError):
     """Features a classifier cannot be trained on (no train or test tracks, a single class)."""
-
-
-class Standardizer:
-    """Feature standardization with train-split statistics (sklearn ``StandardScaler``).
-
-    Args:
-        mean: float32 (dim,).
-        scale: float32 (dim,), 1 for constant features.
-    """
-
-    def __init__(self, mean: np.ndarray, scale: np.ndarray):
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.scale = np.asarray(scale, dtype=np.float32)
-
-    @classmethod
-    def fit(cls, x_train: np.ndarray) -> "Standardizer":
-        from sklearn.preprocessing import StandardScaler
-
-        scaler = StandardScaler().fit(x_train)
-        return cls(scaler.mean_, scaler.scale_)  # scale_ is 1 for constant features
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.scale).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +50,9 @@ class ClassifierType:
         to_keras: ``to_keras(trained, input_dim) -> keras.Model`` for ``msagg predict``; None:
             it cannot be saved.
         seeded: Whether its fit depends on the seed (repeats train it with several seeds).
+        cross_validated: Whether classify's choice of set and classifier
+            (``msagg.stages.songs.choice``) cross-validates it: its fits are cheap. The MLP is not
+            (k more Keras trainings per feature set).
     """
 
     title: str
@@ -82,6 +63,7 @@ class ClassifierType:
     c_grid: tuple[float, ...] = ()
     to_keras: Callable[["Trained", int], Any] | None = None
     seeded: bool = False
+    cross_validated: bool = True
 
     def introduce(self, report: Mapping[str, Any]) -> list[str]:
         """The lines that open its table in results.md (``intro``'s)."""
@@ -104,7 +86,7 @@ class Trained:
         model: A ``keras.Model`` (mlp) or a fitted scikit-learn estimator.
         epochs: Epochs run (mlp).
         params: Hyper-parameters chosen on the validation split (``{"C": ...}``), and the
-            validation score of each value tried (``"valid_by_C"``).
+            validation score of each value tried (``"valid_by_C"``; None without validation songs).
         projection: For the logistic regression trained on fewer songs than dimensions: float32
             (dim, rank), an orthonormal basis of the training songs' span; the model sees
             ``x @ projection``. An L2-penalized linear model's weights lie in that span anyway
@@ -147,6 +129,8 @@ def train_classifier(
     y_valid: np.ndarray,
     config: MLP,
     seed: int,
+    *,
+    c_values: Sequence[float] | None = None,
 ) -> Trained:
     """Fits one song-level classifier on standardized features.
 
@@ -157,10 +141,13 @@ def train_classifier(
             ``gamma="scale"``; one-vs-rest for tags); for these two, C is chosen among the
             entry's ``c_grid`` by the validation score.
         task: "tags" or "classes".
-        x_train, x_valid: float32 (n, dim).
+        x_train, x_valid: float32 (n, dim); ``x_valid`` may be None for a kind that chooses
+            nothing on it (one value in ``c_values``).
         y_train, y_valid: uint8 (n, num_labels) multi-hot / one-hot.
         config: MLP hyper-parameters (an ``MLP`` or a ``msagg.stages.classify.Config``).
         seed: Seed of the initialization, dropout and shuffling.
+        c_values: The values of C to try instead of the kind's ``c_grid`` (kinds without one
+            ignore it), e.g. the one a cross-validation chose.
 
     Returns:
         A ``Trained`` classifier.
@@ -169,7 +156,10 @@ def train_classifier(
         ClassifyError: If the train split of a classes task holds a single class.
         ValueError: For an unknown ``kind``.
     """
-    return classifier_type(kind).fit(kind, task, x_train, y_train, x_valid, y_valid, config, seed)
+    entry = classifier_type(kind)
+    if c_values is not None and entry.c_grid:
+        return entry.fit(kind, task, x_train, y_train, x_valid, y_valid, config, seed, c_grid=tuple(c_values))
+    return entry.fit(kind, task, x_train, y_train, x_valid, y_valid, config, seed)
 
 
 # --- The paper's MLP (msagg.stages.songs.mlp) ---------------------------------------------------
@@ -192,10 +182,11 @@ def _mlp_intro(entry: ClassifierType, report: Mapping[str, Any]) -> list[str]:
 # --- scikit-learn classifiers with C chosen on the validation split ----------------------------
 
 def _fit_on_c_grid(kind: str, task: str, x_train, y_train, x_valid, y_valid, config: MLP, seed: int, *,
-                   estimator: Callable[[float, int], Any], project: bool = False) -> Trained:
-    """Fits ``estimator(C, seed)`` for each C of the kind's grid (in the span of the training songs
-    if ``project``, see ``Trained.projection``) and keeps the one best on validation (ties: the C
-    nearest 1)."""
+                   estimator: Callable[[float, int], Any], project: bool = False,
+                   c_grid: Sequence[float] = ()) -> Trained:
+    """Fits ``estimator(C, seed)`` for each C of ``c_grid`` (default: the kind's grid; in the span of
+    the training songs if ``project``, see ``Trained.projection``) and keeps the one best on
+    validation (ties: the C nearest 1; without validation songs, the C nearest 1)."""
     y = y_train if task == "tags" else y_train.argmax(axis=1)
     if task == "classes" and np.unique(y).size < 2:
         raise ClassifyError("the train split holds a single class; a classifier cannot be trained")
@@ -206,10 +197,10 @@ def _fit_on_c_grid(kind: str, task: str, x_train, y_train, x_valid, y_valid, con
     x_fit = x_train if projection is None else x_train @ projection
     best: tuple | None = None  # (valid score, -|log10 C|, C, model)
     by_c = {}
-    for c in classifier_type(kind).c_grid:
+    for c in c_grid or classifier_type(kind).c_grid:
         model = _fit_sklearn(estimator(c, seed), task, x_fit, y)
         trained = Trained(kind, task, num_labels, model, projection=projection)
-        value = score(task, y_valid, trained.predict(x_valid))[PRIMARY[task]]
+        value = None if x_valid is None else score(task, y_valid, trained.predict(x_valid))[PRIMARY[task]]
         by_c[str(c)] = value
         key = (-math.inf if value is None else value, -abs(math.log10(c)))
         if best is None or key > best[:2]:
@@ -304,6 +295,59 @@ def _svm_estimator(c: float, seed: int):
     return SVC(C=c, kernel="rbf", gamma="scale", decision_function_shape="ovr", random_state=seed)
 
 
+def _svm_keras(trained: Trained, input_dim: int) -> keras.Model:
+    """The SVM's scores as a Keras model (``msagg.models.classifier.build_rbf_svm``): the support
+    vectors of every binary or one-vs-one decision (the training songs they are, each once), the
+    dual coefficients and intercepts (libsvm's layout, ``sklearn.svm.SVC.dual_coef_``), then the
+    scores placed among the labels as ``_svm_scores`` places them."""
+    from msagg.models.classifier import build_rbf_svm
+
+    svms = list(trained.model.estimators_) if trained.task == "tags" else [trained.model]
+    fitted = [e for e in svms if hasattr(e, "support_")]  # a tag constant in training: a constant predictor
+    rows = sorted({int(i) for e in fitted for i in e.support_})  # training songs that are support vectors
+    where = {i: k for k, i in enumerate(rows)}
+    vectors = np.zeros((max(1, len(rows)), input_dim), np.float32)
+    for e in fitted:
+        vectors[[where[int(i)] for i in e.support_]] = e.support_vectors_
+    gamma = float(fitted[0]._gamma) if fitted else 1.0  # every decision is fitted to the same songs
+    n = trained.num_labels
+    out_kernel, out_bias, num_classes = np.eye(n, dtype=np.float32), np.zeros(n, np.float32), 0
+    if trained.task == "tags":
+        weights, bias = np.zeros((len(vectors), n), np.float32), np.zeros(n, np.float32)
+        for j, e in enumerate(svms):
+            if hasattr(e, "support_"):
+                weights[[where[int(i)] for i in e.support_], j] = e.dual_coef_[0]
+                bias[j] = e.intercept_[0]
+            else:
+                bias[j] = float(np.ravel(e.y_)[0])  # OneVsRest's constant "decision" is the tag's value
+    else:
+        svm, classes = trained.model, trained.model.classes_
+        index = [where[int(i)] for i in svm.support_]
+        out_bias[:] = -1e4  # classes never seen in training get probability ~0
+        out_bias[classes] = 0.0
+        if len(classes) == 2:  # p(classes[1]) = sigmoid(z) = softmax([0, z])[1]
+            weights, bias = np.zeros((len(vectors), 1), np.float32), svm.intercept_[:1].astype(np.float32)
+            weights[index, 0] = svm.dual_coef_[0]
+            out_kernel = np.zeros((1, n), np.float32)
+            out_kernel[0, classes[1]] = 1.0
+        else:  # one-vs-one: pair (i, j) weighs class i's vectors by row j - 1 of dual_coef_, class j's by row i
+            num_classes = len(classes)
+            starts = np.concatenate([[0], np.cumsum(svm.n_support_)])
+            pairs = [(i, j) for i in range(num_classes) for j in range(i + 1, num_classes)]
+            weights, bias = np.zeros((len(vectors), len(pairs)), np.float32), svm.intercept_.astype(np.float32)
+            for k, (i, j) in enumerate(pairs):
+                for cls, row in ((i, j - 1), (j, i)):
+                    span = slice(starts[cls], starts[cls + 1])
+                    weights[np.asarray(index)[span], k] = svm.dual_coef_[row, span]
+            out_kernel = np.zeros((num_classes, n), np.float32)
+            out_kernel[np.arange(num_classes), classes] = 1.0
+    model = build_rbf_svm(input_dim, len(vectors), gamma, weights.shape[1], n, trained.task, num_classes)
+    model.get_layer("kernel").set_weights([vectors])
+    model.get_layer("decision").set_weights([weights, bias])
+    model.get_layer("output").set_weights([out_kernel, out_bias])
+    return model
+
+
 def _svm_scores(trained: Trained, x: np.ndarray) -> np.ndarray:
     decision = np.asarray(trained.model.decision_function(x), dtype=np.float64)
     if trained.task == "tags":
@@ -333,7 +377,7 @@ CLASSIFIERS: dict[str, ClassifierType] = _Registry(
     mlp=ClassifierType(
         title="MLP", description="the paper's Keras MLP", fit=_fit_mlp,
         predict=lambda trained, x: predict_proba(trained.model, x), intro=_mlp_intro,
-        to_keras=lambda trained, input_dim: trained.model, seeded=True),
+        to_keras=lambda trained, input_dim: trained.model, seeded=True, cross_validated=False),
     logreg=ClassifierType(
         title="Logistic regression", description="logistic regression",
         fit=functools.partial(_fit_on_c_grid, estimator=_logreg_estimator, project=True), predict=_logreg_scores,
@@ -343,12 +387,12 @@ CLASSIFIERS: dict[str, ClassifierType] = _Registry(
         title="RBF SVM", description="an RBF SVM",
         fit=functools.partial(_fit_on_c_grid, estimator=_svm_estimator), predict=_svm_scores,
         intro=_tuned_intro('scikit-learn SVC with an RBF kernel (gamma "scale"; one-vs-rest for tags)'),
-        c_grid=(0.1, 1.0, 10.0, 100.0)),
+        c_grid=(0.1, 1.0, 10.0, 100.0), to_keras=_svm_keras),
 )
 """Song-level classifiers by name, in the order they are trained and reported."""
 
 SAVABLE = tuple(name for name, entry in CLASSIFIERS.items() if entry.savable)
-"""Classifiers ``msagg predict`` can use (they become a Keras model; the SVM does not)."""
+"""Classifiers ``msagg predict`` can use (they have a Keras form)."""
 C_GRIDS = {name: entry.c_grid for name, entry in CLASSIFIERS.items() if entry.c_grid}
 """The values of C tried for each scikit-learn classifier (``ClassifierType.c_grid``)."""
 

@@ -96,6 +96,13 @@ class FeatureSet:
         return [(s, t) for s in self.scales for t in self.layers] + [(CLASSIC_KEY, c) for c in self.classic]
 
     @property
+    def blocks(self) -> list[list[tuple[str, str]]]:
+        """The parts grouped into the blocks a joined set is scaled by (``msagg.stages.songs.scaling``):
+        the learned parts as one block, then each classic set; a set that joins nothing is one block."""
+        blocks = [[(s, t) for s in self.scales for t in self.layers]] if self.scales else []
+        return blocks + [[(CLASSIC_KEY, c)] for c in self.classic]
+
+    @property
     def learned(self) -> "FeatureSet | None":
         """The set without its classic part (None for a classic set alone)."""
         return FeatureSet.of(self.scales, self.layers) if self.scales else None
@@ -310,6 +317,11 @@ def assemble(features: Mapping[str, Mapping[str, np.ndarray]], feature_set: Feat
         float32 (num_songs, total_dim), parts in ``feature_set.parts`` order.
     """
     return np.concatenate([np.asarray(features[s][t], dtype=np.float32) for s, t in feature_set.parts], axis=1)
+
+
+def block_dims(features: Mapping[str, Mapping[str, np.ndarray]], feature_set: FeatureSet) -> tuple[int, ...]:
+    """The dimension of each of ``feature_set.blocks`` (in ``assemble``'s column order)."""
+    return tuple(sum(int(np.shape(features[s][t])[1]) for s, t in block) for block in feature_set.blocks)
 
 
 def read_features(ff, scales: Sequence[str] | None = None,

@@ -1,10 +1,12 @@
 """Song-level classifiers saved for `msagg predict`: writing, loading, and training one on its own.
 
 A classify run keeps its chosen classifiers in ``<classify run>/models/``: per feature set
-``<name>.keras`` (the classifier; a logistic regression as one Dense layer), ``<name>.npz`` (the
-standardization's mean and scale) and ``<name>.json`` (its description: feature set, task,
-labels, song pooling, sample rate, model hashes, the pretrain run), plus ``index.json`` (``default``:
-the set predict applies; ``best_on_valid``; ``all_scales``; which were saved). No plotting here, and Keras is
+``<name>.keras`` (the classifier; a logistic regression as one Dense layer, an SVM as its kernel
+and decision function), ``<name>.npz`` (the standardization's mean and scale, the block weights of
+a joined set folded into the scale; ``blocks``) and ``<name>.json`` (its description: feature set,
+task, labels, song pooling, sample rate, model hashes, the pretrain run), plus ``index.json``
+(``default``: the set predict applies; ``chosen``: the set of the row cross-validation chose;
+``all_scales``; which were saved). No plotting here, and Keras is
 imported only to load or train a model, so importing this module pulls in neither matplotlib nor
 the backend (Keras 3 itself imports matplotlib when present, once a model is loaded).
 """
@@ -23,10 +25,11 @@ from msagg.stages import quiet
 from msagg.data.atomic import atomic_write, write_json
 from msagg.data.errors import MsaggError
 from msagg.data.formats.features import FeaturesFile
-from msagg.stages.songs.featuresets import FeatureSet, assemble, parse_feature_set, read_features
+from msagg.stages.songs.featuresets import FeatureSet, assemble, block_dims, parse_feature_set, read_features
 from msagg.stages.runs.pretrain_run import PretrainRun, pretrain_dir_of
 from msagg.stages.runs.upstream import open_upstream
-from msagg.stages.songs.classifiers import Standardizer, Trained, split_rows, train_classifier
+from msagg.stages.songs.classifiers import Trained, split_rows, train_classifier
+from msagg.stages.songs.scaling import Standardizer
 from msagg.stages.songs.mlp import MLP, predict_proba
 
 logger = logging.getLogger(__name__)
@@ -34,8 +37,8 @@ logger = logging.getLogger(__name__)
 MODELS_DIR = "models"
 INDEX_FILE = "index.json"
 DEFAULT_KEY = "default"
-"""index.json's key for the saved feature set ``msagg predict --classify`` applies: the all-scales set,
-or with classify's ``predictor_set="valid"`` the set best on validation (``best_on_valid``)."""
+"""index.json's key for the saved feature set ``msagg predict --classify`` applies: the chosen row's
+(``chosen``), or with classify's ``predictor_set="all"`` the all-scales set (``all_scales``)."""
 
 
 class PredictorError(MsaggError):
@@ -48,7 +51,7 @@ def save_classifier(trained: Trained, standardizer: Standardizer, feature_set: F
 
     Args:
         trained: The classifier (a logistic regression is saved as a one-layer Keras model).
-        standardizer: Train-split statistics.
+        standardizer: Training-song statistics (with the block weights of a joined set).
         feature_set: Its input.
         folder: Usually ``<classify run>/models``.
         info: Extra description (``predictor_info``: task, label names, song pooling, ...).
@@ -65,7 +68,8 @@ def save_classifier(trained: Trained, standardizer: Standardizer, feature_set: F
         model.save(tmp)
     with atomic_write(folder / f"{feature_set.name}.npz") as t:
         with open(t, "wb") as f:
-            np.savez(f, mean=standardizer.mean, scale=standardizer.scale)
+            np.savez(f, mean=standardizer.mean, scale=standardizer.scale,
+                     blocks=np.asarray(standardizer.blocks, dtype=np.int64))
     description = {
         "feature_set": feature_set.name,
         "group": feature_set.group,
@@ -74,7 +78,9 @@ def save_classifier(trained: Trained, standardizer: Standardizer, feature_set: F
         "classic": list(feature_set.classic),
         "parts": [list(p) for p in feature_set.parts],
         "dim": dim,
+        "blocks": list(standardizer.blocks),
         "classifier": trained.kind,
+        "params": {k: v for k, v in trained.params.items() if k == "C"},
         "model": path.name,
         "standardizer": f"{feature_set.name}.npz",
         **dict(info),
@@ -139,10 +145,11 @@ def train_and_save(
         missing = [s for s in fs.scales if s not in ff.scales]
         if missing:
             raise PredictorError(f"{ff.path}: scale {', '.join(missing)} is not in the file ({', '.join(ff.scales)})")
-        x = assemble(read_features(ff, fs.scales, fs.classic), fs)
+        feats = read_features(ff, fs.scales, fs.classic)
+        x = assemble(feats, fs)
         usable = np.flatnonzero(np.isfinite(x).all(axis=1))
         rows, _ = split_rows(ff, usable, seed)
-        std = Standardizer.fit(x[rows["train"]])
+        std = Standardizer.fit(x[rows["train"]], block_dims(feats, fs))
         trained = train_classifier(classifier, ff.task, std(x[rows["train"]]), ff.labels[rows["train"]],
                                    std(x[rows["valid"]]), ff.labels[rows["valid"]], config, seed)
         return save_classifier(trained, std, fs, folder, predictor_info(ff, features, seed, Path(folder)))
@@ -196,9 +203,11 @@ class Predictor:
         quiet.import_backend()
         import keras
 
+        from msagg.models import classifier  # noqa: F401 (registers the SVM's layers for loading)
+
         self.model = keras.saving.load_model(folder / d["model"], safe_mode=True)
         with np.load(folder / d["standardizer"]) as npz:
-            self.standardizer = Standardizer(npz["mean"], npz["scale"])
+            self.standardizer = Standardizer(npz["mean"], npz["scale"], npz["blocks"] if "blocks" in npz else ())
 
     @property
     def pretrain(self) -> PretrainRun:

@@ -15,7 +15,13 @@ from msagg.stages.training import MIN_VAL_LOSS_IMPROVEMENT
 
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1"}
 GROUP_ORDER = ("multi-level", "multi-scale", "learned + classic", "classic")
-CLASSIC_TITLES = {"mfcc": "MFCC"}
+CLASSIC_TITLES = {"mfcc": "MFCC", "musicnn": "musicnn"}
+CLASSIC_TEXT = {
+    "mfcc": "MFCC: 20 coefficients with their deltas and second deltas, mean and standard deviation over the song "
+            "(librosa).",
+    "musicnn": "musicnn: the teacher's layers, musicnn's MTT tagger's two back-end pools of each 3-s patch "
+               "(mean and max over time of its 753 mid-end channels) averaged over the song.",
+}
 
 
 def end_to_end_rows(ff: FeaturesFile, features_dir: str | os.PathLike) -> dict[str, Any]:
@@ -86,30 +92,88 @@ def _header_lines(report: Mapping[str, Any]) -> list[str]:
             lines.append(f"- Classes absent from test (left out of macro F1): {', '.join(report['left_out'])}")
     if report["num_excluded"]:
         lines.append(f"- Tracks left out for non-finite features: {report['num_excluded']}")
+    if "musicnn" not in report.get("classic", []):
+        lines.append("- No musicnn reference row: the features were extracted without the teacher's layers (extract "
+                     "computes them where the musicnn package is installed: `make teacher`, then extract again)")
     if report["repeats"] > 1:
         lines.append(f"- MLP: mean ± std (sample std) over {report['repeats']} seeds; logistic regression is "
                      "deterministic (one run)")
-    best = report.get("best")
-    if best:
+    lines += chosen_lines(report)
+    if report.get("predictor_default"):
         lines.append(predictor_line(report))
     lines.append("")
     return lines
 
 
-PREDICTOR_RULES = {"all": "the all-scales set", "valid": "the set best on validation"}
+PREDICTOR_RULES = {"chosen": "the chosen row", "all": "the all-scales set"}
+
+
+def chosen_lines(report: Mapping[str, Any]) -> list[str]:
+    """results.md's header line on the chosen row, or on why there is none."""
+    chosen, info = report.get("chosen"), report.get("choice")
+    if not info:
+        return []
+    metric = PRIMARY[report["task"]]
+    if not chosen:
+        why = ("no classifier it cross-validates was trained (logreg, svm)" if not info["classifiers"]
+               else "too few train and valid songs to cross-validate")
+        return [f"- No chosen row: {why}"]
+    return [f"- Chosen by {info['folds']}-fold cross-validation of the {info['songs']} train and valid songs: "
+            f"**{chosen['feature_set']}** with {_classifier_text(chosen)}; cross-validated "
+            f"{METRIC_TITLES[metric]} {chosen[f'cv_{metric}']:.3f}, test {METRIC_TITLES[metric]} "
+            f"**{fmt(chosen['test'][metric])}** (section \"Chosen by cross-validation\")"]
+
+
+def _classifier_text(selected: Mapping[str, Any]) -> str:
+    """"RBF SVM (C 10)", "Logistic regression (C 0.1)"."""
+    entry = CLASSIFIERS.get(selected["classifier"])
+    title = entry.title if entry else selected["classifier"]
+    c = (selected.get("params") or {}).get("C")
+    return title if c is None else f"{title} (C {c:g})"
 
 
 def predictor_line(report: Mapping[str, Any]) -> str:
     """results.md's line on the classifier ``msagg predict --classify`` applies (models/index.json's
-    ``default``) and the set best on validation, each called by the name index.json gives it."""
-    best = report["best"]
-    default = report.get("predictor_default", {})
-    name, rule = default.get("feature_set", best["feature_set"]), default.get("rule", "valid")
-    metric = METRIC_TITLES[PRIMARY[report["task"]]]
-    return (f"- `msagg predict --classify` applies the default classifier ({best['classifier']}): **{name}** "
-            f"({PREDICTOR_RULES.get(rule, rule)}, `--predictor-set {rule}`; `models/index.json` \"default\"). "
-            f"Best on the validation {metric}: **{best['feature_set']}** (\"best_on_valid\"); both are saved "
-            "in `models/`")
+    ``default``), called by the name index.json gives it."""
+    default = report["predictor_default"]
+    name, rule = default["feature_set"], default["rule"]
+    entry = CLASSIFIERS.get(default.get("classifier"))
+    return (f"- `msagg predict --classify` applies the default classifier ({entry.title if entry else 'n/a'}): "
+            f"**{name}** ({PREDICTOR_RULES.get(rule, rule)}, `--predictor-set {rule}`; `models/index.json` "
+            "\"default\")")
+
+
+MAX_CHOICE_ROWS = 10
+
+
+def choice_section(report: Mapping[str, Any]) -> list[str]:
+    """"Chosen by cross-validation": what the chosen row is, then each set's selected classifier,
+    best cross-validated score first (at most ``MAX_CHOICE_ROWS``; lines, none without a choice)."""
+    chosen, info = report.get("chosen"), report.get("choice")
+    if not chosen:
+        return []
+    metric = PRIMARY[report["task"]]
+    metrics = METRICS[report["task"]]
+    titles = ", ".join(CLASSIFIERS[c].title for c in info["classifiers"])
+    lines = ["## Chosen by cross-validation", "",
+             f"The chosen row is the feature set, classifier and C with the best mean {METRIC_TITLES[metric]} "
+             f"over {info['folds']} folds of the {info['songs']} train and valid songs (test songs take no part; "
+             f"cross-validated: {titles}; the MLP is not, it would train k more times per set). Each fold fits "
+             "the standardization on its own training songs. The chosen classifier is then refitted with that C "
+             "on all train and valid songs and scored on test: that is the classifier `msagg predict` applies. "
+             "Below, each set's own best classifier, best cross-validated score first.", "",
+             f"| Feature set | Classifier | CV {METRIC_TITLES[metric]} | "
+             + " | ".join(f"Test {METRIC_TITLES[m]}" for m in metrics) + " |",
+             "|---|---|---:|" + "---:|" * len(metrics)]
+    ranked = sorted(((name, r) for name, r in report["feature_sets"].items() if r.get("selected")),
+                    key=lambda item: -item[1]["selected"][f"cv_{metric}"])
+    for name, r in ranked[:MAX_CHOICE_ROWS]:
+        sel = r["selected"]
+        label = f"**{_set_label(report, r)}** (chosen)" if name == chosen["feature_set"] else _set_label(report, r)
+        cells = [f"{label} `{name}`", _classifier_text(sel), f"{sel[f'cv_{metric}']:.3f}"]
+        lines.append("| " + " | ".join(cells + [fmt(sel["test"][m]) for m in metrics]) + " |")
+    lines.append("")
+    return lines
 
 
 def _set_label(report: Mapping[str, Any], r: Mapping[str, Any]) -> str:
@@ -123,8 +187,8 @@ def _set_label(report: Mapping[str, Any], r: Mapping[str, Any]) -> str:
 
 def baseline_summary(report: Mapping[str, Any]) -> list[str]:
     """"Learned features vs the classic baseline": the all-scales set, each classic set, and both
-    joined, for every classifier, with the classifier chosen on the validation split (lines; none
-    when the features hold no classic set)."""
+    joined, for every classifier, with the classifier cross-validation selected for the set (lines;
+    none when the features hold no classic set)."""
     sets = report["feature_sets"]
     rows = [(name, r) for name, r in sets.items()
             if r["group"] in ("learned + classic", "classic")
@@ -135,17 +199,24 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
     metric = PRIMARY[report["task"]]
     title = METRIC_TITLES[metric]
     clfs = list(report["classifiers"])
-    lines = ["## Learned features vs the MFCC baseline", "",
-             f"Test {title}. MFCC: 20 coefficients with their deltas and second deltas, mean and standard "
-             "deviation over the song (librosa). Last column: the classifier with the best validation "
-             f"{title} for that set (test scores take no part in the choice).", "",
-             "| Feature set | Dim | " + " | ".join(CLASSIFIERS[c].title for c in clfs) + " | Chosen on validation |",
+    names = [CLASSIC_TITLES.get(c, c) for c in report["classic"]]
+    heading = ("the MFCC baseline" if names == ["MFCC"]
+               else f"the reference sets ({', '.join(names)})")
+    lines = [f"## Learned features vs {heading}", "",
+             f"Test {title}. " + " ".join(CLASSIC_TEXT.get(c, c) for c in report["classic"])
+             + " A joined set weighs each of its blocks (the learned layers, each reference set) by one over the "
+             "square root of its dimension after standardizing, so that "
+             "every block holds the same variance and none swamps another. Last column: the classifier "
+             "cross-validation selected for that set, refitted on the train and valid songs (test scores take "
+             "no part in the choice).", "",
+             "| Feature set | Dim | " + " | ".join(CLASSIFIERS[c].title for c in clfs) + " | Selected by CV |",
              "|---|---:|" + "---:|" * (len(clfs) + 1)]
     for name, r in rows:
         cells = [_set_label(report, r), str(r["dim"])]
         cells += [fmt(r["classifiers"][c]["test"][metric]) if c in r["classifiers"] else "n/a" for c in clfs]
-        chosen = r.get("selected")
-        cells.append(f"{fmt(chosen['test'][metric])} ({CLASSIFIERS[chosen['classifier']].title})" if chosen else "n/a")
+        selected = r.get("selected")
+        cells.append(f"{fmt(selected['test'][metric])} ({CLASSIFIERS[selected['classifier']].title})" if selected
+                     else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return lines
@@ -154,10 +225,13 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
 def _group_title(group: str, members: list[Mapping[str, Any]]) -> str:
     if group == "multi-level":
         return "Multi-level: one model's layers (cf. the paper's Table 1)"
+    teacher = any("musicnn" in r.get("classic", []) for r in members)
     if group == "learned + classic":
-        return "Learned + classic: SampleCNN layers joined to hand-crafted features"
+        return ("Learned + reference: SampleCNN layers joined to hand-crafted features or the teacher's layers"
+                if teacher else "Learned + classic: SampleCNN layers joined to hand-crafted features")
     if group == "classic":
-        return "Classic baseline: hand-crafted features"
+        return ("Reference sets: hand-crafted features and the teacher's layers" if teacher
+                else "Classic baseline: hand-crafted features")
     if all(r["layers_label"] == "last 3 each" for r in members):
         return "Multi-scale: last 3 layers of several models (cf. Table 2)"
     return "Multi-scale: layers of several models (cf. Table 2)"
@@ -171,7 +245,7 @@ def results_markdown(report: Mapping[str, Any]) -> str:
         report: The classify stage's metrics.json content.
     """
     metrics = METRICS[report["task"]]
-    lines = _header_lines(report) + baseline_summary(report)
+    lines = _header_lines(report) + choice_section(report) + baseline_summary(report)
     e2e = report["end_to_end"]
     for clf in report["classifiers"]:
         lines += CLASSIFIERS[clf].introduce(report)
@@ -216,8 +290,8 @@ def results_markdown(report: Mapping[str, Any]) -> str:
 
 
 def results_csv(report: Mapping[str, Any]) -> str:
-    """One row per feature set and classifier (mean and std of each metric), then one per
-    end-to-end model."""
+    """One row per feature set and classifier (mean and std of each metric), the chosen row (group
+    "chosen"), then one per end-to-end model."""
     metrics = METRICS[report["task"]]
     fields = ["feature_set", "group", "scales", "layers", "classic", "classifier", "dim", "num_runs"]
     fields += [f"{m}_{k}" for m in metrics for k in ("mean", "std")]
@@ -232,6 +306,15 @@ def results_csv(report: Mapping[str, Any]) -> str:
                 row[f"{m}_mean"] = res["test"][m]["mean"]
                 row[f"{m}_std"] = res["test"][m]["std"]
             writer.writerow(row)
+    chosen = report.get("chosen")
+    if chosen:
+        r = report["feature_sets"][chosen["feature_set"]]
+        row = {"feature_set": chosen["feature_set"], "group": "chosen", "scales": "+".join(r["scales"]),
+               "layers": ",".join(r["layers"]), "classic": "+".join(r.get("classic", [])),
+               "classifier": chosen["classifier"], "dim": r["dim"], "num_runs": 1}
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = chosen["test"][m]["mean"], ""
+        writer.writerow(row)
     for scale, vals in report["end_to_end"]["scales"].items():
         row = {"feature_set": f"{scale}@end-to-end", "group": "end-to-end", "scales": scale, "layers": "output",
                "classifier": "sample_cnn", "dim": "", "num_runs": 1}
