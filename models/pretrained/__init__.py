@@ -101,14 +101,3 @@ def ship(run: str | os.PathLike, name: str, corpus: str | os.PathLike) -> Path:
         + rows + "\n", encoding="utf-8")
     return target
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m msagg.models.pretrained",
-                                     description="Copy a finished pretrain run into the package as a shipped family.")
-    parser.add_argument("--run", required=True, help="The pretrain run folder.")
-    parser.add_argument("--name", default="general", choices=sorted(SHIPPED))
-    parser.add_argument("--corpus", required=True, help="The corpus's CORPUS.md.")
-    args = parser.parse_args()
-    print(ship(args.run, args.name, args.corpus))
