@@ -290,10 +290,14 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             bar.set_postfix_str(fs.name)
             x = assemble(feats, fs)
             blocks = block_dims(feats, fs)
-            std = Standardizer.fit(x[rows["train"]], blocks)
+            weights = choice.block_weights(x[fit_rows], ff.labels[fit_rows], task, blocks, kinds, folds, config,
+                                           config.seed)
+            std = Standardizer.fit(x[rows["train"]], blocks, weights)
             xs = {split: std(x[idx]) for split, idx in rows.items()}
             entry = {"group": fs.group, "scales": list(fs.scales), "layers": list(fs.layers), "classic": list(fs.classic),
                      "layers_label": fs.layers_label, "dim": int(x.shape[1]), "blocks": list(blocks), "classifiers": {}}
+            if weights is not None:
+                entry["block_weights"] = list(weights)
             for clf in config.classifiers:
                 seeds = [config.seed + r for r in range(config.repeats)] if clf == "mlp" else [config.seed]
                 test_scores, valid_scores, epochs = [], [], []
@@ -320,8 +324,8 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                 }
                 logger.info("%-28s %-6s %s", fs.name, clf, ", ".join(
                     f"{METRIC_TITLES[m]} {fmt(entry['classifiers'][clf]['test'][m])}" for m in METRICS[task]))
-            selected = choice.select(x, ff.labels, task, names, blocks, rows, kinds, folds, config, config.seed) \
-                if folds else None
+            selected = choice.select(x, ff.labels, task, names, blocks, rows, kinds, folds, config, config.seed,
+                                     weights) if folds else None
             entry["selected"] = selected[0] if selected else None
             if selected:
                 value = selected[0][f"cv_{primary}"]

@@ -166,3 +166,24 @@ def test_predictor_set_valid_is_refused_naming_chosen():
         classify.Config(features="x", predictor_set="valid")
     with pytest.raises(ValueError, match="cv_folds"):
         classify.Config(features="x", cv_folds=1)
+
+
+def test_a_block_that_only_adds_noise_is_weighted_down_by_cross_validation():
+    rng = np.random.default_rng(3)
+    n, classes = 160, 4
+    y_idx = np.repeat(np.arange(classes), n // classes)
+    labels = np.eye(classes, dtype=np.uint8)[y_idx]
+    informative = rng.normal(size=(n, 8)) + 1.5 * np.eye(classes, 8)[y_idx]
+    noise = rng.normal(size=(n, 8))  # as many dimensions, nothing to learn
+    x = np.concatenate([informative, noise], axis=1).astype(np.float32)
+    folds = choice.cv_folds(labels, "classes", 5, seed=0)
+    config = classify.Config(features="unused")
+    weights = choice.block_weights(x, labels, "classes", (8, 8), ["logreg"], folds, config, seed=0)
+    assert weights is not None and weights[0] == 1.0 and weights[1] < 1.0
+    joined = choice.best_of(choice.cross_validate(x, labels, "classes", (8, 8), ["logreg"], folds, config, 0,
+                                                  weights))[2]
+    alone = choice.best_of(choice.cross_validate(x[:, :8], labels, "classes", (), ["logreg"], folds, config, 0))[2]
+    assert joined >= alone
+    zeroed = Standardizer.fit(x, (8, 8), (1.0, 0.0))(x)
+    assert np.all(zeroed[:, 8:] == 0) and np.all(np.isfinite(zeroed))
+    assert choice.block_weights(x[:, :8], labels, "classes", (8,), ["logreg"], folds, config, 0) is None

@@ -27,7 +27,7 @@ import numpy as np
 
 from msagg.stages.songs.classifiers import CLASSIFIERS, ClassifyError, Trained, train_classifier
 from msagg.stages.songs.metrics import METRICS, PRIMARY, mean_std, score
-from msagg.stages.songs.scaling import Standardizer
+from msagg.stages.songs.scaling import Standardizer, weightings
 
 CV_FOLDS = 5
 """Folds of the train and valid songs (fewer when there are fewer songs, or songs per class)."""
@@ -72,7 +72,8 @@ def cv_folds(labels: np.ndarray, task: str, num_folds: int = CV_FOLDS, seed: int
 
 
 def cross_validate(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequence[int], kinds: Sequence[str],
-                   folds: Sequence[tuple[np.ndarray, np.ndarray]], config, seed: int) -> dict[str, dict[str, Any]]:
+                   folds: Sequence[tuple[np.ndarray, np.ndarray]], config, seed: int,
+                   weights: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
     """The held-out score of every classifier and C on every fold.
 
     Args:
@@ -84,6 +85,7 @@ def cross_validate(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequenc
         folds: ``cv_folds``' folds.
         config: MLP hyper-parameters (classify's Config).
         seed: The classifiers' seed.
+        weights: The blocks' weights (``block_weights``); None: alike.
 
     Returns:
         ``{kind: {C as text ("" for a kind without C): {"mean", "std", "values"}}}``: the primary
@@ -93,7 +95,7 @@ def cross_validate(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequenc
     primary = PRIMARY[task]
     values: dict[str, dict[str, list]] = {kind: {} for kind in kinds}
     for fit, held in folds:
-        std = Standardizer.fit(x[fit], blocks)
+        std = Standardizer.fit(x[fit], blocks, weights)
         x_fit, x_held = std(x[fit]), std(x[held])
         for kind in kinds:
             try:
@@ -108,6 +110,28 @@ def cross_validate(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequenc
                 values[kind].setdefault(c, []).append(value)
     return {kind: {c: mean_std([v for v in vs if v is not None]) for c, vs in by_c.items()}
             for kind, by_c in values.items()}
+
+
+def block_weights(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequence[int], kinds: Sequence[str],
+                  folds: Sequence[tuple[np.ndarray, np.ndarray]], config, seed: int) -> tuple[float, ...] | None:
+    """The weights of a joined set's blocks with the best cross-validated score (``scaling.weightings``).
+
+    Scored with the first of ``kinds`` (the logistic regression where it runs: the cheapest) over its C
+    grid, on the same folds as the choice; ties go to the earlier weighting (all alike first). Every
+    classifier of the set then uses these weights.
+
+    Returns:
+        The weights, or None for a set of one block, without folds or classifiers to score with.
+    """
+    if len(blocks) < 2 or not folds or not kinds:
+        return None
+    kind = "logreg" if "logreg" in kinds else kinds[0]
+    best, best_value = None, None
+    for weights in weightings(len(blocks)):
+        found = best_of(cross_validate(x, labels, task, blocks, [kind], folds, config, seed, weights))
+        if found is not None and (best_value is None or found[2] > best_value):
+            best, best_value = weights, found[2]
+    return best
 
 
 def best_of(cv: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[str, str, float] | None:
@@ -126,7 +150,7 @@ def best_of(cv: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[str, str
 
 def select(x: np.ndarray, labels: np.ndarray, task: str, label_names: Sequence[str], blocks: Sequence[int],
            rows: Mapping[str, np.ndarray], kinds: Sequence[str], folds: Sequence[tuple[np.ndarray, np.ndarray]],
-           config, seed: int) -> tuple[dict[str, Any], Trained, Standardizer] | None:
+           config, seed: int, weights: Sequence[float] | None = None) -> tuple[dict[str, Any], Trained, Standardizer] | None:
     """One feature set's selected classifier: cross-validated, refitted on all train and valid songs, tested.
 
     Args:
@@ -135,7 +159,7 @@ def select(x: np.ndarray, labels: np.ndarray, task: str, label_names: Sequence[s
         task, label_names: As the features file has them.
         blocks: The set's block dimensions.
         rows: ``split_rows``' rows: the folds index the sorted train and valid rows, the test rows score.
-        kinds, folds, config, seed: As ``cross_validate``.
+        kinds, folds, config, seed, weights: As ``cross_validate``.
 
     Returns:
         ``(entry, trained, standardizer)``, entry = ``{"classifier", "params": {"C"} or {},
@@ -143,12 +167,12 @@ def select(x: np.ndarray, labels: np.ndarray, task: str, label_names: Sequence[s
         "per_label": {...}}``; None when no fold scored.
     """
     fit_rows = np.sort(np.concatenate([rows["train"], rows["valid"]]))
-    cv = cross_validate(x[fit_rows], labels[fit_rows], task, blocks, kinds, folds, config, seed)
+    cv = cross_validate(x[fit_rows], labels[fit_rows], task, blocks, kinds, folds, config, seed, weights)
     best = best_of(cv)
     if best is None:
         return None
     kind, c, value = best
-    std = Standardizer.fit(x[fit_rows], blocks)
+    std = Standardizer.fit(x[fit_rows], blocks, weights)
     x_fit = std(x[fit_rows])
     trained = train_classifier(kind, task, x_fit, labels[fit_rows], None if c else x_fit, labels[fit_rows], config,
                                seed, c_values=(float(c),) if c else None)

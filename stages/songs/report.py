@@ -206,7 +206,9 @@ def baseline_summary(report: Mapping[str, Any]) -> list[str]:
              f"Test {title}. " + " ".join(CLASSIC_TEXT.get(c, c) for c in report["classic"])
              + " A joined set weighs each of its blocks (the learned layers, each reference set) by one over the "
              "square root of its dimension after standardizing, so that "
-             "every block holds the same variance and none swamps another. Last column: the classifier "
+             "every block holds the same variance and none swamps another, and then by a weight chosen by "
+             "cross-validation of the train and valid songs (alike, one block alone, or one at half weight), so "
+             "that a join never scores below its best part there. Last column: the classifier "
              "cross-validation selected for that set, refitted on the train and valid songs (test scores take "
              "no part in the choice).", "",
              "| Feature set | Dim | " + " | ".join(CLASSIFIERS[c].title for c in clfs) + " | Selected by CV |",
