@@ -567,12 +567,12 @@ def test_conflicting_options_are_all_listed(folder_tree):
 
 def test_registry_describes_every_adapter():
     assert list(ADAPTERS) == ["synth-tags", "synth-genre", "synth-gm-tags", "synth-gm-genre", "folder", "esc10", "csv",
-                              "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd"]
+                              "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd", "unlabelled"]
     assert all(name == adapter.name and adapter.summary for name, adapter in ADAPTERS.items())
     assert {n for n, a in ADAPTERS.items() if a.generated} == {"synth-tags", "synth-genre", "synth-gm-tags",
                                                                "synth-gm-genre"}
     assert {n for n, a in ADAPTERS.items() if a.soundfont} == {"synth-gm-tags", "synth-gm-genre"}
-    assert {n for n, a in ADAPTERS.items() if a.official} == {"csv", "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd"}
+    assert {n for n, a in ADAPTERS.items() if a.official} == {"csv", "csv-tags", "csv-classes", "mtat", "gtzan", "fsdd", "unlabelled"}
     assert {n: a.fold_pattern for n, a in ADAPTERS.items() if a.fold_pattern} == {"esc10": r"^(\d+)-"}
     esc10 = ADAPTERS["esc10"]
     assert (esc10.with_defaults(AdapterOptions()).fold_from_name, esc10.with_defaults(AdapterOptions()).fold) == (

@@ -204,7 +204,7 @@ def unaugmented_batch(seq: crops.CropSequence, index: int) -> tuple[np.ndarray, 
         room = max(int(seq.lengths[pick]) - seq.input_length, 0)
         start = int(rng.integers(0, room + 1))
         x[row] = seq.cache.crop(int(seq.indices[pick]), start, seq.input_length)
-    return x, seq.labels[picks]
+    return x, np.asarray(seq.cache.labels)[seq.indices[picks]].astype(np.float32)
 
 
 def test_crops_without_augmentation_are_those_of_before(tags_cache):

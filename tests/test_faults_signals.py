@@ -302,3 +302,33 @@ def test_a_command_that_does_not_end_is_ended_with_what_it_started(second):
     while _survivors({int(child)}, proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _survivors({int(child)}, proc.pid)
+
+
+def test_a_signal_in_a_weak_reference_callback_is_delivered_later():
+    """A SIGINT that lands while a WeakKeyDictionary drops a dead key would be raised where Python
+    ignores exceptions (printing a traceback): it is held back and delivered again instead."""
+    import weakref
+
+    from msagg.stages.runs import interrupt
+
+    class Key:
+        pass
+
+    table = weakref.WeakKeyDictionary()
+    key = Key()
+    table[key] = 1
+    frames = []
+
+    def spy(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.endswith("weakref.py") and frame.f_code.co_name == "remove":
+            frames.append(frame)
+        return None
+
+    sys.setprofile(spy)
+    try:
+        del key
+    finally:
+        sys.setprofile(None)
+    assert frames, "the WeakKeyDictionary callback did not run"
+    assert all(interrupt._unsafe(f) for f in frames)
+    assert not interrupt._unsafe(sys._getframe())

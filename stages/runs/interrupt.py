@@ -126,16 +126,20 @@ def _resend(signum: int) -> None:
 
 def _unsafe(frame) -> bool:
     """Whether an exception raised in ``frame`` would be lost or garbled: a garbage-collector callback
-    (its exceptions are ignored), an import, or backend code that C++ called back into (raised
-    there, it comes out as a ``SystemError`` with a printed traceback)."""
+    or a weak reference's callback (their exceptions are ignored, with a printed traceback), an
+    import, or backend code that C++ called back into (raised there, it comes out as a
+    ``SystemError`` with a printed traceback)."""
     if frame is None:
         return False
     if any(getattr(callback, "__code__", None) is frame.f_code for callback in gc.callbacks):
         return True
     name = frame.f_code.co_filename
-    return name.startswith("<frozen importlib") or any(part in name for part in _BACKEND_PATHS)
+    return (name.startswith("<frozen importlib") or name.endswith(_WEAKREF_FILES)
+            or any(part in name for part in _BACKEND_PATHS))
 
 
+_WEAKREF_FILES = (f"{os.sep}weakref.py", f"{os.sep}_weakrefset.py")
+"""Where the standard library's weak-reference callbacks live (WeakKeyDictionary, WeakSet, ...)."""
 _BACKEND_PATHS = (f"{os.sep}tensorflow{os.sep}", f"{os.sep}jax{os.sep}", f"{os.sep}jaxlib{os.sep}")
 
 
