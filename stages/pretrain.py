@@ -210,7 +210,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     # demo with ReSE-2-multi models (Kim et al. 2018) instead of the basic blocks.
     "demo-rese": {**_DEMO, "block": "rese", "multi": True},
-    # `make pretrain-general` (the family msagg ships, ``msagg.models.pretrained``): the demo's three
+    # `make pretrain-general` (the general family, ``msagg.models.pretrained``): the demo's three
     # scales at half width on about 20 hours of real music (Debian's game soundtracks, an
     # `unlabelled` collection) labelled by musicnn's MTT and MSD taggers (`msagg teach`): soft,
     # time-aligned targets over both vocabularies, lr 0.03, three lr stages of at most 4 epochs of
