@@ -281,13 +281,14 @@ def run(
         return out_dir
     prepared = open_upstream(config.cache, "prepare")
     upstream = {"cache": prepared}
+    teacher = None  # the teacher's targets, read (and checked against the cache) once, before anything is written
     with AudioCache(prepared.file) as cache:
         prepared.check_file(cache.path, cache.config_hash)
         if config.teacher_labels is None:
             check_labels(config.cache, cache)
         else:
             upstream["teacher_labels"] = open_upstream(config.teacher_labels, "teach")
-            _teacher_targets(config, upstream["teacher_labels"], cache)  # refuses another cache's labels now
+            teacher = _teacher_targets(config, upstream["teacher_labels"], cache)
     quiet.import_backend()  # every check above runs without the backend; the devices and models need it
     from msagg.stages.training import fit
 
@@ -300,9 +301,8 @@ def run(
         prepared.check_file(cache.path, cache.config_hash)
         logger.info("pretrain on %s: %d tracks, task %s, %d labels, %d Hz", config.cache, cache.num_tracks,
                     cache.task, len(cache.label_names), cache.sample_rate)
-        targets = (DatasetTargets(cache) if config.teacher_labels is None
-                   else _teacher_targets(config, upstream["teacher_labels"], cache))
-        if config.teacher_labels is not None:
+        targets = DatasetTargets(cache) if teacher is None else teacher
+        if teacher is not None:
             logger.info("pretrain on teacher labels %s: %d %s tags, %s targets", config.teacher_labels,
                         len(targets.label_names), config.vocabulary, config.targets)
         summary = fit.train_scales(config, cache, out_dir, devices=devices, progress=progress,
