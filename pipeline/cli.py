@@ -143,7 +143,9 @@ def prepare(preset, workers, out_dir, overwrite, config_file, sets, **options):
     "outputs (Keras' mixed_bfloat16); faster on GPUs/TPUs and CPUs with bfloat16 units.",
 )
 @click.option("--teacher-labels", type=FolderPath(), help="A `msagg teach` run of this cache: fit the teacher's tag "
-              "probabilities (--set targets=aligned|song, --set vocabulary=MTT|MSD|both) instead of the cache's labels.")
+              "probabilities (--set targets=aligned|song, --set vocabulary=MTT|MSD|both) instead of the cache's labels; "
+              "--set teacher_features=W also fits the teacher's own features with weight W (a teach run made with "
+              "--set features=true).")
 @config_options(pretrain_stage.Config)
 @friendly_errors
 def pretrain(cache, preset, scales, width, block, multi, augment, devices, precision, teacher_labels, out_dir, overwrite,
@@ -241,7 +243,7 @@ def extract(pretrain_dir, cache, song_pool, segments, scales, classic, batch_siz
         config_file=config_file,
         options=dict(pretrain=pretrain_dir, cache=cache, song_pool=song_pool, segments=segments,
                      scales=scales and tuple(s.strip() for s in scales.split(",")),
-                     classic=(() if "none" in classic else tuple(classic)) or None,
+                     classic=() if "none" in classic else (tuple(classic) or None),
                      engine=engine, address=address, precision=precision),
         sets=sets,
     )

@@ -29,6 +29,10 @@ def teach(cache, teachers, out_dir, overwrite, config_file, sets):
     \b
       INSTALL_COMMAND   (or: make teacher)
 
+    With --set features=true it also stores the first tagger's own view of every patch (its back
+    end's mean and max pools, 1,506 numbers, float16), which pretrain can fit besides the tags
+    (--set teacher_features=W).
+
     About 0.25 s per minute of audio and tagger on 2 CPU cores. A killed run resumes from the
     blocks of tracks it finished.
 
@@ -36,6 +40,7 @@ def teach(cache, teachers, out_dir, overwrite, config_file, sets):
     Examples:
       msagg prepare --dataset unlabelled --source ~/Music --out runs/mine/prepare
       msagg teach --cache runs/mine/prepare --out runs/mine/teach
+      msagg teach --cache runs/mine/prepare --set features=true --out runs/mine/teach-features
       msagg pretrain --cache runs/mine/prepare --teacher-labels runs/mine/teach --preset general \\
           --out runs/mine/pretrain
     """

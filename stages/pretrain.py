@@ -94,6 +94,11 @@ class Config:
             the crop covers: its 3-s patches weighted by their overlap) or "song" (the track's mean answer).
         vocabulary: With teacher labels, which tags: "MTT", "MSD" (one tagger's 50) or "both" (the
             union; a tag both predict is their mean).
+        teacher_features: With teacher labels that hold the teacher's features (``msagg teach --set
+            features=true``), the weight of fitting them too: a second, linear head beside the
+            output layer regresses the teacher's standardized features of each crop (mean squared
+            error, this weight; the tags' loss has weight 1). The head is dropped when a model is
+            saved. 0 (default): tags only. Left out of config.json and the hash at 0.
 
     The ``augment_*`` values matter only when ``augment`` is true; ``augmentation()`` gives the
     ``msagg.stages.training.augment.Augment`` in force.
@@ -127,6 +132,7 @@ class Config:
     teacher_labels: str | None = dataclasses.field(default=None, metadata={OMIT_NONE: True})
     targets: str = dataclasses.field(default="aligned", metadata={OMIT_DEFAULT: True})
     vocabulary: str = dataclasses.field(default="both", metadata={OMIT_DEFAULT: True})
+    teacher_features: float = dataclasses.field(default=0.0, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self):
         if isinstance(self.cache, os.PathLike):
@@ -174,6 +180,10 @@ class Config:
             raise ConfigError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.vocabulary not in VOCABULARIES:
             raise ConfigError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {self.vocabulary!r}")
+        check_number("teacher_features", self.teacher_features, low=0.0, low_open=False)
+        if self.teacher_features and self.teacher_labels is None:
+            raise ConfigError("teacher_features needs teacher labels (--teacher-labels, a msagg teach run "
+                              "with --set features=true)")
 
     def augmentation(self) -> augment_lib.Augment:
         """The augmentation of the training crops: the ``augment_*`` values, or none when ``augment`` is off."""
@@ -320,7 +330,7 @@ def run(
 def _teacher_targets(config: Config, teach_run, cache: AudioCache) -> TeacherTargets:
     """The teacher labels of ``teach_run`` as targets (checked to label ``cache``)."""
     return TeacherTargets(TeacherLabels(teach_run.folder / TEACHER_LABELS_FILE), cache, config.vocabulary,
-                          config.targets)
+                          config.targets, features=config.teacher_features > 0)
 
 
 def check_labels(cache_name: str, cache: AudioCache) -> None:

@@ -28,9 +28,9 @@ from msagg.data.errors import ConfigError
 from msagg.data.formats.cache import AudioCache
 from msagg.data.formats.teacher_labels import FILE_NAME, write_labels
 from msagg.stages import quiet
-from msagg.stages.runs.folder import RunFolder, lock_scope
+from msagg.stages.runs.folder import OMIT_DEFAULT, RunFolder, lock_scope
 from msagg.stages.runs.upstream import open_upstream
-from msagg.stages.teacher import TEACHERS, musicnn_package
+from msagg.stages.teacher import SONG_KEYS, TEACHERS, musicnn_package
 
 __all__ = ["Config", "run", "BLOCK_TRACKS", "PATCH_SECONDS"]
 
@@ -53,11 +53,16 @@ class Config:
             by side in labels.h5, and pretrain picks a vocabulary (each, or both together).
         float16_log: Take the front end's logarithm in float16 as musicnn's extractor does (its
             overflow gives loud patches one constant answer); default False.
+        features: Also store the first tagger's own view of every patch: its back end's mean and max
+            pools (1,506 numbers for musicnn, the layer the ``musicnn`` reference set averages), which
+            pretrain can fit besides the tags (``--set teacher_features=W``). Left out of config.json
+            and the hash when false.
     """
 
     cache: str
     teachers: tuple[str, ...] = TEACHERS
     float16_log: bool = False
+    features: bool = dataclasses.field(default=False, metadata={OMIT_DEFAULT: True})
 
     def __post_init__(self):
         if isinstance(self.cache, os.PathLike):
@@ -73,6 +78,8 @@ class Config:
         object.__setattr__(self, "teachers", teachers)
         if not isinstance(self.float16_log, bool):
             raise ConfigError(f"float16_log must be true or false, got {self.float16_log!r}")
+        if not isinstance(self.features, bool):
+            raise ConfigError(f"features must be true or false, got {self.features!r}")
 
 
 @lock_scope
@@ -115,20 +122,30 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
                 arrays = {}
                 for i in range(start, stop):
                     patches = teachers[0].patches(cache.track(i), cache.sample_rate)
-                    arrays[f"t{i - start}"] = np.concatenate([t.tag_patches(patches) for t in teachers], axis=1)
+                    if config.features:
+                        first = teachers[0].patch_features(patches, ("taggram",) + SONG_KEYS)
+                        probs = [first["taggram"]] + [t.tag_patches(patches) for t in teachers[1:]]
+                        arrays[f"f{i - start}"] = np.concatenate([first[k] for k in SONG_KEYS], axis=1).astype(np.float16)
+                    else:
+                        probs = [t.tag_patches(patches) for t in teachers]
+                    arrays[f"t{i - start}"] = np.concatenate(probs, axis=1)
                 with atomic_write(part) as tmp, open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
             bar.update(stop - start)
         bar.close()
-        per_track = []
+        per_track, per_track_features = [], []
         for start in blocks:
             with np.load(parts / f"part-{start // BLOCK_TRACKS:05d}.npz") as z:
                 per_track += [z[f"t{k}"] for k in range(min(BLOCK_TRACKS, num - start))]
+                if config.features:
+                    per_track_features += [z[f"f{k}"] for k in range(min(BLOCK_TRACKS, num - start))]
         write_labels(out_dir / FILE_NAME, teachers=config.teachers,
                      tag_names=[tag for t in teachers for tag in t.tags],
                      teacher_of_tag=[t.name for t in teachers for _ in t.tags], track_ids=list(cache.track_ids),
                      per_track=per_track, patch_seconds=PATCH_SECONDS, hop_seconds=PATCH_SECONDS,
-                     cache_config_hash=cache.config_hash)
+                     cache_config_hash=cache.config_hash,
+                     per_track_features=per_track_features if config.features else None,
+                     features_source=f"{config.teachers[0]} {'+'.join(SONG_KEYS)}" if config.features else "")
     shutil.rmtree(parts, ignore_errors=True)
     patches = int(sum(len(p) for p in per_track))
     logger.info("teach: %d tracks, %d patches of %.2f s, %d tags (%s) in %s", num, patches, PATCH_SECONDS,

@@ -202,6 +202,10 @@ class Teacher:
             Key -> float32 array with the patches first: "timbral" (num_patches, 187, 408), ...,
             "penultimate" (num_patches, 200), "taggram" (num_patches, num_tags).
         """
+        return self.patch_features(self.patches(wave, sample_rate, hop_sec), keys)
+
+    def patch_features(self, patches: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """``features`` of log-mel patches (``patches``' output), in one pass over them."""
         extractor = self._extractor
         if keys is not None:
             keys = tuple(keys)
@@ -210,7 +214,6 @@ class Teacher:
 
                 self._subsets[keys] = keras.Model(extractor.inputs, {k: extractor.output[k] for k in keys})
             extractor = self._subsets[keys]
-        patches = self.patches(wave, sample_rate, hop_sec)
         parts = [extractor.predict_on_batch(patches[i:i + self.batch_size])
                  for i in range(0, len(patches), self.batch_size)]
         return {key: np.concatenate([np.asarray(p[key]) for p in parts]).astype(np.float32) for key in parts[0]}

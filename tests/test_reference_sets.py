@@ -117,3 +117,19 @@ def test_the_teachers_set_is_named_and_sized_in_data_but_computed_by_the_teacher
     assert CLASSIC == ("mfcc", "musicnn") and classic_dim("musicnn") == MUSICNN_DIM == 1506
     with pytest.raises(ValueError, match="the teacher computes it"):
         classic_features("musicnn", [np.zeros(100, np.float32)], SAMPLE_RATE)
+
+
+def test_classic_none_on_the_command_line_stores_no_reference_set(tmp_path):
+    from click.testing import CliRunner
+
+    from msagg.pipeline.cli import main
+
+    cache, _, _ = _tones(tmp_path / "prepare")
+    runs = pretrain_runs.make_pretrain(tmp_path / "pretrain", cache, sample_rate=SAMPLE_RATE, task="classes",
+                                       label_names=("low", "high"))
+    result = CliRunner().invoke(main, ["extract", "--pretrain", str(runs), "--cache", str(cache), "--classic", "none",
+                                       "--out", str(tmp_path / "extract")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "extract" / "config.json").read_text())["classic"] == []
+    with FeaturesFile(tmp_path / "extract") as ff:
+        assert ff.classic == []

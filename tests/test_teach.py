@@ -16,6 +16,9 @@ from msagg.data.formats.teacher_labels import TeacherLabels, TeacherLabelsError,
 from msagg.stages import prepare, pretrain
 from msagg.stages.teacher import INSTALL_COMMAND
 from msagg.stages.training import PretrainError
+from msagg.data.errors import ConfigError
+from msagg.stages.runs.pretrain_run import load_model
+from msagg.stages.training import augment as augment_lib
 from msagg.stages.training.crops import CropSequence
 from msagg.stages.training.targets import TeacherTargets
 
@@ -140,3 +143,71 @@ def test_teach_then_pretrain_on_soft_targets(tmp_path):
     metrics = json.loads((out / "3^2" / "metrics.json").read_text())
     assert metrics["task"] == "tags" and len(metrics["label_names"]) == 50 and "guitar" in metrics["label_names"]
     assert json.loads((out / "metadata.json").read_text())["upstream"]["teacher_labels"]
+
+
+def _labels_file_with_features(path, cache, patches_per_track, dim=6):
+    """As ``_labels_file``, and features: patch p of track i = (i * 10 + p) * (1, 2, ..., dim)."""
+    per_track, feats = [], []
+    for i in range(cache.num_tracks):
+        per_track.append(np.full((patches_per_track, 2), 0.25 + 0.1 * i, dtype=np.float32))
+        feats.append(np.array([[(i * 10 + p) * (d + 1) for d in range(dim)] for p in range(patches_per_track)],
+                              dtype=np.float16))
+    write_labels(path, teachers=["x_tagger"], tag_names=["rock", "piano"], teacher_of_tag=["x_tagger"] * 2,
+                 track_ids=list(cache.track_ids), per_track=per_track, patch_seconds=1.0, hop_seconds=1.0,
+                 cache_config_hash=cache.config_hash, per_track_features=feats, features_source="x pools")
+    return TeacherLabels(path)
+
+
+def test_teacher_features_are_standardized_time_aligned_and_mixed_with_the_tags(tmp_path):
+    prep = _prepared(tmp_path)
+    with AudioCache(prep) as cache:
+        labels = _labels_file_with_features(tmp_path / "labels.h5", cache, patches_per_track=3)
+        assert labels.features.shape == (cache.num_tracks * 3, 6) and labels.features_source == "x pools"
+        with pytest.raises(TeacherLabelsError, match="holds no teacher features.*features=true"):
+            TeacherTargets(_labels_file(tmp_path / "plain.h5", cache, 3), cache, "x", "aligned", features=True)
+        assert TeacherTargets(labels, cache, "x", "aligned").num_features == 0
+        aligned = TeacherTargets(labels, cache, "x", "aligned", features=True)
+        assert aligned.num_features == 6
+        raw = labels.features.astype(np.float32)
+        z = (raw - raw.mean(axis=0)) / raw.std(axis=0)
+        np.testing.assert_allclose(aligned.crop_features([2], [SR], SR)[0], z[2 * 3 + 1], rtol=1e-5)  # patch 1
+        halves = z[2 * 3 + 1:2 * 3 + 3].mean(axis=0)
+        np.testing.assert_allclose(aligned.crop_features([2], [SR + SR // 2], SR)[0], halves, rtol=1e-5)
+        song = TeacherTargets(labels, cache, "x", "song", features=True)
+        np.testing.assert_allclose(song.crop_features([2], [SR], SR)[0], z[6:9].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+        seq = CropSequence(cache, cache.indices("train"), 2000, 4, 2, targets=aligned)
+        x, (tags, feats) = seq[0]
+        assert x.shape == (4, 2000) and tags.shape == (4, 2) and feats.shape == (4, 6)
+        # mixup mixes tags and features with one weight per crop: with song targets, where a track's
+        # standardized features are an affine function of its tag, mixed crops stay on that line
+        line = np.polyfit(song.songs(np.arange(cache.num_tracks))[:, 0], song._song_features[:, 0], 1)
+        mixed = CropSequence(cache, cache.indices("train"), 2000, 8, 2, targets=song,
+                             augment=augment_lib.Augment(mixup_alpha=0.4, mixup_prob=1.0))
+        _, (tags2, feats2) = mixed[0]
+        assert np.ptp(tags2[:, 0]) > 0 and not np.isin(tags2[:, 0], song.songs(np.arange(4))[:, 0]).all()
+        np.testing.assert_allclose(feats2[:, 0], np.polyval(line, tags2[:, 0]), atol=1e-4)
+
+
+@needs_musicnn
+def test_pretrain_fits_teacher_features_and_saves_the_tagger_alone(tmp_path):
+    from msagg.stages import teach
+
+    prep = _prepared(tmp_path)
+    teach_dir = teach.run(teach.Config(cache=str(prep), teachers=("MTT_musicnn",), features=True),
+                          tmp_path / "teach", progress=False)
+    labels = TeacherLabels(teach_dir)
+    assert labels.features.shape == (len(labels.probs), 1506) and labels.features_source.startswith("MTT_musicnn")
+    assert json.loads((teach_dir / "config.json").read_text())["features"] is True
+    base = {**pretrain.PRESETS["tiny"], "scales": ("3^2",)}
+    with pytest.raises(ConfigError, match="teacher_features needs teacher labels"):
+        pretrain.Config(cache=str(prep), teacher_features=1.0, **base)
+    config = pretrain.Config(cache=str(prep), teacher_labels=str(teach_dir), vocabulary="MTT",
+                             teacher_features=0.5, **base)
+    out = pretrain.run(config, tmp_path / "pre", progress=False, tensorboard=False)
+    assert json.loads((out / "config.json").read_text())["teacher_features"] == 0.5
+    model = load_model(out / "3^2" / "model.keras")
+    assert len(model.outputs) == 1 and model.output_shape == (None, 50)  # the features head is not kept
+    assert "teacher_features" not in [layer.name for layer in model.layers]
+    history = (out / "3^2" / "history.csv").read_text()
+    assert "nan" not in history.lower()

@@ -10,6 +10,9 @@ train on soft targets. Layout (schema 1):
 - ``offsets`` (num_tracks + 1,) int64: track i's patches are rows offsets[i]:offsets[i+1].
 - ``probs`` (num_patches, num_columns) float32: the probabilities, every tagger's tags side by side.
 - ``tag_names``, ``teacher_of_tag`` (num_columns,) str: each column's tag and the tagger giving it.
+- ``features`` (num_patches, dim) float16, optional (``msagg teach --set features=true``): the first
+  tagger's own view of each patch (for musicnn its back end's mean and max pools), with the attribute
+  ``features_source`` naming the tagger and layers. Files without it read with ``features`` None.
 
 ``TeacherLabels`` reads a file whole (a 20-hour corpus holds about 24 000 patches: 10 MB for two
 50-tag taggers) and gives a vocabulary's probabilities: one tagger's tags, or ``"both"``: the union of
@@ -45,11 +48,14 @@ def vocabulary_names(teachers) -> tuple[str, ...]:
 
 
 def write_labels(path: str | os.PathLike, *, teachers, tag_names, teacher_of_tag, track_ids, per_track,
-                 patch_seconds: float, hop_seconds: float, cache_config_hash: str) -> None:
+                 patch_seconds: float, hop_seconds: float, cache_config_hash: str,
+                 per_track_features=None, features_source: str = "") -> None:
     """Writes a labels file atomically.
 
     Args:
         per_track: One float32 (num_patches, num_columns) array per track, in ``track_ids``' order.
+        per_track_features: None, or one (num_patches, dim) array per track (stored as float16).
+        features_source: What the features are (an attribute of the file).
     """
     lengths = np.array([len(p) for p in per_track], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -65,6 +71,13 @@ def write_labels(path: str | os.PathLike, *, teachers, tag_names, teacher_of_tag
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("probs", data=probs, compression="gzip", shuffle=True, fletcher32=True,
                          chunks=(min(max(len(probs), 1), 4096), probs.shape[1]) if probs.size else None)
+        if per_track_features is not None:
+            if [len(p) for p in per_track_features] != lengths.tolist():
+                raise ValueError("per_track_features must hold as many patches per track as per_track")
+            feats = np.concatenate(per_track_features).astype(np.float16)
+            f.attrs["features_source"] = str(features_source)
+            f.create_dataset("features", data=feats, compression="gzip", shuffle=True, fletcher32=True,
+                             chunks=(min(max(len(feats), 1), 1024), feats.shape[1]) if feats.size else None)
 
 
 class TeacherLabels:
@@ -79,6 +92,8 @@ class TeacherLabels:
         offsets: int64 (num_tracks + 1,).
         probs: float32 (num_patches, num_columns).
         tag_names, teacher_of_tag: list[str] (num_columns,).
+        features: float16 (num_patches, dim), or None where the file holds none.
+        features_source: What ``features`` are ("" without them).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -103,6 +118,8 @@ class TeacherLabels:
                                        for s in f["teacher_of_tag"][()]]
                 self.offsets = np.asarray(f["offsets"][()], dtype=np.int64)
                 self.probs = np.asarray(f["probs"][()], dtype=np.float32)
+                self.features = np.asarray(f["features"][()], dtype=np.float16) if "features" in f else None
+                self.features_source = str(f.attrs.get("features_source", ""))
         except (OSError, KeyError, ValueError) as err:
             raise TeacherLabelsError(f"{self.path}: cannot read the teacher labels ({err})") from err
 

@@ -45,7 +45,9 @@ class CropSequence(keras.utils.PyDataset):
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``PyDataset``.
 
     Each item is ``(x, y)``: x float32 (batch_size, input_length) waveforms, y float32
-    (batch_size, num_labels) targets (soft with teacher targets or mixup).
+    (batch_size, num_labels) targets (soft with teacher targets or mixup); where the targets hold
+    teacher features (``targets.num_features``), y is the pair (labels, features (batch_size,
+    num_features)), mixed by mixup alike.
     """
 
     def __init__(self, cache, indices, input_length: int, batch_size: int, steps: int, seed: int = 0,
@@ -91,13 +93,20 @@ class CropSequence(keras.utils.PyDataset):
             starts[row], lengths[row] = start, length
             crop = self.cache.crop(int(self.indices[pick]), start, length)
             x[row] = crop if length == self.input_length else augment_lib.resample_to(crop, self.input_length)
-        if self.targets.soft and np.any(lengths != self.input_length):  # a pitch-shifted crop spans more or less time
-            y = np.concatenate([self.targets.crops(self.indices[picks[r:r + 1]], starts[r:r + 1], int(lengths[r]))
-                                for r in range(self.batch_size)])
-        else:
-            y = self.targets.crops(self.indices[picks], starts, self.input_length)
+        getters = [self.targets.crops] + ([self.targets.crop_features] if self.targets.num_features else [])
+        ys = []
+        for get in getters:
+            if self.targets.soft and np.any(lengths != self.input_length):  # a pitch-shifted crop spans more or less time
+                ys.append(np.concatenate([get(self.indices[picks[r:r + 1]], starts[r:r + 1], int(lengths[r]))
+                                          for r in range(self.batch_size)]))
+            else:
+                ys.append(get(self.indices[picks], starts, self.input_length))
+        y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=1)
         if aug_rng is not None:
             x, y = augment_lib.augment_batch(x, y, self.augment, aug_rng, copy=False)
+        if len(ys) > 1:
+            split = ys[0].shape[1]
+            return x, (np.ascontiguousarray(y[:, :split]), np.ascontiguousarray(y[:, split:]))
         return x, y
 
     def on_epoch_end(self) -> None:

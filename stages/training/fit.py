@@ -96,12 +96,34 @@ def _build(config: Any, scale: str, num_labels: int, task: str) -> keras.Model:
                                        multi=config.multi, dtype=_dtype(config))
 
 
-def _compile(model: keras.Model, task: str, learning_rate: float) -> None:
+FEATURES_HEAD = "teacher_features"
+"""The linear layer that fits the teacher's features (a training model's second output; never saved in model.keras)."""
+
+
+def _with_features_head(model: keras.Model, num_features: int) -> keras.Model:
+    """The training model that also fits teacher features: the SampleCNN's output, and a linear layer
+    beside its output layer (reading what the output layer reads) with ``num_features`` outputs."""
+    hidden = model.get_layer("output").input
+    head = keras.layers.Dense(num_features, name=FEATURES_HEAD, dtype="float32")(hidden)
+    return keras.Model(model.inputs, [model.outputs[0], head], name=model.name)
+
+
+def _tags_view(model: keras.Model) -> keras.Model:
+    """The SampleCNN inside a training model (the model itself without a features head); shares its weights."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+
+
+def _compile(model: keras.Model, task: str, learning_rate: float, features_weight: float = 0.0) -> None:
     # A fresh optimizer at every learning-rate stage resets the momentum, as the authors'
     # recompile did.
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, nesterov=True)
     loss = "binary_crossentropy" if task == "tags" else "categorical_crossentropy"
-    model.compile(optimizer=optimizer, loss=loss)
+    if len(model.outputs) > 1:  # the teacher's features, beside the labels: mean squared error, weighted
+        model.compile(optimizer=optimizer, loss=[loss, "mean_squared_error"], loss_weights=[1.0, features_weight])
+    else:
+        model.compile(optimizer=optimizer, loss=loss)
     # Built now, so that a checkpoint written before the next step holds the full optimizer.
     optimizer.build(model.trainable_variables)
 
@@ -168,6 +190,7 @@ def _train_scale(
         return json.loads(metrics_path.read_text())
 
     task, num_labels = targets.task, len(targets.label_names)
+    features_weight = float(getattr(config, "teacher_features", 0.0) or 0.0)
     train = np.asarray(cache.indices("train"), dtype=np.int64)
     valid = _validation_tracks(config, cache)
     if train.size == 0 or valid.size == 0:
@@ -205,9 +228,18 @@ def _train_scale(
             (folder / name).unlink(missing_ok=True)
         keras.utils.set_random_seed(seed)
         model = _build(config, scale, num_labels, task)
-        _compile(model, task, config.learning_rate)
+        if targets.num_features:
+            model = _with_features_head(model, targets.num_features)
+        _compile(model, task, config.learning_rate, features_weight)
         state = _fresh_state(config)
-    num_params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    tags_model = _tags_view(model)  # what validation scores and model.keras keeps
+    if len(model.outputs) != (2 if targets.num_features else 1):
+        raise PretrainError(f"{resume_from}: this checkpoint was trained with{'out' if targets.num_features else ''} "
+                            "teacher features; resume with the config that wrote it")
+    num_params = int(sum(np.prod(w.shape) for w in tags_model.trainable_weights))
+    if targets.num_features:
+        logger.info("%s: fitting the teacher's %d features too (a linear head, mean squared error, weight %g)",
+                    scale, targets.num_features, features_weight)
     logger.info("%s: %d trainable parameters, input %d samples (%.2f s), %d steps of %d per epoch",
                 scale, num_params, input_length, input_length / cache.sample_rate, steps, config.batch_size)
     if devices.parallel:
@@ -244,7 +276,7 @@ def _train_scale(
             fitted = model.fit(sequence, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose, shuffle=True)
             train_seconds = time.perf_counter() - started
             loss = float(fitted.history["loss"][-1])
-            seg_preds = predict_segments(model, cache, valid, input_length, eval_batch_size)
+            seg_preds = predict_segments(tags_model, cache, valid, input_length, eval_batch_size)
             val_loss = segment_loss(task, [targets.segments(t, len(p), input_length) for t, p in zip(valid, seg_preds)],
                                     seg_preds)
             val_metric = song_metrics(task, valid_songs, song_predictions(seg_preds))[PRIMARY[task]]
@@ -261,7 +293,7 @@ def _train_scale(
             best = state["best_val_loss"]
             if math.isfinite(val_loss) and (best is None or val_loss < best):
                 state.update(best_val_loss=val_loss, best_epoch=epoch + 1, wait=0)
-                best_holder.set_weights(model.get_weights())
+                best_holder.set_weights(tags_model.get_weights())
                 save_model(best_path, best_holder)
             else:
                 state["wait"] += 1
@@ -285,8 +317,8 @@ def _train_scale(
                 if state["lr_stage"] < config.num_lr_stages:
                     state["lr"] = float(f"{config.learning_rate * config.lr_decay ** state['lr_stage']:.12g}")
                     if best_path.is_file():
-                        model.set_weights(load_model(best_path).get_weights())
-                    _compile(model, task, state["lr"])
+                        tags_model.set_weights(load_model(best_path).get_weights())
+                    _compile(model, task, state["lr"], features_weight)
                     logger.info("%s: lr stage %d, best weights reloaded, lr %.3g", scale,
                                 state["lr_stage"] + 1, state["lr"])
             rng = checkpoint.rng_state(model)  # the next epoch starts from it, killed here or not

@@ -6,6 +6,12 @@
 (every crop of a track carries the track's mean over its patches). Both answer the same three
 questions, so the training input (``crops``) and validation (``fit``) do not care which is in force.
 
+With ``features`` on, ``TeacherTargets`` also gives each crop the teacher's own view of the time it
+covers (``crop_features``: the stored per-patch features, standardized per dimension over the
+corpus, weighted as the tags are), which pretrain fits with a second, linear head (mean squared
+error): the student learns to see a patch as the teacher does, not only to name its tags.
+``num_features`` is 0 where no features are fitted.
+
 numpy only: no backend here.
 """
 
@@ -26,6 +32,7 @@ class DatasetTargets:
         self.task = cache.task
         self.label_names = [str(n) for n in cache.label_names]
         self.soft = False
+        self.num_features = 0
         self._labels = np.asarray(cache.labels).astype(np.float32).reshape(cache.num_tracks, -1)
 
     def crops(self, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -49,12 +56,14 @@ class TeacherTargets:
         cache: The open ``AudioCache`` it labels.
         vocabulary: "MTT", "MSD" or "both" (``TeacherLabels.vocabulary``).
         targets: "aligned" or "song" (module docstring).
+        features: Also give each crop the teacher's features (``crop_features``).
 
     Raises:
-        TeacherLabelsError: If the file labels another cache, or lacks the vocabulary.
+        TeacherLabelsError: If the file labels another cache, or lacks the vocabulary, or (with
+            ``features``) holds no features.
     """
 
-    def __init__(self, labels: TeacherLabels, cache, vocabulary: str, targets: str):
+    def __init__(self, labels: TeacherLabels, cache, vocabulary: str, targets: str, features: bool = False):
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {targets!r}")
         if labels.cache_config_hash != cache.config_hash or labels.track_ids != [str(t) for t in cache.track_ids]:
@@ -71,11 +80,25 @@ class TeacherTargets:
                                for p in self._per_track]).astype(np.float32)
         self._patch = labels.patch_seconds * cache.sample_rate
         self._hop = labels.hop_seconds * cache.sample_rate
+        self.num_features = 0
+        if features:
+            if labels.features is None:
+                raise TeacherLabelsError(f"{labels.path}: holds no teacher features; run msagg teach with "
+                                         "--set features=true")
+            feats = labels.features.astype(np.float32)
+            mean, std = feats.mean(axis=0), feats.std(axis=0)
+            feats = (feats - mean) / np.where(std > 1e-6, std, 1.0)  # a dimension the teacher never varies: 0
+            self.num_features = int(feats.shape[1])
+            self._features = [feats[labels.offsets[i]:labels.offsets[i + 1]] for i in range(len(labels.offsets) - 1)]
+            self._song_features = np.stack([f.mean(axis=0) if len(f) else np.zeros(self.num_features, np.float32)
+                                            for f in self._features]).astype(np.float32)
 
-    def _span(self, track: int, start: float, length: int) -> np.ndarray:
-        patches = self._per_track[track]
+    def _span(self, track: int, start: float, length: int, per_track=None, song=None) -> np.ndarray:
+        per_track = self._per_track if per_track is None else per_track
+        song = self._song if song is None else song
+        patches = per_track[track]
         if not self.aligned or len(patches) == 0:
-            return self._song[track]
+            return song[track]
         begins = np.arange(len(patches)) * self._hop
         overlap = np.clip(np.minimum(begins + self._patch, start + length) - np.maximum(begins, start), 0, None)
         if overlap.sum() <= 0:  # past the last whole patch (musicnn drops a track's tail): the nearest one
@@ -85,6 +108,13 @@ class TeacherTargets:
 
     def crops(self, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         return np.stack([self._span(int(t), float(s), length) for t, s in zip(tracks, starts)]).astype(np.float32)
+
+    def crop_features(self, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """The teacher's standardized features of crops, as ``crops`` weighs patches: float32 (batch, num_features)."""
+        if not self.num_features:
+            raise ValueError("these targets hold no teacher features")
+        return np.stack([self._span(int(t), float(s), length, self._features, self._song_features)
+                         for t, s in zip(tracks, starts)]).astype(np.float32)
 
     def segments(self, track: int, num_segments: int, length: int) -> np.ndarray:
         return self.crops(np.full(num_segments, track), np.arange(num_segments) * length, length)
