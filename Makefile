@@ -28,7 +28,7 @@ help:
 	@echo "make prepare | pretrain | extract | classify   one stage (PRESET=$(PRESET) DATASET=$(DATASET) RUN=$(RUN))"
 	@echo "make bench      SampleCNN throughput and memory (writes runs/bench/bench.json)"
 	@echo "make bench-pipeline  prepare, training input and extract at 16 and 64 tracks (runs/bench/pipeline.json)"
-	@echo "make pretrain-general  the general family: 20 h of Debian soundtracks, musicnn's tags (about 1.5 h)"
+	@echo "make pretrain-general  the general family: 20 h of Debian soundtracks, musicnn's tags (about 1 h)"
 	@echo "make pretrain-general-gm  SampleCNNs on a 2000-track rendered GM corpus (about 1 h on 2 cores)"
 	@echo "make eval-esc10 5-fold ESC-10 protocol, demo preset, augmentation off and on (needs ../shared/datasets/esc10)"
 	@echo "make clean      remove runs/ and caches (keeps .venv)"
@@ -107,15 +107,15 @@ bench: venv
 bench-pipeline: venv
 	$(MSAGG) bench-pipeline --out runs/bench/pipeline.json
 
-# The `general` family (about 1.5 h on 2 CPU cores; msagg ships no weights): the music of nine Debian game
-# soundtrack packages (2.2 GB downloaded with apt-get download, 20 h of music; their licences in
+# The `general` family (about 1 h on 2 CPU cores; msagg ships the one this made): the music of nine Debian
+# game soundtrack packages (2.2 GB downloaded with apt-get download, 20 h of music; their licences in
 # runs/general/music/CORPUS.md), labelled by musicnn's MTT and MSD taggers, then the general preset.
 # On a GPU, or with your own music:  msagg prepare --dataset unlabelled --source ~/Music ..., then teach and
 # pretrain as below (docs/transfer.md).
 GENERAL := runs/general
 pretrain-general: teacher $(GENERAL)/music/CORPUS.md
 	$(MSAGG) prepare --dataset unlabelled --source $(GENERAL)/music --out $(GENERAL)/prepare $(PREPARE_ARGS)
-	$(MSAGG) teach --cache $(GENERAL)/prepare --out $(GENERAL)/teach
+	$(MSAGG) teach --cache $(GENERAL)/prepare --set features=true --out $(GENERAL)/teach
 	$(MSAGG) pretrain --cache $(GENERAL)/prepare --teacher-labels $(GENERAL)/teach --preset general \
 		--out $(GENERAL)/pretrain $(PRETRAIN_ARGS)
 

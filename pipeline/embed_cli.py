@@ -15,7 +15,7 @@ from msagg.pipeline.clitools import FolderPath, friendly_errors
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--pretrain", default="general", show_default=True,
-              help="The models: a finished pretrain run folder, or general: the family `make pretrain-general` makes (runs/general/pretrain).")
+              help="The models: a finished pretrain run folder, or the family msagg ships (general).")
 @click.option("--out", "out_dir", required=True, type=FolderPath("file"),
               help="The file to write (HDF5, or .npz). A stopped run resumes from the songs it finished "
               "(kept in OUT.parts/ until the file is written).")

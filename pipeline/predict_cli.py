@@ -20,7 +20,7 @@ FORMATS = ("text", "csv", "json")
 @click.command()
 @click.argument("audio", nargs=-1, required=True, type=click.Path())
 @click.option("--pretrain", "pretrain_dir", type=FolderPath(),
-              help="A pretrain run folder (or general: the family `make pretrain-general` makes, runs/general/pretrain): predict with its end-to-end models "
+              help="A pretrain run folder (or general, the family msagg ships): predict with its end-to-end models "
               "(mean over scales).")
 @click.option("--classify", "classify_dir", type=FolderPath(),
               help="A classify run folder: extract features with its models and apply its default classifier "
@@ -37,7 +37,7 @@ FORMATS = ("text", "csv", "json")
               help="How many labels to print per file (at least 1; text format).")
 @friendly_errors
 def predict(audio, pretrain_dir, classify_dir, fmt, as_json, out_file, over_time, top_k):
-    """Tag or classify audio files (and folders, recursively) with a trained run.
+    """Tag or classify audio files (and folders, recursively) with a trained run or a shipped family.
 
     With --pretrain, each scale's end-to-end SampleCNN scores the file's segments and the song
     score is their mean (averaged over scales); the models are loaded once for all files, and

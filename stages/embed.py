@@ -80,7 +80,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, pretrain:
     Args:
         paths: Audio files and folders (searched recursively).
         out: The embeddings file (layout: ``msagg.data.formats.embeddings``).
-        pretrain: A finished pretrain run folder, or "general" (``runs/general/pretrain``, what ``make pretrain-general`` makes).
+        pretrain: A finished pretrain run folder, or the name of a shipped family ("general").
         frames: Also store every segment's vectors and start times.
         song_pool, segments, scales, precision, batch_size: As ``Family`` and ``Family.embed``.
         fmt: "h5" or "npz" (default: "npz" for an ``out`` ending in ``.npz``, else "h5").

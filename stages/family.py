@@ -1,7 +1,7 @@
 """The Python API: a family of SampleCNNs that embeds and tags audio, numpy in and numpy out.
 
-A family is a finished pretrain run (one SampleCNN per m^n scale); "general" names the one
-``make pretrain-general`` makes (``runs/general/pretrain``). ``embed`` gives the song vectors extract computes (every scale's last three hidden
+A family is a finished pretrain run (one SampleCNN per m^n scale), or the name of one msagg ships
+("general"). ``embed`` gives the song vectors extract computes (every scale's last three hidden
 layers, max-pooled over time within each segment, then pooled over the song), keyed as in
 features.h5; ``tag`` gives the end-to-end models' tag probabilities. Songs of any length go
 through the models segment by segment in bounded batches (``msagg.stages.engines.streaming``);
@@ -115,7 +115,7 @@ class Family:
     """A family of SampleCNNs ready to embed and tag audio.
 
     Args:
-        pretrain: A finished pretrain run folder, or "general" (``runs/general/pretrain``, what ``make pretrain-general`` makes).
+        pretrain: A finished pretrain run folder, or the name of a shipped family ("general").
         scales: The scales to use (default: all of the family's).
         precision: What ``embed`` computes in, "float32" or "bf16".
         batch_size: Segments per forward pass (fewer for models whose activations are large).

@@ -182,8 +182,9 @@ class Config:
             raise ConfigError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {self.vocabulary!r}")
         check_number("teacher_features", self.teacher_features, low=0.0, low_open=False)
         if self.teacher_features and self.teacher_labels is None:
-            raise ConfigError("teacher_features needs teacher labels (--teacher-labels, a msagg teach run "
-                              "with --set features=true)")
+            raise ConfigError(f"teacher_features={self.teacher_features:g} needs teacher labels (--teacher-labels, a "
+                              "msagg teach run made with --set features=true); --set teacher_features=0 trains "
+                              "without them")
 
     def augmentation(self) -> augment_lib.Augment:
         """The augmentation of the training crops: the ``augment_*`` values, or none when ``augment`` is off."""
@@ -220,13 +221,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     # demo with ReSE-2-multi models (Kim et al. 2018) instead of the basic blocks.
     "demo-rese": {**_DEMO, "block": "rese", "multi": True},
-    # `make pretrain-general` (the general family, ``msagg.models.pretrained``): the demo's three
-    # scales at half width on about 20 hours of real music (Debian's game soundtracks, an
-    # `unlabelled` collection) labelled by musicnn's MTT and MSD taggers (`msagg teach`): soft,
-    # time-aligned targets over both vocabularies, lr 0.03, three lr stages of at most 4 epochs of
-    # 270 steps, validation on 16 tracks: about 1.5 h on 2 CPU cores.
-    "general": {**_DEMO, "width": 0.5, "learning_rate": 0.03, "max_epochs_per_stage": 4, "steps_per_epoch": 270,
-                "val_max_tracks": 16, "augment": False},
+    # `make pretrain-general` (the general family, ``msagg.models.pretrained``): two scales, 3^8 and 4^6, at
+    # half width on about 20 hours of real music (Debian's game soundtracks, an `unlabelled` collection)
+    # labelled by musicnn's MTT and MSD taggers (`msagg teach --set features=true`): soft, time-aligned
+    # targets over both vocabularies, and the MTT tagger's own features with weight 1; lr 0.03, three lr
+    # stages of at most 4 epochs of 270 steps, validation on 16 tracks: about 30 min on 2 CPU cores.
+    "general": {**_DEMO, "scales": ("3^8", "4^6"), "width": 0.5, "learning_rate": 0.03, "max_epochs_per_stage": 4,
+                "steps_per_epoch": 270, "val_max_tracks": 16, "augment": False, "teacher_features": 1.0},
     # `make pretrain-general-gm`: the same scales on the 2000-track rendered synth-gm-tags corpus with its own
     # tags, three lr stages of at most 8 epochs of 150 steps: about an hour on 2 CPU cores.
     "general-gm": {**_DEMO, "max_epochs_per_stage": 8, "steps_per_epoch": 150, "val_max_tracks": 100,

@@ -200,7 +200,7 @@ def test_pretrain_fits_teacher_features_and_saves_the_tagger_alone(tmp_path):
     assert labels.features.shape == (len(labels.probs), 1506) and labels.features_source.startswith("MTT_musicnn")
     assert json.loads((teach_dir / "config.json").read_text())["features"] is True
     base = {**pretrain.PRESETS["tiny"], "scales": ("3^2",)}
-    with pytest.raises(ConfigError, match="teacher_features needs teacher labels"):
+    with pytest.raises(ConfigError, match="teacher_features=1 needs teacher labels.*teacher_features=0"):
         pretrain.Config(cache=str(prep), teacher_features=1.0, **base)
     config = pretrain.Config(cache=str(prep), teacher_labels=str(teach_dir), vocabulary="MTT",
                              teacher_features=0.5, **base)

@@ -14,6 +14,7 @@ import venv
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +54,17 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def test_the_wheel_holds_every_subpackage_and_the_split_files(wheel):
+def test_the_wheel_holds_every_subpackage_the_split_files_and_the_shipped_models(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     packages = {str(Path(n).parent).replace("/", ".") for n in names if n.endswith("/__init__.py")}
     assert _source_subpackages() <= packages, sorted(_source_subpackages() - packages)
     assert "msagg/__main__.py" in names
     committed = [p.relative_to(ROOT / "data").as_posix() for p in (ROOT / "data" / "splits").rglob("*") if p.is_file()]
     assert committed and all(f"msagg/data/{name}" in names for name in committed)
+    shipped = [p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models" / "pretrained").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts]
+    assert any(name.endswith("model.keras") for name in shipped)
+    assert all(f"msagg/models/{name}" in names for name in shipped), sorted(set(shipped) - set(names))
     assert not [n for n in names if n.split("/")[0] in ("pipeline", "stages", "data", "models", "tests")]
 
 
@@ -121,6 +126,17 @@ def test_the_installed_tiny_pipeline(installed, tmp_path):
         metadata = json.loads((tmp_path / folder / "metadata.json").read_text())
         assert metadata.get("git_commit") is None, metadata
     assert "ROC-AUC" in (tmp_path / "cls" / "results.md").read_text()
+
+
+def test_the_installed_shipped_family_tags_audio_with_nothing_trained(installed, tmp_path):
+    import soundfile as sf
+
+    t = np.arange(4 * 22050) / 22050
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22050)
+    res = _run([installed / "bin" / "msagg", "predict", "tone.wav", "--pretrain", "general", "--format", "json"],
+               cwd=tmp_path, env=_clean_env(), timeout=300)
+    (result,) = json.loads(res.stdout)
+    assert len(result["scores"]) == 92 and "piano" in result["scores"]
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="msagg does not run from a git checkout here")

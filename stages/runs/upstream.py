@@ -109,8 +109,8 @@ def open_upstream(path: str | os.PathLike, stage: str, *,
     folder, file = _folder_and_file(Path(path), stage)
     if not folder.is_dir():
         if stage == "pretrain" and os.fspath(path) == pretrained.GENERAL:
-            raise error(f"general: no general family here ({pretrained.GENERAL_RUN} does not exist); `make "
-                        "pretrain-general` makes it (about 1.5 h on 2 CPU cores), or name a pretrain run folder")
+            raise error(f"general: no general family here (neither {pretrained.GENERAL_RUN} nor the package's own); "
+                        "`make pretrain-general` makes it (about 1 h on 2 CPU cores), or name a pretrain run folder")
         raise error(f"{folder}: no such {stage} run folder (run `msagg {stage}` first)")
     if not (folder / CONFIG_FILE).is_file():
         raise error(f"{folder}: not a run folder (no {CONFIG_FILE})")
