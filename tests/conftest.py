@@ -15,18 +15,6 @@ def _seed():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _mfcc_reference_only(request, monkeypatch):
-    """Extract's ``auto`` reference sets stand for MFCC alone here, except in tests marked
-    ``teacher_default``: where musicnn is installed the teacher's set adds seconds to every extract run,
-    and the tests of that set and of the default itself (``test_reference_sets.py``) are marked."""
-    if request.node.get_closest_marker("teacher_default") is None:
-        from msagg.stages import extract
-
-        monkeypatch.setattr(extract, "default_classic", lambda: ("mfcc",))
-    yield
-
-
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster of 2 CPUs for every test that needs one (Ray takes seconds to start).

@@ -116,8 +116,12 @@ def test_config_rejects_bad_values(changes, message):
 
 def test_presets_are_valid_configs():
     for name, preset in pretrain.PRESETS.items():
-        config = pretrain.Config(cache="x", **preset)
+        # general fits a teacher's features: it needs teacher labels, and says so without them
+        teacher = {"teacher_labels": "t"} if preset.get("teacher_features") else {}
+        config = pretrain.Config(cache="x", **preset, **teacher)
         assert config.scales, name
+    with pytest.raises(ConfigError, match="needs teacher labels"):
+        pretrain.Config(cache="x", **pretrain.PRESETS["general"])
     assert len(pretrain.PRESETS["demo"]["scales"]) >= 2
 
 

@@ -17,7 +17,6 @@ from msagg.stages.predict import predict_files
 from prepare_runs import make_prepare_run
 
 SAMPLE_RATE = 16000
-pytestmark = pytest.mark.teacher_default  # extract's default here is the real one (conftest)
 NEEDS_MUSICNN = pytest.mark.skipif(not teacher.installed(), reason="the musicnn package is not installed (make teacher)")
 
 
