@@ -224,6 +224,8 @@ class Family:
         if segments not in SEGMENTINGS:
             raise ValueError(f"segments must be one of {', '.join(SEGMENTINGS)}, got {segments!r}")
         from msagg.data.formats.features import pool_song
+
+        quiet.import_backend()  # before the engines, which import Keras: its start-up notices stay hidden
         from msagg.stages.engines import streaming
 
         models = self.tap_models()
@@ -290,6 +292,7 @@ class Family:
         return self._end_to_end
 
     def _tag(self, blocks: Iterable[np.ndarray], over_time: bool, what: str | os.PathLike) -> Tags:
+        quiet.import_backend()  # before the engines, which import Keras: its start-up notices stay hidden
         from msagg.stages.engines import streaming
 
         models = self.end_to_end_models()

@@ -40,6 +40,15 @@ def test_import_msagg_and_its_api_names_load_no_backend():
     assert {"load", "embed_file", "tag_file", "Family"} <= set(dir(msagg))
 
 
+def test_the_api_keeps_the_backends_start_up_notices_off_stderr(tiny_family):
+    code = (f"import numpy as np, msagg; f = msagg.load({str(tiny_family)!r}); w = np.zeros(2000, np.float32); "
+            f"f.tag(w, {SAMPLE_RATE}); f.embed(w, {SAMPLE_RATE}); print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+    for notice in ("cuda drivers", "cuInit", "oneDNN custom operations"):
+        assert notice not in res.stderr, res.stderr[-2000:]
+
+
 def test_embed_gives_every_scale_and_tap_as_extract_computes_them(family, tiny_family):
     wave = _wave(1000)
     song = family.embed(wave, SAMPLE_RATE, frames=True)
