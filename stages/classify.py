@@ -290,7 +290,7 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
             bar.set_postfix_str(fs.name)
             x = assemble(feats, fs)
             blocks = block_dims(feats, fs)
-            weights = choice.block_weights(x[fit_rows], ff.labels[fit_rows], task, blocks, kinds, folds, config,
+            weights = choice.choose_weights(x[fit_rows], ff.labels[fit_rows], task, blocks, kinds, folds, config,
                                            config.seed)
             std = Standardizer.fit(x[rows["train"]], blocks, weights)
             xs = {split: std(x[idx]) for split, idx in rows.items()}

@@ -136,9 +136,10 @@ def run(config: Config, out_dir: str | os.PathLike, *, overwrite: bool = False, 
         per_track, per_track_features = [], []
         for start in blocks:
             with np.load(parts / f"part-{start // BLOCK_TRACKS:05d}.npz") as z:
-                per_track += [z[f"t{k}"] for k in range(min(BLOCK_TRACKS, num - start))]
+                count = min(BLOCK_TRACKS, num - start)
+                per_track += [z[f"t{k}"] for k in range(count)]
                 if config.features:
-                    per_track_features += [z[f"f{k}"] for k in range(min(BLOCK_TRACKS, num - start))]
+                    per_track_features += [z[f"f{k}"] for k in range(count)]
         write_labels(out_dir / FILE_NAME, teachers=config.teachers,
                      tag_names=[tag for t in teachers for tag in t.tags],
                      teacher_of_tag=[t.name for t in teachers for _ in t.tags], track_ids=list(cache.track_ids),

@@ -178,7 +178,7 @@ def test_a_block_that_only_adds_noise_is_weighted_down_by_cross_validation():
     x = np.concatenate([informative, noise], axis=1).astype(np.float32)
     folds = choice.cv_folds(labels, "classes", 5, seed=0)
     config = classify.Config(features="unused")
-    weights = choice.block_weights(x, labels, "classes", (8, 8), ["logreg"], folds, config, seed=0)
+    weights = choice.choose_weights(x, labels, "classes", (8, 8), ["logreg"], folds, config, seed=0)
     assert weights is not None and weights[0] == 1.0 and weights[1] < 1.0
     joined = choice.best_of(choice.cross_validate(x, labels, "classes", (8, 8), ["logreg"], folds, config, 0,
                                                   weights))[2]
@@ -186,4 +186,4 @@ def test_a_block_that_only_adds_noise_is_weighted_down_by_cross_validation():
     assert joined >= alone
     zeroed = Standardizer.fit(x, (8, 8), (1.0, 0.0))(x)
     assert np.all(zeroed[:, 8:] == 0) and np.all(np.isfinite(zeroed))
-    assert choice.block_weights(x[:, :8], labels, "classes", (8,), ["logreg"], folds, config, 0) is None
+    assert choice.choose_weights(x[:, :8], labels, "classes", (8,), ["logreg"], folds, config, 0) is None

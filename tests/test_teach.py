@@ -181,7 +181,8 @@ def test_teacher_features_are_standardized_time_aligned_and_mixed_with_the_tags(
         assert x.shape == (4, 2000) and tags.shape == (4, 2) and feats.shape == (4, 6)
         # mixup mixes tags and features with one weight per crop: with song targets, where a track's
         # standardized features are an affine function of its tag, mixed crops stay on that line
-        line = np.polyfit(song.songs(np.arange(cache.num_tracks))[:, 0], song._song_features[:, 0], 1)
+        every = np.arange(cache.num_tracks)
+        line = np.polyfit(song.songs(every)[:, 0], song.crop_features(every, np.zeros_like(every), SR)[:, 0], 1)
         mixed = CropSequence(cache, cache.indices("train"), 2000, 8, 2, targets=song,
                              augment=augment_lib.Augment(mixup_alpha=0.4, mixup_prob=1.0))
         _, (tags2, feats2) = mixed[0]

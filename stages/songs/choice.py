@@ -85,7 +85,7 @@ def cross_validate(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequenc
         folds: ``cv_folds``' folds.
         config: MLP hyper-parameters (classify's Config).
         seed: The classifiers' seed.
-        weights: The blocks' weights (``block_weights``); None: alike.
+        weights: The blocks' weights (``choose_weights``); None: alike.
 
     Returns:
         ``{kind: {C as text ("" for a kind without C): {"mean", "std", "values"}}}``: the primary
@@ -112,7 +112,7 @@ def cross_validate(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequenc
             for kind, by_c in values.items()}
 
 
-def block_weights(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequence[int], kinds: Sequence[str],
+def choose_weights(x: np.ndarray, labels: np.ndarray, task: str, blocks: Sequence[int], kinds: Sequence[str],
                   folds: Sequence[tuple[np.ndarray, np.ndarray]], config, seed: int) -> tuple[float, ...] | None:
     """The weights of a joined set's blocks with the best cross-validated score (``scaling.weightings``).
 

@@ -6,7 +6,7 @@ Standardizing gives every dimension unit variance, so a block of 1,000 dimension
 regression). A joined set's blocks are therefore each divided by the square root of their
 dimension as well: every block then holds the same total variance (1) on the training songs. One
 more weight per block is chosen by cross-validation (``weightings``: alike, one block alone, one at
-half weight; ``msagg.stages.songs.choice.block_weights``), so that a join never scores below its best
+half weight; ``msagg.stages.songs.choice.choose_weights``), so that a join never scores below its best
 part on the training songs. The weights are folded into the standardizer's scale, so a saved
 classifier applies them at predict time with no other change.
 """
@@ -43,7 +43,7 @@ class Standardizer:
             x_train: float32 (n, dim).
             blocks: Dimensions of the blocks of a joined set (``featuresets.block_dims``); empty or
                 one block: plain standardization.
-            weights: One more factor per block (``WEIGHTINGS``; 0 leaves a block out); None: all 1.
+            weights: One more factor per block (``weightings``; 0 leaves a block out); None: all 1.
 
         Raises:
             ValueError: If the blocks do not sum to dim.
@@ -55,7 +55,7 @@ class Standardizer:
         if weights is not None and len(blocks) >= 2:
             factor = np.repeat(np.asarray(weights, dtype=np.float64), [int(b) for b in blocks])
             with np.errstate(divide="ignore"):
-                scale = np.where(factor > 0, scale / np.where(factor > 0, factor, 1.0), np.inf)  # weight 0: the block reads 0
+                scale = scale / factor  # weight 0: an infinite scale, so the block reads 0
         return cls(scaler.mean_, scale, blocks)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -93,19 +93,15 @@ class CropSequence(keras.utils.PyDataset):
             starts[row], lengths[row] = start, length
             crop = self.cache.crop(int(self.indices[pick]), start, length)
             x[row] = crop if length == self.input_length else augment_lib.resample_to(crop, self.input_length)
-        getters = [self.targets.crops] + ([self.targets.crop_features] if self.targets.num_features else [])
-        ys = []
-        for get in getters:
-            if self.targets.soft and np.any(lengths != self.input_length):  # a pitch-shifted crop spans more or less time
-                ys.append(np.concatenate([get(self.indices[picks[r:r + 1]], starts[r:r + 1], int(lengths[r]))
-                                          for r in range(self.batch_size)]))
-            else:
-                ys.append(get(self.indices[picks], starts, self.input_length))
-        y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=1)
-        if aug_rng is not None:
+        if self.targets.soft and np.any(lengths != self.input_length):  # a pitch-shifted crop spans more or less time
+            y = np.concatenate([self.targets.crop_targets(self.indices[picks[r:r + 1]], starts[r:r + 1],
+                                                          int(lengths[r])) for r in range(self.batch_size)])
+        else:
+            y = self.targets.crop_targets(self.indices[picks], starts, self.input_length)
+        if aug_rng is not None:  # mixup mixes a crop's labels and teacher features with one weight
             x, y = augment_lib.augment_batch(x, y, self.augment, aug_rng, copy=False)
-        if len(ys) > 1:
-            split = ys[0].shape[1]
+        if self.targets.num_features:
+            split = y.shape[1] - self.targets.num_features
             return x, (np.ascontiguousarray(y[:, :split]), np.ascontiguousarray(y[:, split:]))
         return x, y
 

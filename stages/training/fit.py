@@ -190,7 +190,6 @@ def _train_scale(
         return json.loads(metrics_path.read_text())
 
     task, num_labels = targets.task, len(targets.label_names)
-    features_weight = float(getattr(config, "teacher_features", 0.0) or 0.0)
     train = np.asarray(cache.indices("train"), dtype=np.int64)
     valid = _validation_tracks(config, cache)
     if train.size == 0 or valid.size == 0:
@@ -212,6 +211,9 @@ def _train_scale(
         state = json.loads((resume_from / checkpoint.STATE_FILE).read_text())
         model = load_model(resume_from / checkpoint.LAST_FILE)
         checkpoint.check_learning_rate(model, state, resume_from)
+        if len(model.outputs) != (2 if targets.num_features else 1):
+            raise PretrainError(f"{resume_from}: this checkpoint was trained with{'out' if targets.num_features else ''} "
+                                "teacher features; resume with the config that wrote it")
         if (resume_from / checkpoint.RNG_FILE).is_file():
             rng = json.loads((resume_from / checkpoint.RNG_FILE).read_text())
         else:
@@ -230,16 +232,13 @@ def _train_scale(
         model = _build(config, scale, num_labels, task)
         if targets.num_features:
             model = _with_features_head(model, targets.num_features)
-        _compile(model, task, config.learning_rate, features_weight)
+        _compile(model, task, config.learning_rate, config.teacher_features)
         state = _fresh_state(config)
     tags_model = _tags_view(model)  # what validation scores and model.keras keeps
-    if len(model.outputs) != (2 if targets.num_features else 1):
-        raise PretrainError(f"{resume_from}: this checkpoint was trained with{'out' if targets.num_features else ''} "
-                            "teacher features; resume with the config that wrote it")
     num_params = int(sum(np.prod(w.shape) for w in tags_model.trainable_weights))
     if targets.num_features:
         logger.info("%s: fitting the teacher's %d features too (a linear head, mean squared error, weight %g)",
-                    scale, targets.num_features, features_weight)
+                    scale, targets.num_features, config.teacher_features)
     logger.info("%s: %d trainable parameters, input %d samples (%.2f s), %d steps of %d per epoch",
                 scale, num_params, input_length, input_length / cache.sample_rate, steps, config.batch_size)
     if devices.parallel:
@@ -318,7 +317,7 @@ def _train_scale(
                     state["lr"] = float(f"{config.learning_rate * config.lr_decay ** state['lr_stage']:.12g}")
                     if best_path.is_file():
                         tags_model.set_weights(load_model(best_path).get_weights())
-                    _compile(model, task, state["lr"], features_weight)
+                    _compile(model, task, state["lr"], config.teacher_features)
                     logger.info("%s: lr stage %d, best weights reloaded, lr %.3g", scale,
                                 state["lr_stage"] + 1, state["lr"])
             rng = checkpoint.rng_state(model)  # the next epoch starts from it, killed here or not

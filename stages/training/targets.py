@@ -6,11 +6,11 @@
 (every crop of a track carries the track's mean over its patches). Both answer the same three
 questions, so the training input (``crops``) and validation (``fit``) do not care which is in force.
 
-With ``features`` on, ``TeacherTargets`` also gives each crop the teacher's own view of the time it
-covers (``crop_features``: the stored per-patch features, standardized per dimension over the
-corpus, weighted as the tags are), which pretrain fits with a second, linear head (mean squared
-error): the student learns to see a patch as the teacher does, not only to name its tags.
-``num_features`` is 0 where no features are fitted.
+With ``features`` on, ``TeacherTargets`` also gives each training crop the teacher's own view of the
+time it covers (``crop_targets``: the tags, then the stored per-patch features standardized per
+dimension over the corpus, weighted alike in one pass), which pretrain fits with a second, linear
+head (mean squared error): the student learns to see a patch as the teacher does, not only to name
+its tags. ``num_features`` is 0 where no features are fitted.
 
 numpy only: no backend here.
 """
@@ -47,6 +47,9 @@ class DatasetTargets:
         """Song-level targets: float32 (num_tracks, labels)."""
         return self._labels[np.asarray(tracks, dtype=np.int64)]
 
+    crop_targets = crops
+    """What a training crop fits (``TeacherTargets.crop_targets``): here its labels."""
+
 
 class TeacherTargets:
     """A teacher's tag probabilities as soft targets (a tags task: sigmoid outputs, binary cross-entropy).
@@ -56,7 +59,7 @@ class TeacherTargets:
         cache: The open ``AudioCache`` it labels.
         vocabulary: "MTT", "MSD" or "both" (``TeacherLabels.vocabulary``).
         targets: "aligned" or "song" (module docstring).
-        features: Also give each crop the teacher's features (``crop_features``).
+        features: Also give each training crop the teacher's features (``crop_targets``).
 
     Raises:
         TeacherLabelsError: If the file labels another cache, or lacks the vocabulary, or (with
@@ -75,12 +78,12 @@ class TeacherTargets:
         self.aligned = targets == "aligned"
         self.label_names, matrix = labels.vocabulary(vocabulary)
         probs = labels.probs @ matrix
-        self._per_track = [probs[labels.offsets[i]:labels.offsets[i + 1]] for i in range(len(labels.offsets) - 1)]
-        self._song = np.stack([p.mean(axis=0) if len(p) else np.full(len(self.label_names), 0.5, np.float32)
-                               for p in self._per_track]).astype(np.float32)
+        fill = np.full(len(self.label_names), 0.5, np.float32)  # a track without a whole patch: no opinion
+        self._tags = _by_track(probs, labels.offsets, fill)
         self._patch = labels.patch_seconds * cache.sample_rate
         self._hop = labels.hop_seconds * cache.sample_rate
         self.num_features = 0
+        self._joined = self._tags  # what ``crop_targets`` weighs: the tags, then the features, side by side
         if features:
             if labels.features is None:
                 raise TeacherLabelsError(f"{labels.path}: holds no teacher features; run msagg teach with "
@@ -89,13 +92,11 @@ class TeacherTargets:
             mean, std = feats.mean(axis=0), feats.std(axis=0)
             feats = (feats - mean) / np.where(std > 1e-6, std, 1.0)  # a dimension the teacher never varies: 0
             self.num_features = int(feats.shape[1])
-            self._features = [feats[labels.offsets[i]:labels.offsets[i + 1]] for i in range(len(labels.offsets) - 1)]
-            self._song_features = np.stack([f.mean(axis=0) if len(f) else np.zeros(self.num_features, np.float32)
-                                            for f in self._features]).astype(np.float32)
+            self._joined = _by_track(np.concatenate([probs, feats], axis=1), labels.offsets,
+                                     np.concatenate([fill, np.zeros(self.num_features, np.float32)]))
 
-    def _span(self, track: int, start: float, length: int, per_track=None, song=None) -> np.ndarray:
-        per_track = self._per_track if per_track is None else per_track
-        song = self._song if song is None else song
+    def _span(self, by_track, track: int, start: float, length: int) -> np.ndarray:
+        per_track, song = by_track
         patches = per_track[track]
         if not self.aligned or len(patches) == 0:
             return song[track]
@@ -106,21 +107,36 @@ class TeacherTargets:
             return patches[nearest]
         return (overlap[:, None] * patches).sum(axis=0) / overlap.sum()
 
+    def _spans(self, by_track, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        return np.stack([self._span(by_track, int(t), float(s), length) for t, s in zip(tracks, starts)]
+                        ).astype(np.float32)
+
     def crops(self, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-        return np.stack([self._span(int(t), float(s), length) for t, s in zip(tracks, starts)]).astype(np.float32)
+        return self._spans(self._tags, tracks, starts, length)
+
+    def crop_targets(self, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """What a training crop fits: ``crops``, then (with ``features``) the teacher's standardized
+        features of the same time, side by side, in one pass: float32 (batch, tags + num_features)."""
+        return self._spans(self._joined, tracks, starts, length)
 
     def crop_features(self, tracks: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """The teacher's standardized features of crops, as ``crops`` weighs patches: float32 (batch, num_features)."""
         if not self.num_features:
             raise ValueError("these targets hold no teacher features")
-        return np.stack([self._span(int(t), float(s), length, self._features, self._song_features)
-                         for t, s in zip(tracks, starts)]).astype(np.float32)
+        return self.crop_targets(tracks, starts, length)[:, len(self.label_names):]
 
     def segments(self, track: int, num_segments: int, length: int) -> np.ndarray:
         return self.crops(np.full(num_segments, track), np.arange(num_segments) * length, length)
 
     def songs(self, tracks: np.ndarray) -> np.ndarray:
-        return self._song[np.asarray(tracks, dtype=np.int64)]
+        return self._tags[1][np.asarray(tracks, dtype=np.int64)]
+
+
+def _by_track(rows: np.ndarray, offsets: np.ndarray, fill: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-patch rows cut per track, and each track's mean row (``fill`` for a track without patches)."""
+    per_track = [rows[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    song = np.stack([p.mean(axis=0) if len(p) else fill for p in per_track]).astype(np.float32)
+    return per_track, song
 
 
 def song_metric_labels(targets, song_targets: np.ndarray) -> np.ndarray:
